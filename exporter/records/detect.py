@@ -1,0 +1,66 @@
+"""Pick the adapter for a record by its shape.
+
+A record that matches no shape is rejected as `unknown_format`, never
+guessed: a wrong guess would feed silent garbage to the detectors.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from exporter.records import anthropic, langfuse, litellm, openai_chat, openai_responses, otel_genai
+from exporter.records.envelope import Envelope, unwrap
+from exporter.records.errors import RejectedRecord
+from exporter.records.record import Record
+
+FORMATS = ("auto", "openai_chat", "openai_responses", "anthropic", "otel_genai", "litellm", "langfuse")
+_RESPONSE_ADAPTERS = (openai_responses, anthropic, openai_chat)
+
+
+def _normalize_response(envelope: Envelope) -> list[Record]:
+    for adapter in _RESPONSE_ADAPTERS:
+        if adapter.looks_like(envelope.response):
+            return adapter.normalize(envelope)
+    keys = ", ".join(sorted(str(k) for k in envelope.response)[:8])
+    raise RejectedRecord(
+        "unknown_format",
+        f"no known response shape (OpenAI chat/responses, Anthropic, OTel GenAI, LiteLLM) "
+        f"matches an object with keys [{keys}]",
+    )
+
+
+def _forced(fmt: str, obj: dict[str, Any], envelope: Envelope) -> list[Record]:
+    if fmt == "litellm":
+        if "response" not in obj:
+            raise RejectedRecord("unknown_format", "not a LiteLLM payload: no 'response' key")
+        return litellm.normalize(envelope, _normalize_response)
+    if fmt == "langfuse":
+        if not langfuse.looks_like(obj):
+            raise RejectedRecord("unknown_format", "not a Langfuse GENERATION observation")
+        return langfuse.normalize(envelope)
+    if fmt == "otel_genai":
+        if not otel_genai.looks_like(obj):
+            raise RejectedRecord("unknown_format", "no gen_ai.* attributes found")
+        return otel_genai.normalize(envelope)
+    adapter = {a.NAME: a for a in _RESPONSE_ADAPTERS}[fmt]
+    if not adapter.looks_like(envelope.response):
+        raise RejectedRecord("unknown_format", f"record does not have the {fmt} shape")
+    return adapter.normalize(envelope)
+
+
+def normalize(obj: Any, fmt: str = "auto") -> list[Record]:
+    """Normalize one decoded JSON value into records (an OTLP export may hold several)."""
+    if not isinstance(obj, dict):
+        raise RejectedRecord(
+            "unknown_format", f"a record must be a JSON object, got {type(obj).__name__}"
+        )
+    envelope = unwrap(obj)
+    if fmt != "auto":
+        return _forced(fmt, obj, envelope)
+    if litellm.looks_like(obj):
+        return litellm.normalize(envelope, _normalize_response)
+    if langfuse.looks_like(obj):
+        return langfuse.normalize(envelope)
+    if otel_genai.looks_like(obj):
+        return otel_genai.normalize(envelope)
+    return _normalize_response(envelope)
