@@ -2,7 +2,8 @@
 
 A typical line is `{"timestamp", "route", "request": {...}, "response": {...}}`;
 gateways such as Helicone nest bodies one level deeper (`request.body`,
-`response.body`); a bare provider response is accepted too.
+`response.body`), and some loggers store a body as the raw JSON text they
+received; a bare provider response is accepted too.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from exporter.records.fields import as_dict, as_str, as_timestamp
+from exporter.records.fields import as_dict, as_str, as_timestamp, load_json
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,8 +27,8 @@ class Envelope:
 
 
 def _body(part: Any) -> dict[str, Any]:
-    part = as_dict(part)
-    body = part.get("body")
+    part = as_dict(load_json(part))
+    body = load_json(part.get("body"))
     if isinstance(body, dict) and not _looks_like_response(part):
         return body
     return part
@@ -38,9 +39,10 @@ def _looks_like_response(obj: dict[str, Any]) -> bool:
 
 
 def unwrap(obj: dict[str, Any]) -> Envelope:
-    if isinstance(obj.get("response"), dict):
+    response = load_json(obj.get("response"))
+    if isinstance(response, dict):
         request = _body(obj.get("request"))
-        response = _body(obj["response"])
+        response = _body(response)
     else:
         request, response = {}, obj
     timestamp = None

@@ -2,9 +2,13 @@
 
 Oddities handled: Azure returns a choice with `finish_reason: content_filter`
 and no `message` at all; refusals arrive as `message.refusal` beside
-`content: null`; tool-call-only answers have no text; `n > 1` gives several
-choices (the record describes the first by index, `choice_count` says how
-many there were); legacy `function_call` instead of `tool_calls`.
+`content: null` with `finish_reason: stop`, so they are reported as finish
+reason `refusal` (as the Responses and Anthropic adapters do) while
+`raw_finish_reason` keeps the provider's word; tool-call-only answers have no
+text; `n > 1` gives several choices (the record describes the first by index,
+`choice_count` says how many there were); legacy `function_call` instead of
+`tool_calls`, and `custom` tool calls; the legacy Completions shape
+(`choices[].text`) that OpenAI-compatible servers still serve.
 """
 
 from __future__ import annotations
@@ -20,38 +24,41 @@ NAME = "openai_chat"
 
 
 def looks_like(response: dict[str, Any]) -> bool:
-    if response.get("object") in ("chat.completion", "chat.completion.chunk"):
+    if response.get("object") in ("chat.completion", "chat.completion.chunk", "text_completion"):
         return True
     choices = response.get("choices")
     return (
         isinstance(choices, list)
         and bool(choices)
         and isinstance(choices[0], dict)
-        and ("message" in choices[0] or "finish_reason" in choices[0])
+        and any(key in choices[0] for key in ("message", "finish_reason", "delta"))
     )
+
+
+def _call(name: Any, arguments: Any) -> ToolCall:
+    return ToolCall(name=as_str(name) or "", arguments=arguments if isinstance(arguments, str) else None)
 
 
 def _tool_calls(message: dict[str, Any]) -> tuple[ToolCall, ...]:
     calls = []
     for call in as_list(message.get("tool_calls")):
-        function = as_dict(as_dict(call).get("function"))
-        arguments = function.get("arguments")
-        calls.append(
-            ToolCall(
-                name=as_str(function.get("name")) or "",
-                arguments=arguments if isinstance(arguments, str) else None,
-            )
-        )
+        if not isinstance(call, dict):
+            continue
+        if call.get("type") == "custom":
+            custom = as_dict(call.get("custom"))
+            calls.append(_call(custom.get("name"), custom.get("input")))
+        else:
+            function = as_dict(call.get("function"))
+            calls.append(_call(function.get("name"), function.get("arguments")))
     legacy = as_dict(message.get("function_call"))
     if legacy:
-        arguments = legacy.get("arguments")
-        calls.append(
-            ToolCall(
-                name=as_str(legacy.get("name")) or "",
-                arguments=arguments if isinstance(arguments, str) else None,
-            )
-        )
+        calls.append(_call(legacy.get("name"), legacy.get("arguments")))
     return tuple(calls)
+
+
+def _choice_index(choice: dict[str, Any]) -> int:
+    index = as_int(choice.get("index"))
+    return index if index is not None else 0
 
 
 def normalize(envelope: Envelope) -> list[Record]:
@@ -59,18 +66,22 @@ def normalize(envelope: Envelope) -> list[Record]:
     choices = [c for c in as_list(response.get("choices")) if isinstance(c, dict)]
     if not choices:
         raise RejectedRecord("missing_output", "chat completion has no choices")
-    choices.sort(key=lambda c: as_int(c.get("index")) or 0)
-    choice = choices[0]
-    message = as_dict(choice.get("message"))
+    choice = min(choices, key=_choice_index)
+    message = as_dict(choice.get("message")) or as_dict(choice.get("delta"))
+    text = text_of(message.get("content"))
+    if not message and isinstance(choice.get("text"), str):
+        text = choice["text"]
     refusal_text = as_str(message.get("refusal"))
     raw_finish = as_str(choice.get("finish_reason"))
     finish = normalize_finish_reason(raw_finish)
+    if refusal_text is not None and finish in ("stop", "other"):
+        finish = "refusal"
     usage = as_dict(response.get("usage"))
     details = as_dict(usage.get("completion_tokens_details"))
     return [
         Record(
             shape=NAME,
-            output_text=text_of(message.get("content")),
+            output_text=text,
             finish_reason=finish,
             raw_finish_reason=raw_finish,
             structured_refusal=refusal_text is not None or finish == "content_filter",

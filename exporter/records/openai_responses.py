@@ -1,10 +1,11 @@
 """OpenAI Responses API (`object: "response"`).
 
 The answer is spread over `output[]` items: `message` items hold
-`output_text` and `refusal` parts, `function_call` items are tool calls and
-`reasoning` items are hidden thinking (not part of the visible output).
-There is no finish reason; it is derived from `status` and
-`incomplete_details.reason`.
+`output_text` and `refusal` parts; `function_call`, `custom_tool_call` and
+`mcp_call` items are tool calls the model chose; `reasoning` items are hidden
+thinking (not part of the visible output). There is no finish reason; it is
+derived from `status` and `incomplete_details.reason`, and `raw_finish_reason`
+says which of the two it came from.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from exporter.records.fields import as_dict, as_int, as_list, as_str, first_int
 from exporter.records.record import Record, ToolCall, normalize_finish_reason
 
 NAME = "openai_responses"
+_TOOL_CALL_ITEMS = ("function_call", "custom_tool_call", "mcp_call")
 
 
 def looks_like(response: dict[str, Any]) -> bool:
@@ -35,8 +37,8 @@ def _finish(response: dict[str, Any], has_tool_calls: bool, refused: bool) -> st
     reason = as_str(as_dict(response.get("incomplete_details")).get("reason"))
     if status == "incomplete" and reason:
         return reason
-    if status in ("failed", "cancelled"):
-        return "error" if status == "failed" else "other"
+    if status in ("failed", "cancelled", "incomplete"):
+        return status
     if refused:
         return "refusal"
     if has_tool_calls:
@@ -46,12 +48,12 @@ def _finish(response: dict[str, Any], has_tool_calls: bool, refused: bool) -> st
 
 def normalize(envelope: Envelope) -> list[Record]:
     response = envelope.response
-    if "output" not in response:
+    if not isinstance(response.get("output"), list):
         raise RejectedRecord("missing_output", "response has no output array")
     texts: list[str] = []
     refusals: list[str] = []
     calls: list[ToolCall] = []
-    for item in as_list(response.get("output")):
+    for item in response["output"]:
         item = as_dict(item)
         kind = item.get("type")
         if kind == "message":
@@ -61,7 +63,7 @@ def normalize(envelope: Envelope) -> list[Record]:
                     texts.append(part["text"])
                 elif part.get("type") == "refusal" and isinstance(part.get("refusal"), str):
                     refusals.append(part["refusal"])
-        elif kind in ("function_call", "custom_tool_call"):
+        elif kind in _TOOL_CALL_ITEMS:
             arguments = item.get("arguments", item.get("input"))
             calls.append(
                 ToolCall(

@@ -1,0 +1,169 @@
+"""Command line: run, replay, check-config, demo (DESIGN.md's contract)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+import orjson
+
+from exporter import __version__
+from exporter.config import Config, ConfigError, load_config
+from exporter.server import DEFAULT_LISTEN_ADDRESS, parse_listen_address, serve
+
+log = logging.getLogger("exporter")
+
+
+def _add_web_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--web.listen-address",
+        dest="listen_address",
+        default=DEFAULT_LISTEN_ADDRESS,
+        help=f"address to listen on for metrics, push and API (default {DEFAULT_LISTEN_ADDRESS})",
+    )
+    parser.add_argument(
+        "--web.telemetry-path",
+        dest="telemetry_path",
+        default="/metrics",
+        help="path under which to expose metrics (default /metrics)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="llm-drift-exporter",
+        description="Prometheus exporter that detects drift in LLM request/response streams.",
+    )
+    parser.add_argument("--version", action="version", version=f"llm-drift-exporter {__version__}")
+    parser.add_argument(
+        "--log.level",
+        dest="log_level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="log level (default info)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run the exporter until SIGTERM/SIGINT")
+    run.add_argument("--config", required=True, help="YAML config file")
+    _add_web_flags(run)
+
+    replay = commands.add_parser("replay", help="feed files through the pipeline and report")
+    replay.add_argument("--config", required=True, help="YAML config file")
+    replay.add_argument("--report-json", dest="report_json", help="write the JSON report here")
+    replay.add_argument("paths", nargs="+", metavar="PATH", help="JSON-lines files to replay")
+
+    check = commands.add_parser("check-config", help="validate a config file")
+    check.add_argument("file", help="YAML config file")
+
+    demo = commands.add_parser("demo", help="serve metrics for built-in synthetic LLM traffic")
+    _add_web_flags(demo)
+    return parser
+
+
+def _load(path: str, require_inputs: bool) -> Config | None:
+    try:
+        return load_config(path, require_inputs=require_inputs)
+    except ConfigError as error:
+        for message in error.errors:
+            print(message, file=sys.stderr)
+        return None
+
+
+def _check_listen_address(address: str) -> bool:
+    try:
+        parse_listen_address(address)
+    except ValueError as exc:
+        print(f"--web.listen-address: {exc}", file=sys.stderr)
+        return False
+    return True
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = _load(args.file, require_inputs=True)
+    if config is None:
+        return 1
+    print(f"{args.file}: OK ({len(config.inputs)} input(s), stream labels "
+          f"{', '.join(config.stream_labels)})")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from exporter.service import Exporter
+
+    config = _load(args.config, require_inputs=True)
+    if config is None or not _check_listen_address(args.listen_address):
+        return 1
+    try:
+        exporter = Exporter(config)
+    except (OSError, ValueError) as exc:
+        print(f"cannot start: {exc}", file=sys.stderr)
+        return 1
+    asyncio.run(serve(exporter, args.listen_address, args.telemetry_path))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from exporter import demo
+    from exporter.inputs.stats import InputStats
+    from exporter.service import Exporter
+
+    if not _check_listen_address(args.listen_address):
+        return 1
+    exporter = Exporter(demo.DEMO_CONFIG)
+    stats = InputStats(name="demo", kind="demo")
+    exporter.input_stats.append(stats)
+    exporter.background.append(
+        lambda: demo.feed(lambda record: exporter.pipeline.ingest_values([record], stats))
+    )
+    host = args.listen_address
+    print(f"demo: synthetic LLM traffic on 3 streams; metrics at http://"
+          f"{'localhost' + host if host.startswith(':') else host}{args.telemetry_path}",
+          file=sys.stderr)
+    asyncio.run(serve(exporter, args.listen_address, args.telemetry_path))
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from exporter.pipeline import Pipeline
+    from exporter.replay import build_report, max_line_bytes_of, print_summary, replay_files
+
+    config = _load(args.config, require_inputs=False)
+    if config is None:
+        return 1
+    pipeline = Pipeline(config)
+    progress = sys.stderr if sys.stderr.isatty() else None
+    try:
+        summary = replay_files(pipeline, args.paths, max_line_bytes_of(config), progress)
+    except OSError as exc:
+        print(f"replay: {exc}", file=sys.stderr)
+        return 1
+    print_summary(pipeline, summary)
+    if args.report_json:
+        report = build_report(pipeline, summary)
+        with open(args.report_json, "wb") as out:
+            out.write(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
+    return 0
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "replay": cmd_replay,
+    "check-config": cmd_check_config,
+    "demo": cmd_demo,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="ts=%(asctime)s level=%(levelname)s logger=%(name)s msg=%(message)s",
+    )
+    # One line per scrape drowns the lines that matter; access logs only at debug.
+    if args.log_level != "debug":
+        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    return COMMANDS[args.command](args)

@@ -1,0 +1,320 @@
+"""The one config schema, its validation and the typed view the rest of the code reads.
+
+Validation collects every error (not just the first) as `path.to.key: message`
+so a user fixes a config in one round; unknown keys are errors because a typo
+such as `max_stream` must never silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from exporter.records.detect import FORMATS
+
+DEFAULT_STREAM_LABELS = {"model": "request.model|response.model", "route": "route"}
+# Label names the exporter itself puts beside stream labels; a stream label may not reuse them.
+RESERVED_LABELS = frozenset(
+    {"signal", "reason", "finish_reason", "served_model", "stat", "kind", "input", "le", "quantile",
+     "encoding", "method", "job", "instance", "version"}
+)
+_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+
+_POSITIVE_INT = {"type": "integer", "minimum": 1}
+_FORMAT = {"enum": list(FORMATS)}
+_MATCHERS = {"type": "object", "additionalProperties": {"type": "string"}}
+
+SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "inputs": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["type"],
+                "properties": {"type": {"enum": ["file", "http"]}},
+                "allOf": [
+                    {
+                        "if": {"properties": {"type": {"const": "file"}}},
+                        "then": {
+                            "additionalProperties": False,
+                            "required": ["paths"],
+                            "properties": {
+                                "type": {},
+                                "name": {"type": "string", "minLength": 1},
+                                "paths": {
+                                    "type": "array",
+                                    "minItems": 1,
+                                    "items": {"type": "string", "minLength": 1},
+                                },
+                                "start_at": {"enum": ["end", "beginning"]},
+                                "format": _FORMAT,
+                                "poll_interval": {"type": "number", "exclusiveMinimum": 0},
+                                "max_line_bytes": _POSITIVE_INT,
+                            },
+                        },
+                    },
+                    {
+                        "if": {"properties": {"type": {"const": "http"}}},
+                        "then": {
+                            "additionalProperties": False,
+                            "properties": {
+                                "type": {},
+                                "name": {"type": "string", "minLength": 1},
+                                "bearer_token_file": {"type": ["string", "null"]},
+                                "format": _FORMAT,
+                                "max_body_bytes": _POSITIVE_INT,
+                                "max_decompressed_bytes": _POSITIVE_INT,
+                            },
+                        },
+                    },
+                ],
+            },
+        },
+        "format": _FORMAT,
+        "stream_labels": {
+            "type": "object",
+            "minProperties": 1,
+            "additionalProperties": {"type": "string", "minLength": 1},
+        },
+        "max_streams": _POSITIVE_INT,
+        "state_dir": {"type": ["string", "null"]},
+        "signals": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "refusal": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        "extra_patterns": {"type": "array", "items": {"type": "string"}},
+                        "exclude_patterns": {"type": "array", "items": {"type": "string"}},
+                    },
+                },
+                "format_validity": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["expect"],
+                        "properties": {
+                            "match": _MATCHERS,
+                            "expect": {"enum": ["json", "json_schema", "regex"]},
+                            "schema_file": {"type": ["string", "null"]},
+                            "pattern": {"type": ["string", "null"]},
+                            "allow_fenced": {"type": "boolean"},
+                            "tools": {"type": "boolean"},
+                        },
+                    },
+                },
+                "embedding": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        "enabled": {"type": "boolean"},
+                        "path": {"type": ["string", "null"]},
+                        "dimension": _POSITIVE_INT,
+                    },
+                },
+                "tokens": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {"encodings_dir": {"type": ["string", "null"]}},
+                },
+            },
+        },
+        "detectors": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "expected_run_time": _POSITIVE_INT,
+                "baseline_size": _POSITIVE_INT,
+                "window_size": _POSITIVE_INT,
+            },
+        },
+    },
+}
+
+
+@dataclass(frozen=True)
+class FileInputConfig:
+    name: str
+    paths: tuple[str, ...]
+    start_at: str = "end"
+    format: str | None = None
+    poll_interval: float = 0.25
+    max_line_bytes: int = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class HttpInputConfig:
+    name: str
+    bearer_token_file: str | None = None
+    format: str | None = None
+    max_body_bytes: int = 10 * 1024 * 1024
+    max_decompressed_bytes: int = 64 * 1024 * 1024
+
+
+InputConfig = FileInputConfig | HttpInputConfig
+
+
+@dataclass(frozen=True)
+class Config:
+    inputs: tuple[InputConfig, ...] = ()
+    format: str = "auto"
+    stream_labels: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_STREAM_LABELS))
+    max_streams: int = 1000
+    state_dir: str | None = None
+    signals: dict[str, Any] = field(default_factory=dict)
+    detectors: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def http_inputs(self) -> tuple[HttpInputConfig, ...]:
+        return tuple(i for i in self.inputs if isinstance(i, HttpInputConfig))
+
+    @property
+    def file_inputs(self) -> tuple[FileInputConfig, ...]:
+        return tuple(i for i in self.inputs if isinstance(i, FileInputConfig))
+
+
+class ConfigError(Exception):
+    """Every problem found in a config, each as `path.to.key: message`."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("\n".join(errors))
+        self.errors = errors
+
+
+def _dotted(path: Any) -> str:
+    return ".".join(str(part) for part in path)
+
+
+def _schema_errors(raw: Any) -> list[str]:
+    validator = jsonschema.Draft202012Validator(SCHEMA)
+    errors: list[str] = []
+    for error in sorted(validator.iter_errors(raw), key=lambda e: list(map(str, e.absolute_path))):
+        where = _dotted(error.absolute_path)
+        if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+            allowed = set(error.schema.get("properties", {}))
+            for key in sorted(set(error.instance) - allowed):
+                known = ", ".join(sorted(allowed))
+                errors.append(f"{_join(where, key)}: unknown key (known keys: {known})")
+        elif error.validator == "required":
+            missing = re.findall(r"'([^']+)' is a required property", error.message)
+            for key in missing:
+                errors.append(f"{_join(where, key)}: required key is missing")
+        elif error.validator == "enum":
+            choices = " | ".join(str(v) for v in error.validator_value)
+            errors.append(f"{where or '(top level)'}: must be one of {choices}, got {error.instance!r}")
+        else:
+            errors.append(f"{where or '(top level)'}: {error.message}")
+    return errors
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+def _semantic_errors(raw: dict[str, Any], require_inputs: bool) -> list[str]:
+    errors: list[str] = []
+    if require_inputs and not raw.get("inputs"):
+        errors.append("inputs: at least one input is required to run")
+    labels = raw.get("stream_labels")
+    for name in labels if isinstance(labels, dict) else ():
+        if not _LABEL_NAME.match(str(name)) or str(name).startswith("__"):
+            errors.append(f"stream_labels.{name}: not a valid Prometheus label name")
+        elif name in RESERVED_LABELS:
+            errors.append(f"stream_labels.{name}: reserved, the exporter uses this label itself")
+    inputs = raw.get("inputs") or ()
+    http = [i for i, spec in enumerate(inputs) if isinstance(spec, dict) and spec.get("type") == "http"]
+    for index in http[1:]:
+        errors.append(f"inputs.{index}: only one http input is allowed (it serves POST /v1/records)")
+    names: set[str] = set()
+    for index, spec in enumerate(raw.get("inputs") or ()):
+        if isinstance(spec, dict) and isinstance(spec.get("name"), str):
+            if spec["name"] in names:
+                errors.append(f"inputs.{index}.name: duplicate input name {spec['name']!r}")
+            names.add(spec["name"])
+    refusal = (raw.get("signals") or {}).get("refusal") or {}
+    for key in ("extra_patterns", "exclude_patterns"):
+        for index, pattern in enumerate(refusal.get(key) or ()):
+            errors.extend(_regex_error(f"signals.refusal.{key}.{index}", pattern))
+    for index, rule in enumerate((raw.get("signals") or {}).get("format_validity") or ()):
+        if not isinstance(rule, dict):
+            continue
+        where = f"signals.format_validity.{index}"
+        if rule.get("expect") == "regex":
+            if not rule.get("pattern"):
+                errors.append(f"{where}.pattern: required when expect is regex")
+            else:
+                errors.extend(_regex_error(f"{where}.pattern", rule["pattern"]))
+        if rule.get("expect") == "json_schema" and not rule.get("schema_file"):
+            errors.append(f"{where}.schema_file: required when expect is json_schema")
+    return errors
+
+
+def _regex_error(where: str, pattern: Any) -> list[str]:
+    if not isinstance(pattern, str):
+        return []
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        return [f"{where}: invalid regular expression: {exc}"]
+    return []
+
+
+def _build(raw: dict[str, Any]) -> Config:
+    inputs: list[InputConfig] = []
+    counts: dict[str, int] = {}
+    for spec in raw.get("inputs") or ():
+        kind = spec["type"]
+        counts[kind] = counts.get(kind, 0) + 1
+        name = spec.get("name") or (kind if counts[kind] == 1 else f"{kind}-{counts[kind]}")
+        options = {k: v for k, v in spec.items() if k not in ("type", "name")}
+        if kind == "file":
+            options["paths"] = tuple(options["paths"])
+            inputs.append(FileInputConfig(name=name, **options))
+        else:
+            inputs.append(HttpInputConfig(name=name, **options))
+    return Config(
+        inputs=tuple(inputs),
+        format=raw.get("format", "auto"),
+        stream_labels=dict(raw.get("stream_labels") or DEFAULT_STREAM_LABELS),
+        max_streams=raw.get("max_streams", 1000),
+        state_dir=raw.get("state_dir"),
+        signals=raw.get("signals") or {},
+        detectors=raw.get("detectors") or {},
+    )
+
+
+def parse_config(raw: Any, require_inputs: bool = False) -> Config:
+    """Validate a decoded config document; raises ConfigError listing every problem."""
+    if raw is None:
+        raw = {}
+    errors = _schema_errors(raw)
+    if isinstance(raw, dict):
+        try:
+            errors += _semantic_errors(raw, require_inputs)
+        except (AttributeError, TypeError):
+            pass  # a wrongly typed section; the schema errors above already name it
+    if errors:
+        raise ConfigError(errors)
+    return _build(raw)
+
+
+def load_config(path: str | Path, require_inputs: bool = False) -> Config:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{path}: cannot read config: {exc}"]) from exc
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{path}: not valid YAML: {exc}"]) from exc
+    return parse_config(raw, require_inputs=require_inputs)

@@ -1,0 +1,1 @@
+"""Inputs: each turns an outside source into raw lines or JSON values for the pipeline."""

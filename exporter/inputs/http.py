@@ -1,0 +1,121 @@
+"""`POST /v1/records`: records pushed over HTTP.
+
+The body is one JSON object, a JSON array of them, or NDJSON; it may be
+gzip-compressed. Both the wire size and the decompressed size are capped
+(a small gzip body can expand to gigabytes), and the answer says how many
+records were accepted and why the others were not.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import zlib
+from pathlib import Path
+
+import orjson
+from aiohttp import web
+
+from exporter.config import HttpInputConfig
+from exporter.inputs.stats import InputStats
+from exporter.pipeline import IngestResult, Pipeline
+from exporter.records import RejectedRecord
+
+log = logging.getLogger(__name__)
+NDJSON_TYPES = ("application/x-ndjson", "application/jsonl", "application/ndjson")
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class HttpPushInput:
+    def __init__(self, config: HttpInputConfig, pipeline: Pipeline, stats: InputStats) -> None:
+        self.config = config
+        self.pipeline = pipeline
+        self.stats = stats
+        self._token = _read_token(config.bearer_token_file)
+
+    def _authorized(self, request: web.Request) -> bool:
+        if self._token is None:
+            return True
+        header = request.headers.get("Authorization", "")
+        scheme, _, supplied = header.partition(" ")
+        if scheme.lower() != "bearer":
+            return False
+        return hmac.compare_digest(supplied.strip().encode(), self._token.encode())
+
+    async def _read_body(self, request: web.Request) -> bytes:
+        limit = self.config.max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            raise BodyTooLarge(f"body of {request.content_length} bytes exceeds {limit}")
+        body = bytearray()
+        async for chunk in request.content.iter_chunked(64 * 1024):
+            body += chunk
+            if len(body) > limit:
+                raise BodyTooLarge(f"body exceeds {limit} bytes")
+        encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding in ("gzip", "x-gzip", "deflate"):
+            return self._decompress(bytes(body), encoding)
+        if encoding not in ("identity", ""):
+            raise web.HTTPUnsupportedMediaType(text=f"unsupported Content-Encoding {encoding}\n")
+        return bytes(body)
+
+    def _decompress(self, body: bytes, encoding: str) -> bytes:
+        limit = self.config.max_decompressed_bytes
+        wbits = 16 + zlib.MAX_WBITS if encoding != "deflate" else zlib.MAX_WBITS
+        decompressor = zlib.decompressobj(wbits)
+        try:
+            data = decompressor.decompress(body, limit + 1)
+        except zlib.error as exc:
+            raise web.HTTPBadRequest(text=f"body is not valid {encoding}: {exc}\n") from None
+        if len(data) > limit or decompressor.unconsumed_tail:
+            raise BodyTooLarge(f"decompressed body exceeds {limit} bytes")
+        return data
+
+    def _ingest(self, body: bytes, content_type: str) -> IngestResult:
+        stripped = body.strip()
+        if content_type not in NDJSON_TYPES and stripped[:1] in (b"[", b"{"):
+            try:
+                value = orjson.loads(stripped)
+            except orjson.JSONDecodeError:
+                value = None  # maybe NDJSON sent as application/json; fall through
+            else:
+                values = value if isinstance(value, list) else [value]
+                return self.pipeline.ingest_values(values, self.stats)
+        return self.pipeline.ingest_lines(stripped.split(b"\n"), self.stats)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return _json({"error": "missing or invalid bearer token"}, status=401,
+                         headers={"WWW-Authenticate": 'Bearer realm="llm-drift-exporter"'})
+        try:
+            body = await self._read_body(request)
+        except BodyTooLarge as exc:
+            self.pipeline.reject(self.stats, RejectedRecord("too_large", str(exc)))
+            return _json({"error": str(exc)}, status=413)
+        self.stats.bytes_read += len(body)
+        if not body.strip():
+            self.pipeline.reject(self.stats, RejectedRecord("empty_body", "empty body"))
+            return _json({"accepted": 0, "rejected": 1, "errors": ["empty body"]}, status=400)
+        result = self._ingest(body, request.content_type)
+        payload = {"accepted": result.accepted, "rejected": result.rejected, "errors": result.errors}
+        return _json(payload, status=200 if result.accepted else 400)
+
+
+def _json(payload: object, status: int, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(payload) + b"\n",
+        status=status,
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def _read_token(path: str | None) -> str | None:
+    if not path:
+        return None
+    token = Path(path).read_text(encoding="utf-8").strip()
+    if not token:
+        raise ValueError(f"bearer_token_file {path} is empty")
+    return token

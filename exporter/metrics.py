@@ -1,0 +1,167 @@
+"""The Collector that turns exporter state into metric families at scrape time.
+
+It only reads in-memory state (no I/O, no locks held long), so a scrape stays
+cheap with thousands of streams; families are built fresh each scrape in the
+style of prometheus_client's own collectors.
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Iterable, Iterator, Sequence
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import PlatformCollector, ProcessCollector
+from prometheus_client.registry import CollectorRegistry
+
+from exporter import __version__
+from exporter.inputs.stats import InputStats
+from exporter.pipeline import Pipeline
+
+
+class ExporterCollector:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        inputs: Sequence[InputStats],
+        build_labels: dict[str, str] | None = None,
+    ) -> None:
+        self.pipeline = pipeline
+        self.inputs = inputs
+        self.build_labels = {
+            "version": __version__,
+            "python_version": platform.python_version(),
+            **(build_labels or {}),
+        }
+
+    def collect(self) -> Iterable[Metric]:
+        yield from self._stream_metrics()
+        yield from self._rejections()
+        yield from self._input_metrics()
+        yield from self._self_metrics()
+
+    def _stream_metrics(self) -> Iterator[Metric]:
+        names = list(self.pipeline.streams.label_names)
+        records = CounterMetricFamily(
+            "llm_records", "LLM records accepted, per stream.", labels=names
+        )
+        finish = CounterMetricFamily(
+            "llm_finish_reasons",
+            "Records by normalized finish reason (stop, length, content_filter, tool_call, "
+            "refusal, error, other).",
+            labels=[*names, "finish_reason"],
+        )
+        served = CounterMetricFamily(
+            "llm_served_model_records",
+            "Records by the model version the provider reports having served.",
+            labels=[*names, "served_model"],
+        )
+        fingerprints = CounterMetricFamily(
+            "llm_system_fingerprint_records",
+            "Records by the provider's system_fingerprint, where reported.",
+            labels=[*names, "system_fingerprint"],
+        )
+        last = GaugeMetricFamily(
+            "llm_last_record_timestamp_seconds",
+            "Time of the last record of the stream (record timestamp, else arrival time).",
+            labels=names,
+        )
+        for stream in self.pipeline.streams:
+            labels = list(stream.labels)
+            records.add_metric(labels, stream.records)
+            for reason, count in stream.finish_reasons.items():
+                finish.add_metric([*labels, reason], count)
+            for model, count in stream.served_models.items():
+                served.add_metric([*labels, model], count)
+            for fingerprint, count in stream.system_fingerprints.items():
+                fingerprints.add_metric([*labels, fingerprint], count)
+            if stream.last_record_time is not None:
+                last.add_metric(labels, stream.last_record_time)
+        yield from (records, finish, served, fingerprints, last)
+
+    def _rejections(self) -> Iterator[Metric]:
+        rejected = CounterMetricFamily(
+            "llm_records_rejected", "Records rejected, by reason.", labels=["reason"]
+        )
+        for reason, count in sorted(self.pipeline.rejections.items()):
+            rejected.add_metric([reason], count)
+        yield rejected
+
+    def _input_metrics(self) -> Iterator[Metric]:
+        read = CounterMetricFamily(
+            "llm_exporter_input_records", "Records accepted from each input.", labels=["input"]
+        )
+        rejected = CounterMetricFamily(
+            "llm_exporter_input_records_rejected",
+            "Records rejected from each input.",
+            labels=["input"],
+        )
+        read_bytes = CounterMetricFamily(
+            "llm_exporter_input_read_bytes", "Bytes read by each input.", labels=["input"]
+        )
+        last = GaugeMetricFamily(
+            "llm_exporter_input_last_record_timestamp_seconds",
+            "Wall-clock time the input last delivered an accepted record.",
+            labels=["input"],
+        )
+        errors = CounterMetricFamily(
+            "llm_exporter_input_read_errors",
+            "Read errors per input, by reason (errno name).",
+            labels=["input", "reason"],
+        )
+        watched = GaugeMetricFamily(
+            "llm_exporter_files_watched", "Files currently followed.", labels=["input"]
+        )
+        rotations = CounterMetricFamily(
+            "llm_exporter_file_rotations", "File rotations detected.", labels=["input"]
+        )
+        truncations = CounterMetricFamily(
+            "llm_exporter_file_truncations", "File truncations detected.", labels=["input"]
+        )
+        for stats in self.inputs:
+            name = [stats.name]
+            read.add_metric(name, stats.records)
+            rejected.add_metric(name, stats.rejected)
+            read_bytes.add_metric(name, stats.bytes_read)
+            if stats.last_record_timestamp is not None:
+                last.add_metric(name, stats.last_record_timestamp)
+            for reason, count in stats.read_errors.items():
+                errors.add_metric([stats.name, reason], count)
+            if stats.kind == "file":
+                watched.add_metric(name, stats.files_watched)
+                rotations.add_metric(name, stats.rotations)
+                truncations.add_metric(name, stats.truncations)
+        yield from (read, rejected, read_bytes, last, errors, watched, rotations, truncations)
+
+    def _self_metrics(self) -> Iterator[Metric]:
+        info = GaugeMetricFamily(
+            "llm_exporter_build_info",
+            "Build and runtime information; always 1.",
+            labels=list(self.build_labels),
+        )
+        info.add_metric(list(self.build_labels.values()), 1)
+        yield info
+        streams = self.pipeline.streams
+        yield GaugeMetricFamily("llm_exporter_streams", "Streams tracked.", value=len(streams))
+        yield GaugeMetricFamily(
+            "llm_exporter_max_streams", "Configured stream limit.", value=streams.max_streams
+        )
+        yield CounterMetricFamily(
+            "llm_exporter_overflow_records",
+            "Records sent to the __other__ stream because max_streams was reached.",
+            value=streams.overflow_records,
+        )
+        yield CounterMetricFamily(
+            "llm_exporter_processing_seconds",
+            "CPU-bound time spent normalizing and accounting records.",
+            value=self.pipeline.processing_seconds,
+        )
+
+
+def build_registry(collector: ExporterCollector) -> CollectorRegistry:
+    """A private registry per exporter instance: tests and the demo can run several side by side."""
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(collector)
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    return registry

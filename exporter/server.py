@@ -1,0 +1,73 @@
+"""The aiohttp application: one listener for metrics, push, API and health.
+
+Background work (tailing, the demo generator) starts in a `cleanup_ctx` so it
+runs only while the app is up and is cancelled and awaited on shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from prometheus_client.aiohttp import make_aiohttp_handler
+
+from exporter.api import Api
+from exporter.service import Exporter
+
+log = logging.getLogger(__name__)
+EXPORTER_KEY = web.AppKey("exporter", Exporter)
+DEFAULT_LISTEN_ADDRESS = ":9847"
+
+
+def make_app(exporter: Exporter, telemetry_path: str = "/metrics") -> web.Application:
+    app = web.Application()
+    app[EXPORTER_KEY] = exporter
+    api = Api(exporter, telemetry_path)
+    app.router.add_get(telemetry_path, make_aiohttp_handler(exporter.registry))
+    app.router.add_get("/", api.landing)
+    app.router.add_get("/-/healthy", api.healthy)
+    app.router.add_get("/-/ready", api.ready)
+    app.router.add_get("/api/v1/streams", api.streams)
+    if exporter.http_input is not None:
+        app.router.add_post("/v1/records", exporter.http_input.handle)
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        await exporter.start()
+        yield
+        await exporter.stop()
+
+    app.cleanup_ctx.append(lifecycle)
+    return app
+
+
+def parse_listen_address(address: str) -> tuple[str | None, int]:
+    """`host:port`, `:port` (all interfaces) or `[v6]:port`."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"invalid listen address {address!r}, expected HOST:PORT")
+    host = host.strip("[]")
+    return (host or None), int(port)
+
+
+async def serve(exporter: Exporter, listen_address: str, telemetry_path: str = "/metrics") -> None:
+    """Serve until SIGTERM or SIGINT, then shut down cleanly."""
+    host, port = parse_listen_address(listen_address)
+    runner = web.AppRunner(
+        make_app(exporter, telemetry_path), auto_decompress=False, handle_signals=False
+    )
+    await runner.setup()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        log.info("listening on %s (metrics at %s)", listen_address, telemetry_path)
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,1 @@
+"""Per-record signals derived from normalized LLM records (token counts, etc.)."""

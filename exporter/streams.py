@@ -1,0 +1,80 @@
+"""Per-stream state, keyed by the stream-label values, with a cardinality cap.
+
+Records beyond `max_streams` distinct streams go to one overflow stream whose
+label values are all `__other__`: the exporter keeps counting them without
+letting a label typo (or a request id used as a label) explode the series
+count of every scrape.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from exporter.records.labels import sanitize_label_value
+from exporter.records.record import Record
+
+OVERFLOW_VALUE = "__other__"
+# A stream's served-model values are bounded too: a provider that put a request id
+# in `model` must not blow up `llm_served_model_records_total`.
+MAX_SERVED_MODELS_PER_STREAM = 50
+
+
+@dataclass
+class StreamState:
+    """What the exporter knows of one stream. Owned by StreamTable; read at scrape time."""
+
+    labels: tuple[str, ...]
+    records: int = 0
+    finish_reasons: Counter[str] = field(default_factory=Counter)
+    served_models: Counter[str] = field(default_factory=Counter)
+    system_fingerprints: Counter[str] = field(default_factory=Counter)
+    last_record_time: float | None = None
+
+    def observe(self, record: Record, now: float) -> None:
+        self.records += 1
+        self.finish_reasons[record.finish_reason] += 1
+        _bounded_increment(self.served_models, record.served_model)
+        if record.system_fingerprint:
+            _bounded_increment(self.system_fingerprints, record.system_fingerprint)
+        self.last_record_time = record.timestamp or now
+
+
+def _bounded_increment(counter: Counter[str], raw: str | None) -> None:
+    value = sanitize_label_value(raw or "")
+    if value not in counter and len(counter) >= MAX_SERVED_MODELS_PER_STREAM:
+        value = OVERFLOW_VALUE
+    counter[value] += 1
+
+
+class StreamTable:
+    def __init__(self, label_names: tuple[str, ...], max_streams: int) -> None:
+        self.label_names = label_names
+        self.max_streams = max_streams
+        self._streams: dict[tuple[str, ...], StreamState] = {}
+        self._overflow_key = tuple(OVERFLOW_VALUE for _ in label_names)
+        self.overflow_records = 0
+
+    def get(self, key: tuple[str, ...]) -> StreamState:
+        """The stream for `key`, created on first sight unless the cap is reached."""
+        stream = self._streams.get(key)
+        if stream is not None:
+            if key == self._overflow_key:
+                self.overflow_records += 1
+            return stream
+        if len(self._streams) >= self.max_streams:
+            self.overflow_records += 1
+            key = self._overflow_key
+            stream = self._streams.get(key)
+            if stream is not None:
+                return stream
+        stream = StreamState(labels=key)
+        self._streams[key] = stream
+        return stream
+
+    def __iter__(self) -> Iterator[StreamState]:
+        return iter(list(self._streams.values()))
+
+    def __len__(self) -> int:
+        return len(self._streams)
