@@ -16,8 +16,11 @@ import jsonschema
 import yaml
 
 from exporter.records.detect import FORMATS
+from exporter.records.labels import RECORD_FIELDS
 
-DEFAULT_STREAM_LABELS = {"model": "request.model|response.model", "route": "route"}
+# `model` is the model the application asked for, so that a provider's silent version
+# change stays inside one stream; `$` paths read normalized record fields (labels.py).
+DEFAULT_STREAM_LABELS = {"model": "$requested_model|$served_model", "route": "route"}
 # Label names the exporter itself puts beside stream labels; a stream label may not reuse them.
 RESERVED_LABELS = frozenset(
     {"signal", "reason", "finish_reason", "served_model", "stat", "kind", "input", "le", "quantile",
@@ -226,7 +229,14 @@ def _semantic_errors(raw: dict[str, Any], require_inputs: bool) -> list[str]:
     if require_inputs and not raw.get("inputs"):
         errors.append("inputs: at least one input is required to run")
     labels = raw.get("stream_labels")
-    for name in labels if isinstance(labels, dict) else ():
+    for name, spec in labels.items() if isinstance(labels, dict) else ():
+        for path in str(spec).split("|"):
+            field_name = path.strip()[1:]
+            if path.strip().startswith("$") and field_name not in RECORD_FIELDS:
+                errors.append(
+                    f"stream_labels.{name}: unknown record field ${field_name} "
+                    f"(known: {', '.join('$' + f for f in RECORD_FIELDS)})"
+                )
         if not _LABEL_NAME.match(str(name)) or str(name).startswith("__"):
             errors.append(f"stream_labels.{name}: not a valid Prometheus label name")
         elif name in RESERVED_LABELS:

@@ -1,28 +1,41 @@
-"""Anthropic Messages API (`type: "message"`).
+"""Anthropic Messages API (`type: "message"`), also as served by Bedrock and Vertex.
 
 `content[]` mixes `text` blocks with `tool_use`, `thinking` and
 `redacted_thinking` blocks; only text is visible output. `stop_reason`
 includes `refusal` (a structured refusal) and `max_tokens` (truncation).
+`usage.input_tokens` counts only the uncached part of the prompt; the cache
+read and write counts are added back so that input size means the same as
+OpenAI's `prompt_tokens` and does not drop the moment caching starts to hit.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
 from exporter.records.envelope import Envelope
 from exporter.records.errors import RejectedRecord
-from exporter.records.fields import as_dict, as_list, as_str, first_int
+from exporter.records.fields import as_dict, as_int, as_str, dump_json, sum_ints
 from exporter.records.record import Record, ToolCall, normalize_finish_reason
 
 NAME = "anthropic"
+_TOOL_BLOCKS = ("tool_use", "server_tool_use", "mcp_tool_use")
 
 
 def looks_like(response: dict[str, Any]) -> bool:
     if response.get("type") == "message" and isinstance(response.get("content"), list):
         return True
     return "stop_reason" in response and isinstance(response.get("content"), list)
+
+
+def _input_tokens(usage: dict[str, Any]) -> int | None:
+    uncached = as_int(usage.get("input_tokens"))
+    if uncached is None:
+        return None
+    return sum_ints(
+        uncached,
+        as_int(usage.get("cache_creation_input_tokens")),
+        as_int(usage.get("cache_read_input_tokens")),
+    )
 
 
 def normalize(envelope: Envelope) -> list[Record]:
@@ -36,13 +49,9 @@ def normalize(envelope: Envelope) -> list[Record]:
         block = as_dict(block)
         if block.get("type") == "text" and isinstance(block.get("text"), str):
             texts.append(block["text"])
-        elif block.get("type") in ("tool_use", "server_tool_use"):
-            arguments = block.get("input")
+        elif block.get("type") in _TOOL_BLOCKS:
             calls.append(
-                ToolCall(
-                    name=as_str(block.get("name")) or "",
-                    arguments=orjson.dumps(arguments).decode() if arguments is not None else None,
-                )
+                ToolCall(name=as_str(block.get("name")) or "", arguments=dump_json(block.get("input")))
             )
     raw_finish = as_str(response.get("stop_reason"))
     finish = normalize_finish_reason(raw_finish)
@@ -56,8 +65,8 @@ def normalize(envelope: Envelope) -> list[Record]:
             structured_refusal=finish == "refusal",
             requested_model=envelope.requested_model,
             served_model=as_str(response.get("model")),
-            input_tokens=first_int(usage, "input_tokens"),
-            output_tokens=first_int(usage, "output_tokens"),
+            input_tokens=_input_tokens(usage),
+            output_tokens=as_int(usage.get("output_tokens")),
             tool_calls=tuple(calls),
             timestamp=envelope.timestamp,
             source=envelope.source,

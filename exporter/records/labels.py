@@ -3,9 +3,11 @@
 A spec is `path|path|...`: the first path that yields a scalar wins. Paths
 walk dicts and list indexes (`choices.0.message.role`); where a key itself
 contains dots (OTel attribute names such as `attributes.gen_ai.request.model`)
-the longest matching key wins. When no path matches, `model` falls back to
-the normalized requested model, then the served one, so bare responses and
-OTel spans still land in a sensible stream.
+the longest matching key wins. A path starting with `$` names a field of the
+normalized record instead (`$requested_model`, `$served_model`, `$shape`):
+that is how the default `model` label finds the model the application asked
+for in every shape (envelope `request.model`, LiteLLM `model_group`, OTel
+`gen_ai.request.model`) without the user knowing where each shape keeps it.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from exporter.records.record import Record
 
 MAX_LABEL_VALUE_LENGTH = 128
 MISSING = "unknown"
+RECORD_FIELDS = ("requested_model", "served_model", "shape", "finish_reason", "system_fingerprint")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 
 
@@ -58,13 +61,12 @@ class LabelSpec:
 
     def value(self, record: Record) -> str:
         for path in self.paths:
-            found = _lookup(record.source, path)
-            if isinstance(found, str | int | float) and not isinstance(found, bool):
+            if path[0].startswith("$"):
+                found = getattr(record, path[0][1:], None) if len(path) == 1 else None
+            else:
+                found = _lookup(record.source, path)
+            if isinstance(found, str | int | float) and not isinstance(found, bool) and found != "":
                 return sanitize_label_value(str(found))
-        if self.name == "model":
-            fallback = record.requested_model or record.served_model
-            if fallback:
-                return sanitize_label_value(fallback)
         return MISSING
 
 
