@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from exporter.signals.tokens import (  # noqa: E402
+from exporter.signals.tokens import (
     CL100K_BASE,
     O200K_BASE,
     TokenCounter,
@@ -110,7 +110,9 @@ def main() -> None:
         for size in SIZES:
             texts = [make_output(rng, counter, model, size) for _ in range(args.records)]
             assert all(counter.count(t, model) == (size, name) for t in texts)
-            rounds = [time_per_call(counter, texts, model, args.min_time) for _ in range(args.repeat)]
+            rounds = [
+                time_per_call(counter, texts, model, args.min_time) for _ in range(args.repeat)
+            ]
             median_us = statistics.median(rounds) * 1e6
             chars = statistics.mean(len(t) for t in texts)
             print(

@@ -86,8 +86,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     config = _load(args.file, require_inputs=True)
     if config is None:
         return 1
-    print(f"{args.file}: OK ({len(config.inputs)} input(s), stream labels "
-          f"{', '.join(config.stream_labels)})")
+    print(
+        f"{args.file}: OK ({len(config.inputs)} input(s), stream labels "
+        f"{', '.join(config.stream_labels)})"
+    )
     return 0
 
 
@@ -120,9 +122,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         lambda: demo.feed(lambda record: exporter.pipeline.ingest_values([record], stats))
     )
     host = args.listen_address
-    print(f"demo: synthetic LLM traffic on 3 streams; metrics at http://"
-          f"{'localhost' + host if host.startswith(':') else host}{args.telemetry_path}",
-          file=sys.stderr)
+    print(
+        f"demo: synthetic LLM traffic on 3 streams; metrics at http://"
+        f"{'localhost' + host if host.startswith(':') else host}{args.telemetry_path}",
+        file=sys.stderr,
+    )
     asyncio.run(serve(exporter, args.listen_address, args.telemetry_path))
     return 0
 

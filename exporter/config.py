@@ -7,6 +7,7 @@ such as `max_stream` must never silently fall back to a default.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,15 +17,28 @@ import jsonschema
 import yaml
 
 from exporter.records.detect import FORMATS
-from exporter.records.labels import RECORD_FIELDS
 
-# `model` is the model the application asked for, so that a provider's silent version
-# change stays inside one stream; `$` paths read normalized record fields (labels.py).
-DEFAULT_STREAM_LABELS = {"model": "$requested_model|$served_model", "route": "route"}
+# `model` is the model the application asked for (labels.py explains the fallbacks), so
+# that a provider's silent version change stays inside one stream.
+DEFAULT_STREAM_LABELS = {"model": "request.model|response.model", "route": "route"}
 # Label names the exporter itself puts beside stream labels; a stream label may not reuse them.
 RESERVED_LABELS = frozenset(
-    {"signal", "reason", "finish_reason", "served_model", "stat", "kind", "input", "le", "quantile",
-     "encoding", "method", "job", "instance", "version"}
+    {
+        "signal",
+        "reason",
+        "finish_reason",
+        "served_model",
+        "stat",
+        "kind",
+        "input",
+        "le",
+        "quantile",
+        "encoding",
+        "method",
+        "job",
+        "instance",
+        "version",
+    }
 )
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
@@ -214,7 +228,9 @@ def _schema_errors(raw: Any) -> list[str]:
                 errors.append(f"{_join(where, key)}: required key is missing")
         elif error.validator == "enum":
             choices = " | ".join(str(v) for v in error.validator_value)
-            errors.append(f"{where or '(top level)'}: must be one of {choices}, got {error.instance!r}")
+            errors.append(
+                f"{where or '(top level)'}: must be one of {choices}, got {error.instance!r}"
+            )
         else:
             errors.append(f"{where or '(top level)'}: {error.message}")
     return errors
@@ -229,22 +245,19 @@ def _semantic_errors(raw: dict[str, Any], require_inputs: bool) -> list[str]:
     if require_inputs and not raw.get("inputs"):
         errors.append("inputs: at least one input is required to run")
     labels = raw.get("stream_labels")
-    for name, spec in labels.items() if isinstance(labels, dict) else ():
-        for path in str(spec).split("|"):
-            field_name = path.strip()[1:]
-            if path.strip().startswith("$") and field_name not in RECORD_FIELDS:
-                errors.append(
-                    f"stream_labels.{name}: unknown record field ${field_name} "
-                    f"(known: {', '.join('$' + f for f in RECORD_FIELDS)})"
-                )
+    for name in labels if isinstance(labels, dict) else ():
         if not _LABEL_NAME.match(str(name)) or str(name).startswith("__"):
             errors.append(f"stream_labels.{name}: not a valid Prometheus label name")
         elif name in RESERVED_LABELS:
             errors.append(f"stream_labels.{name}: reserved, the exporter uses this label itself")
     inputs = raw.get("inputs") or ()
-    http = [i for i, spec in enumerate(inputs) if isinstance(spec, dict) and spec.get("type") == "http"]
+    http = [
+        i for i, spec in enumerate(inputs) if isinstance(spec, dict) and spec.get("type") == "http"
+    ]
     for index in http[1:]:
-        errors.append(f"inputs.{index}: only one http input is allowed (it serves POST /v1/records)")
+        errors.append(
+            f"inputs.{index}: only one http input is allowed (it serves POST /v1/records)"
+        )
     names: set[str] = set()
     for index, spec in enumerate(raw.get("inputs") or ()):
         if isinstance(spec, dict) and isinstance(spec.get("name"), str):
@@ -309,10 +322,9 @@ def parse_config(raw: Any, require_inputs: bool = False) -> Config:
         raw = {}
     errors = _schema_errors(raw)
     if isinstance(raw, dict):
-        try:
+        # A wrongly typed section breaks the semantic checks; the schema errors name it.
+        with contextlib.suppress(AttributeError, TypeError):
             errors += _semantic_errors(raw, require_inputs)
-        except (AttributeError, TypeError):
-            pass  # a wrongly typed section; the schema errors above already name it
     if errors:
         raise ConfigError(errors)
     return _build(raw)

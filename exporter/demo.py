@@ -18,11 +18,58 @@ import orjson
 from exporter.config import Config, HttpInputConfig
 
 TOPICS = {
-    "billing": "invoice refund charge payment card subscription plan renewal receipt".split(),
-    "shipping": "package delivery tracking courier address parcel warehouse delay".split(),
-    "account": "password login email profile settings security verification device".split(),
+    "billing": [
+        "invoice",
+        "refund",
+        "charge",
+        "payment",
+        "card",
+        "subscription",
+        "plan",
+        "renewal",
+        "receipt",
+    ],
+    "shipping": [
+        "package",
+        "delivery",
+        "tracking",
+        "courier",
+        "address",
+        "parcel",
+        "warehouse",
+        "delay",
+    ],
+    "account": [
+        "password",
+        "login",
+        "email",
+        "profile",
+        "settings",
+        "security",
+        "verification",
+        "device",
+    ],
 }
-FILLER = "the a your we can please this that to of and for with is will be it you".split()
+FILLER = [
+    "the",
+    "a",
+    "your",
+    "we",
+    "can",
+    "please",
+    "this",
+    "that",
+    "to",
+    "of",
+    "and",
+    "for",
+    "with",
+    "is",
+    "will",
+    "be",
+    "it",
+    "you",
+]
 REFUSALS = (
     "I'm sorry, but I can't help with that request.",
     "I cannot assist with that.",
@@ -85,9 +132,11 @@ class TrafficGenerator:
                         "finish_reason": "length" if truncated else "stop",
                     }
                 ],
-                "usage": {"prompt_tokens": prompt,
-                          "completion_tokens": completion,
-                          "total_tokens": prompt + completion},
+                "usage": {
+                    "prompt_tokens": prompt,
+                    "completion_tokens": completion,
+                    "total_tokens": prompt + completion,
+                },
             },
         }
 
@@ -95,8 +144,14 @@ class TrafficGenerator:
         use_tool = self.rng.random() < 0.1
         content: list[dict[str, Any]] = [{"type": "text", "text": self._answer(120)}]
         if use_tool:
-            content.append({"type": "tool_use", "id": self._id("toolu_"), "name": "lookup_order",
-                            "input": {"order_id": str(self.rng.randint(1000, 9999))}})
+            content.append(
+                {
+                    "type": "tool_use",
+                    "id": self._id("toolu_"),
+                    "name": "lookup_order",
+                    "input": {"order_id": str(self.rng.randint(1000, 9999))},
+                }
+            )
         output_tokens = max(1, round(len(content[0]["text"].split()) * 1.3))
         return {
             "timestamp": self.clock(),
@@ -109,8 +164,10 @@ class TrafficGenerator:
                 "model": "claude-sonnet-4-5-20250929",
                 "content": content,
                 "stop_reason": "tool_use" if use_tool else "end_turn",
-                "usage": {"input_tokens": self.rng.randint(500, 2000),
-                          "output_tokens": output_tokens},
+                "usage": {
+                    "input_tokens": self.rng.randint(500, 2000),
+                    "output_tokens": output_tokens,
+                },
             },
         }
 
@@ -134,11 +191,19 @@ class TrafficGenerator:
                 "created_at": int(self.clock()),
                 "status": "completed",
                 "model": "gpt-4.1-mini-2025-04-14",
-                "output": [{"type": "message", "id": self._id("msg_"), "role": "assistant",
-                            "status": "completed",
-                            "content": [{"type": "output_text", "text": text, "annotations": []}]}],
-                "usage": {"input_tokens": self.rng.randint(300, 900),
-                          "output_tokens": max(1, len(text) // 4)},
+                "output": [
+                    {
+                        "type": "message",
+                        "id": self._id("msg_"),
+                        "role": "assistant",
+                        "status": "completed",
+                        "content": [{"type": "output_text", "text": text, "annotations": []}],
+                    }
+                ],
+                "usage": {
+                    "input_tokens": self.rng.randint(300, 900),
+                    "output_tokens": max(1, len(text) // 4),
+                },
             },
         }
 
@@ -148,8 +213,9 @@ class TrafficGenerator:
             yield self.rng.choice(makers)()
 
 
-async def feed(sink: Callable[[dict[str, Any]], None], rate_per_second: float = 40.0,
-               seed: int = 7) -> None:
+async def feed(
+    sink: Callable[[dict[str, Any]], None], rate_per_second: float = 40.0, seed: int = 7
+) -> None:
     """Feed generated records into the pipeline at roughly `rate_per_second`."""
     generator = TrafficGenerator(seed=seed)
     records = generator.records()

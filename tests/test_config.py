@@ -96,11 +96,6 @@ def test_every_error_is_reported_with_its_path():
     assert "stream_labels.__meta: not a valid Prometheus label name" in errors
 
 
-def test_record_field_paths_are_checked():
-    errors = errors_of({"stream_labels": {"model": "$requested_model|$nope"}})
-    assert errors[0].startswith("stream_labels.model: unknown record field $nope")
-
-
 def test_run_requires_inputs():
     assert errors_of({}, require_inputs=True) == ["inputs: at least one input is required to run"]
 
@@ -135,7 +130,9 @@ def test_duplicate_names_and_second_http_input_rejected():
 
 
 def test_default_input_names_are_unique():
-    config = parse_config({"inputs": [{"type": "file", "paths": ["a"]}, {"type": "file", "paths": ["b"]}]})
+    config = parse_config(
+        {"inputs": [{"type": "file", "paths": ["a"]}, {"type": "file", "paths": ["b"]}]}
+    )
     assert [i.name for i in config.inputs] == ["file", "file-2"]
 
 

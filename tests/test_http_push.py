@@ -45,8 +45,13 @@ async def test_single_object(push):
 
 async def test_array_of_mixed_shapes(push):
     client, exporter = await push()
-    body = [samples.chat(), samples.anthropic(), samples.responses(), samples.otel_span(),
-            samples.litellm()]
+    body = [
+        samples.chat(),
+        samples.anthropic(),
+        samples.responses(),
+        samples.otel_span(),
+        samples.litellm(),
+    ]
     response = await client.post("/v1/records", json=body)
     assert (await response.json())["accepted"] == 5
     assert stream_counts(exporter) == {
@@ -59,10 +64,17 @@ async def test_array_of_mixed_shapes(push):
 
 async def test_ndjson_with_bad_lines_reports_each(push):
     client, exporter = await push()
-    lines = [orjson.dumps(samples.chat()), b"{broken", b"", b'{"hello": "world"}',
-             b"\xff\xfe not utf8", orjson.dumps(samples.anthropic())]
+    lines = [
+        orjson.dumps(samples.chat()),
+        b"{broken",
+        b"",
+        b'{"hello": "world"}',
+        b"\xff\xfe not utf8",
+        orjson.dumps(samples.anthropic()),
+    ]
     response = await client.post(
-        "/v1/records", data=b"\n".join(lines),
+        "/v1/records",
+        data=b"\n".join(lines),
         headers={"Content-Type": "application/x-ndjson"},
     )
     assert response.status == 200
@@ -73,14 +85,19 @@ async def test_ndjson_with_bad_lines_reports_each(push):
     assert payload["errors"][1].startswith("record 3: unknown_format:")
     assert payload["errors"][2].startswith("record 4: invalid_utf8:")
     rejections = exporter.pipeline.rejections
-    assert (rejections["invalid_json"], rejections["unknown_format"], rejections["invalid_utf8"]) == (1, 1, 1)
+    assert (
+        rejections["invalid_json"],
+        rejections["unknown_format"],
+        rejections["invalid_utf8"],
+    ) == (1, 1, 1)
 
 
 async def test_gzip_body(push):
-    client, exporter = await push()
+    client, _ = await push()
     body = gzip.compress(orjson.dumps([samples.chat(), samples.chat()]))
     response = await client.post(
-        "/v1/records", data=body,
+        "/v1/records",
+        data=body,
         headers={"Content-Encoding": "gzip", "Content-Type": "application/json"},
     )
     assert (await response.json())["accepted"] == 2
@@ -97,8 +114,9 @@ async def test_gzip_bomb_is_refused(push):
 
 async def test_corrupt_gzip_is_400(push):
     client, _ = await push()
-    response = await client.post("/v1/records", data=b"not gzip",
-                                 headers={"Content-Encoding": "gzip"})
+    response = await client.post(
+        "/v1/records", data=b"not gzip", headers={"Content-Encoding": "gzip"}
+    )
     assert response.status == 400
 
 

@@ -93,7 +93,9 @@ class FileTail:
         size = os.fstat(self._handle.fileno()).st_size
         if size < self.offset:
             self.stats.truncations += 1
-            log.info("truncation detected on %s (size %d < offset %d)", self.path, size, self.offset)
+            log.info(
+                "truncation detected on %s (size %d < offset %d)", self.path, size, self.offset
+            )
             self.offset = 0
             self.splitter.reset()
         self._read_available(on_lines, on_oversize)

@@ -87,8 +87,11 @@ class HttpPushInput:
 
     async def handle(self, request: web.Request) -> web.Response:
         if not self._authorized(request):
-            return _json({"error": "missing or invalid bearer token"}, status=401,
-                         headers={"WWW-Authenticate": 'Bearer realm="llm-drift-exporter"'})
+            return _json(
+                {"error": "missing or invalid bearer token"},
+                status=401,
+                headers={"WWW-Authenticate": 'Bearer realm="llm-drift-exporter"'},
+            )
         try:
             body = await self._read_body(request)
         except BodyTooLarge as exc:
@@ -99,7 +102,11 @@ class HttpPushInput:
             self.pipeline.reject(self.stats, RejectedRecord("empty_body", "empty body"))
             return _json({"accepted": 0, "rejected": 1, "errors": ["empty body"]}, status=400)
         result = self._ingest(body, request.content_type)
-        payload = {"accepted": result.accepted, "rejected": result.rejected, "errors": result.errors}
+        payload = {
+            "accepted": result.accepted,
+            "rejected": result.rejected,
+            "errors": result.errors,
+        }
         return _json(payload, status=200 if result.accepted else 400)
 
 

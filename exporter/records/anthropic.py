@@ -51,7 +51,9 @@ def normalize(envelope: Envelope) -> list[Record]:
             texts.append(block["text"])
         elif block.get("type") in _TOOL_BLOCKS:
             calls.append(
-                ToolCall(name=as_str(block.get("name")) or "", arguments=dump_json(block.get("input")))
+                ToolCall(
+                    name=as_str(block.get("name")) or "", arguments=dump_json(block.get("input"))
+                )
             )
     raw_finish = as_str(response.get("stop_reason"))
     finish = normalize_finish_reason(raw_finish)

@@ -13,14 +13,26 @@ from exporter.records.envelope import Envelope, unwrap
 from exporter.records.errors import RejectedRecord
 from exporter.records.record import Record
 
-FORMATS = ("auto", "openai_chat", "openai_responses", "anthropic", "otel_genai", "litellm", "langfuse")
+FORMATS = (
+    "auto",
+    "openai_chat",
+    "openai_responses",
+    "anthropic",
+    "otel_genai",
+    "litellm",
+    "langfuse",
+)
 _RESPONSE_ADAPTERS = (openai_responses, anthropic, openai_chat)
 
 
+def _response_adapter(response: dict[str, Any]) -> Any:
+    return next((a for a in _RESPONSE_ADAPTERS if a.looks_like(response)), None)
+
+
 def _normalize_response(envelope: Envelope) -> list[Record]:
-    for adapter in _RESPONSE_ADAPTERS:
-        if adapter.looks_like(envelope.response):
-            return adapter.normalize(envelope)
+    adapter = _response_adapter(envelope.response)
+    if adapter is not None:
+        return adapter.normalize(envelope)
     keys = ", ".join(sorted(str(k) for k in envelope.response)[:8])
     raise RejectedRecord(
         "unknown_format",
@@ -37,19 +49,25 @@ def _forced(fmt: str, obj: dict[str, Any], envelope: Envelope) -> list[Record]:
     if fmt == "langfuse":
         if not langfuse.looks_like(obj):
             raise RejectedRecord("unknown_format", "not a Langfuse GENERATION observation")
-        return langfuse.normalize(envelope)
+        return langfuse.normalize(envelope, _normalize_response)
     if fmt == "otel_genai":
         if not otel_genai.looks_like(obj):
             raise RejectedRecord("unknown_format", "no gen_ai.* attributes found")
         return otel_genai.normalize(envelope)
-    adapter = {a.NAME: a for a in _RESPONSE_ADAPTERS}[fmt]
+    adapter = {a.NAME: a for a in _RESPONSE_ADAPTERS}.get(fmt)
+    if adapter is None:
+        raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
     if not adapter.looks_like(envelope.response):
         raise RejectedRecord("unknown_format", f"record does not have the {fmt} shape")
     return adapter.normalize(envelope)
 
 
 def normalize(obj: Any, fmt: str = "auto") -> list[Record]:
-    """Normalize one decoded JSON value into records (an OTLP export may hold several)."""
+    """Normalize one decoded JSON value into records (an OTLP export may hold several).
+
+    Raises RejectedRecord for any value that is not a usable record, and
+    ValueError only for a `fmt` outside FORMATS (a configuration bug).
+    """
     if not isinstance(obj, dict):
         raise RejectedRecord(
             "unknown_format", f"a record must be a JSON object, got {type(obj).__name__}"
@@ -60,7 +78,10 @@ def normalize(obj: Any, fmt: str = "auto") -> list[Record]:
     if litellm.looks_like(obj):
         return litellm.normalize(envelope, _normalize_response)
     if langfuse.looks_like(obj):
-        return langfuse.normalize(envelope)
+        return langfuse.normalize(envelope, _normalize_response)
+    # A wrapped provider response wins over stray gen_ai.* keys in the wrapper.
+    if envelope.response is not obj and _response_adapter(envelope.response) is not None:
+        return _normalize_response(envelope)
     if otel_genai.looks_like(obj):
         return otel_genai.normalize(envelope)
     return _normalize_response(envelope)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 
-class RejectedRecord(Exception):  # noqa: N818 - it is a verdict, not a bug
+class RejectedRecord(Exception):  # named as a verdict, not an error: it is expected
     """Raised by parsing and normalization; `reason` is a short snake_case label value."""
 
     def __init__(self, reason: str, message: str) -> None:

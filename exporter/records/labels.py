@@ -3,11 +3,17 @@
 A spec is `path|path|...`: the first path that yields a scalar wins. Paths
 walk dicts and list indexes (`choices.0.message.role`); where a key itself
 contains dots (OTel attribute names such as `attributes.gen_ai.request.model`)
-the longest matching key wins. A path starting with `$` names a field of the
-normalized record instead (`$requested_model`, `$served_model`, `$shape`):
-that is how the default `model` label finds the model the application asked
-for in every shape (envelope `request.model`, LiteLLM `model_group`, OTel
-`gen_ai.request.model`) without the user knowing where each shape keeps it.
+the longest matching key wins, and OTLP-JSON `[{key, value}]` attribute lists
+are searched by key.
+
+`model` is special: it must be the model the application asked for, so that a
+provider silently serving a new snapshot shows up as drift inside one stream
+rather than as a new stream without a baseline. The adapters know where each
+shape keeps that (`model_group` for LiteLLM, `gen_ai.request.model` for OTel,
+the envelope's `request.model`), so the record's requested model ranks right
+after the first configured path and before the fallback paths (the default
+`request.model|response.model` would otherwise pick LiteLLM's served version
+from `response.model`); the served model is the last resort.
 """
 
 from __future__ import annotations
@@ -16,36 +22,58 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from exporter.records.otlp import any_value, is_key_value_list
 from exporter.records.record import Record
 
 MAX_LABEL_VALUE_LENGTH = 128
 MISSING = "unknown"
-RECORD_FIELDS = ("requested_model", "served_model", "shape", "finish_reason", "system_fingerprint")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
 
 
 def sanitize_label_value(value: str) -> str:
-    """Strip control characters and cap length so one odd record cannot bloat every scrape."""
+    """Make any string a safe label value.
+
+    Control characters go, lone surrogates (which Python's JSON decoder lets
+    through and UTF-8 cannot encode, breaking every later scrape) are
+    replaced, and the length is capped so one odd record cannot bloat every
+    scrape.
+    """
+    value = value.encode("utf-8", "replace").decode("utf-8")
     value = _CONTROL.sub(" ", value).strip()
     if len(value) > MAX_LABEL_VALUE_LENGTH:
         value = value[: MAX_LABEL_VALUE_LENGTH - 1] + "…"
     return value or MISSING
 
 
+def _index(part: str) -> int | None:
+    return int(part) if part.isascii() and part.isdigit() and len(part) < 10 else None
+
+
 def _lookup(obj: Any, parts: tuple[str, ...]) -> Any:
     if not parts:
         return obj
     if isinstance(obj, dict):
+        keys = {k for k in obj if isinstance(k, str)}
         for cut in range(len(parts), 0, -1):
             key = ".".join(parts[:cut])
-            if key in obj:
+            if key in keys:
                 found = _lookup(obj[key], parts[cut:])
                 if found is not None:
                     return found
         return None
-    if isinstance(obj, list) and parts[0].isdigit():
-        index = int(parts[0])
-        return _lookup(obj[index], parts[1:]) if index < len(obj) else None
+    if isinstance(obj, list):
+        index = _index(parts[0])
+        if index is not None:
+            return _lookup(obj[index], parts[1:]) if index < len(obj) else None
+        if is_key_value_list(obj):
+            flat = {item["key"]: any_value(item.get("value")) for item in obj}
+            return _lookup(flat, parts)
+    return None
+
+
+def _scalar(value: Any) -> str | None:
+    if isinstance(value, str | int | float) and not isinstance(value, bool):
+        return str(value)
     return None
 
 
@@ -60,13 +88,16 @@ class LabelSpec:
         return cls(name=name, paths=paths)
 
     def value(self, record: Record) -> str:
-        for path in self.paths:
-            if path[0].startswith("$"):
-                found = getattr(record, path[0][1:], None) if len(path) == 1 else None
-            else:
-                found = _lookup(record.source, path)
-            if isinstance(found, str | int | float) and not isinstance(found, bool) and found != "":
-                return sanitize_label_value(str(found))
+        candidates: list[Any] = [_lookup(record.source, path) for path in self.paths[:1]]
+        if self.name == "model":
+            candidates.append(record.requested_model)
+        candidates.extend(_lookup(record.source, path) for path in self.paths[1:])
+        if self.name == "model":
+            candidates.append(record.served_model)
+        for candidate in candidates:
+            text = _scalar(candidate)
+            if text:
+                return sanitize_label_value(text)
         return MISSING
 
 

@@ -124,7 +124,12 @@ def _response_candidate(output: Any) -> dict[str, Any] | None:
     return None
 
 
-def _record(output: Any, obs: dict[str, Any], timestamp: float | None, normalize_response: Callable[[Envelope], list[Record]]) -> Record:
+def _record(
+    output: Any,
+    obs: dict[str, Any],
+    timestamp: float | None,
+    normalize_response: Callable[[Envelope], list[Record]],
+) -> Record:
     candidate = _response_candidate(output)
     if candidate is not None:
         try:

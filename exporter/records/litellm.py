@@ -36,7 +36,9 @@ def _inner(
 ) -> list[Record]:
     response = load_json(payload.get("response"))
     if payload.get("status") == "failure":
-        return [Record(shape=NAME, output_text="", finish_reason="error", raw_finish_reason="failure")]
+        return [
+            Record(shape=NAME, output_text="", finish_reason="error", raw_finish_reason="failure")
+        ]
     if isinstance(response, dict) and response:
         return normalize_response(
             Envelope(request={}, response=response, timestamp=timestamp, source=payload)

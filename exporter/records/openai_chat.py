@@ -36,7 +36,9 @@ def looks_like(response: dict[str, Any]) -> bool:
 
 
 def _call(name: Any, arguments: Any) -> ToolCall:
-    return ToolCall(name=as_str(name) or "", arguments=arguments if isinstance(arguments, str) else None)
+    return ToolCall(
+        name=as_str(name) or "", arguments=arguments if isinstance(arguments, str) else None
+    )
 
 
 def _tool_calls(message: dict[str, Any]) -> tuple[ToolCall, ...]:

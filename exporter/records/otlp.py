@@ -13,6 +13,12 @@ from typing import Any
 from exporter.records.fields import as_dict, as_int, as_list
 
 _SCALAR_KEYS = ("stringValue", "boolValue", "doubleValue")
+_VALUE_KEYS = (*_SCALAR_KEYS, "intValue", "arrayValue", "kvlistValue", "bytesValue")
+
+
+def is_any_value(value: Any) -> bool:
+    """True for an OTLP-JSON AnyValue wrapper such as `{"stringValue": "..."}`."""
+    return isinstance(value, dict) and len(value) == 1 and next(iter(value)) in _VALUE_KEYS
 
 
 def any_value(value: Any) -> Any:
