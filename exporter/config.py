@@ -17,6 +17,7 @@ import jsonschema
 import yaml
 
 from exporter.records.detect import FORMATS
+from exporter.signals.format import load_schema_validator
 
 # `model` is the model the application asked for (labels.py explains the fallbacks), so
 # that a provider's silent version change stays inside one stream.
@@ -122,6 +123,7 @@ SCHEMA: dict[str, Any] = {
                         "required": ["expect"],
                         "properties": {
                             "match": _MATCHERS,
+                            "match_re": _MATCHERS,
                             "expect": {"enum": ["json", "json_schema", "regex"]},
                             "schema_file": {"type": ["string", "null"]},
                             "pattern": {"type": ["string", "null"]},
@@ -136,7 +138,7 @@ SCHEMA: dict[str, Any] = {
                     "properties": {
                         "enabled": {"type": "boolean"},
                         "path": {"type": ["string", "null"]},
-                        "dimension": _POSITIVE_INT,
+                        "dimension": {"enum": [2**k for k in range(4, 13)]},
                     },
                 },
                 "tokens": {
@@ -277,9 +279,22 @@ def _semantic_errors(raw: dict[str, Any], require_inputs: bool) -> list[str]:
                 errors.append(f"{where}.pattern: required when expect is regex")
             else:
                 errors.extend(_regex_error(f"{where}.pattern", rule["pattern"]))
-        if rule.get("expect") == "json_schema" and not rule.get("schema_file"):
-            errors.append(f"{where}.schema_file: required when expect is json_schema")
+        for label, pattern in (rule.get("match_re") or {}).items():
+            errors.extend(_regex_error(f"{where}.match_re.{label}", pattern))
+        if rule.get("expect") == "json_schema":
+            if not rule.get("schema_file"):
+                errors.append(f"{where}.schema_file: required when expect is json_schema")
+            else:
+                errors.extend(_schema_file_error(f"{where}.schema_file", rule["schema_file"]))
     return errors
+
+
+def _schema_file_error(where: str, path: str) -> list[str]:
+    try:
+        load_schema_validator(path)
+    except (OSError, ValueError, yaml.YAMLError, jsonschema.SchemaError) as exc:
+        return [f"{where}: cannot use {path}: {exc}".splitlines()[0]]
+    return []
 
 
 def _regex_error(where: str, pattern: Any) -> list[str]:

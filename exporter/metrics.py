@@ -11,12 +11,19 @@ import platform
 from collections.abc import Iterable, Iterator, Sequence
 
 from prometheus_client import PlatformCollector, ProcessCollector
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import CollectorRegistry
 
 from exporter import __version__
 from exporter.inputs.stats import InputStats
 from exporter.pipeline import Pipeline
+from exporter.signals.format import INVALID_REASONS
 
 
 class ExporterCollector:
@@ -36,6 +43,7 @@ class ExporterCollector:
 
     def collect(self) -> Iterable[Metric]:
         yield from self._stream_metrics()
+        yield from self._signal_metrics()
         yield from self._rejections()
         yield from self._input_metrics()
         yield from self._self_metrics()
@@ -78,6 +86,69 @@ class ExporterCollector:
             if stream.last_record_time is not None:
                 last.add_metric(labels, stream.last_record_time)
         yield from (records, finish, served, fingerprints, last)
+
+    def _signal_metrics(self) -> Iterator[Metric]:
+        names = list(self.pipeline.streams.label_names)
+        histograms = {
+            attr: HistogramMetricFamily(name, help_text, labels=names)
+            for attr, name, help_text in (
+                ("output_tokens", "llm_output_tokens",
+                 "Visible output tokens per record (provider usage minus reasoning, else counted "
+                 "with the tokenizer)."),
+                ("input_tokens", "llm_input_tokens", "Input tokens per record, where reported."),
+                ("reasoning_tokens", "llm_reasoning_tokens",
+                 "Hidden reasoning tokens per record, where reported separately."),
+            )
+        }
+        methods = CounterMetricFamily(
+            "llm_output_token_counts",
+            "Records by how output tokens were obtained: provider usage, or the tokenizer "
+            "(with the encoding used).",
+            labels=[*names, "method", "encoding"],
+        )
+        refusals = CounterMetricFamily(
+            "llm_refusals", "Records judged refusals.", labels=names
+        )
+        by_kind = CounterMetricFamily(
+            "llm_refusals_by_kind",
+            "Refusals by how they were recognized: structured, phrase, custom.",
+            labels=[*names, "kind"],
+        )
+        checked = CounterMetricFamily(
+            "llm_format_checked",
+            "Records checked against the stream's format expectation (refusals excluded).",
+            labels=names,
+        )
+        invalid = CounterMetricFamily(
+            "llm_format_invalid", "Checked records that failed, by reason.",
+            labels=[*names, "reason"],
+        )
+        embedded = CounterMetricFamily(
+            "llm_embeddings",
+            "Records embedded, by source of the vector: user (supplied) or builtin.",
+            labels=[*names, "source"],
+        )
+        for stream in self.pipeline.streams:
+            labels = list(stream.labels)
+            totals = stream.signals
+            for attr, family in histograms.items():
+                histogram = getattr(totals, attr)
+                if histogram.observations:
+                    family.add_metric(labels, histogram.cumulative(), histogram.total)
+            for (method, encoding), count in totals.token_methods.items():
+                methods.add_metric([*labels, method, encoding], count)
+            refusals.add_metric(labels, sum(totals.refusals.values()))
+            for kind in ("structured", "phrase", "custom"):
+                by_kind.add_metric([*labels, kind], totals.refusals[kind])
+            if totals.format_checked:
+                checked.add_metric(labels, totals.format_checked)
+                # every reason from 0, so rate() sees the first failure of each kind
+                for reason in INVALID_REASONS:
+                    invalid.add_metric([*labels, reason], totals.format_invalid[reason])
+            for source, count in totals.embeddings.items():
+                embedded.add_metric([*labels, source], count)
+        yield from histograms.values()
+        yield from (methods, refusals, by_kind, checked, invalid, embedded)
 
     def _rejections(self) -> Iterator[Metric]:
         rejected = CounterMetricFamily(
@@ -141,6 +212,20 @@ class ExporterCollector:
         )
         info.add_metric(list(self.build_labels.values()), 1)
         yield info
+        measurer = self.pipeline.measurer
+        tokenizer = InfoMetricFamily(
+            "llm_exporter_tokenizer",
+            "Where each tiktoken encoding was loaded from (offline; sha256-verified).",
+            labels=["encoding", "source"],
+        )
+        for encoding, source in sorted(measurer.tokens.loaded_sources().items()):
+            tokenizer.add_metric([encoding, source], {})
+        yield tokenizer
+        yield InfoMetricFamily(
+            "llm_exporter_refusal_phrases",
+            "Version of the shipped refusal phrase list.",
+            value={"version": str(measurer.refusals.phrases_version)},
+        )
         streams = self.pipeline.streams
         yield GaugeMetricFamily("llm_exporter_streams", "Streams tracked.", value=len(streams))
         yield GaugeMetricFamily(

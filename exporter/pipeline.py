@@ -18,9 +18,10 @@ import orjson
 
 from exporter.config import Config
 from exporter.inputs.stats import InputStats
-from exporter.records import RejectedRecord, normalize
+from exporter.records import Record, RejectedRecord, normalize
 from exporter.records.labels import StreamLabeler
-from exporter.streams import StreamTable
+from exporter.signals.measure import Measurements, SignalMeasurer, SignalSettings
+from exporter.streams import StreamState, StreamTable
 
 log = logging.getLogger(__name__)
 # Reasons exported at 0 from the start so `rate()` and ratio alerts work before the first failure.
@@ -31,6 +32,7 @@ KNOWN_REJECTION_REASONS = (
     "missing_output",
     "too_large",
     "empty_body",
+    "invalid_embedding",
     "internal_error",
 )
 MAX_REPORTED_ERRORS = 10
@@ -56,6 +58,7 @@ class Pipeline:
         self.clock = clock
         self.labeler = StreamLabeler(config.stream_labels)
         self.streams = StreamTable(self.labeler.names, config.max_streams)
+        self.measurer = SignalMeasurer(SignalSettings.from_config(config.signals))
         self.rejections: Counter[str] = Counter({reason: 0 for reason in KNOWN_REJECTION_REASONS})
         self.records = 0
         self.processing_seconds = 0.0
@@ -72,22 +75,31 @@ class Pipeline:
         started = time.perf_counter()
         try:
             records = normalize(value, fmt or self.config.format)
+            measured = [self._measure(record) for record in records]
         except RejectedRecord as error:
             self.reject(stats, error)
             raise
         except Exception as exc:  # a bug must cost one record, never the exporter
-            log.exception("internal error while normalizing a record")
+            log.exception("internal error while processing a record")
             error = RejectedRecord("internal_error", f"internal error: {type(exc).__name__}")
             self.reject(stats, error)
             raise error from exc
         now = self.clock()
-        for record in records:
-            self.streams.get(self.labeler.key(record)).observe(record, now)
+        for record, stream, measurements in measured:
+            stream.observe(record, measurements, now)
         self.records += len(records)
         stats.records += len(records)
         stats.last_record_timestamp = now
         self.processing_seconds += time.perf_counter() - started
         return len(records)
+
+    def _measure(self, record: Record) -> tuple[Record, StreamState, Measurements]:
+        stream = self.streams.get(self.labeler.key(record))
+        labels = dict(zip(self.labeler.names, stream.labels, strict=True))
+        try:
+            return record, stream, self.measurer.measure(record, stream.labels, labels)
+        except ValueError as exc:
+            raise RejectedRecord("invalid_embedding", str(exc)) from exc
 
     def ingest_line(self, line: bytes, stats: InputStats, fmt: str | None = None) -> int:
         """One JSON-lines line; blank lines are skipped, not rejected. Raises RejectedRecord."""

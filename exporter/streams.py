@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 from exporter.records.labels import sanitize_label_value
 from exporter.records.record import Record
+from exporter.signals.measure import Measurements
+from exporter.signals.totals import SignalTotals
 
 OVERFLOW_VALUE = "__other__"
 # A stream's served-model values are bounded too: a provider that put a request id
@@ -31,14 +33,16 @@ class StreamState:
     served_models: Counter[str] = field(default_factory=Counter)
     system_fingerprints: Counter[str] = field(default_factory=Counter)
     last_record_time: float | None = None
+    signals: SignalTotals = field(default_factory=SignalTotals)
 
-    def observe(self, record: Record, now: float) -> None:
+    def observe(self, record: Record, measurements: Measurements, now: float) -> None:
         self.records += 1
         self.finish_reasons[record.finish_reason] += 1
         _bounded_increment(self.served_models, record.served_model)
         if record.system_fingerprint:
             _bounded_increment(self.system_fingerprints, record.system_fingerprint)
         self.last_record_time = record.timestamp or now
+        self.signals.add(measurements)
 
 
 def _bounded_increment(counter: Counter[str], raw: str | None) -> None:

@@ -150,7 +150,9 @@ def test_function_call_items() -> None:
     assert record.finish_reason == "tool_call"
     assert record.raw_finish_reason == "tool_call"
     assert record.tool_calls == (
-        ToolCall(name="get_current_weather", arguments='{"location":"Boston, MA","unit":"celsius"}'),
+        ToolCall(
+            name="get_current_weather", arguments='{"location":"Boston, MA","unit":"celsius"}'
+        ),
     )
 
 

@@ -49,6 +49,15 @@ def _index(part: str) -> int | None:
     return int(part) if part.isascii() and part.isdigit() and len(part) < 10 else None
 
 
+def lookup_path(obj: Any, parts: tuple[str, ...]) -> Any:
+    """The value at a split dotted path (any JSON value), or None where it leads nowhere.
+
+    Public so other record fields named by a path (a user-supplied embedding)
+    are found with exactly the same rules as label values.
+    """
+    return _lookup(obj, parts)
+
+
 def _lookup(obj: Any, parts: tuple[str, ...]) -> Any:
     if not parts:
         return obj

@@ -72,10 +72,19 @@ def _message_calls(message: dict[str, Any]) -> tuple[ToolCall, ...]:
 
 
 def _from_output(output: Any) -> Record:
-    """A record (model and usage not yet filled in) from a captured message or value."""
-    if isinstance(output, list) and output and all(isinstance(m, dict) for m in output):
-        assistant = [m for m in output if m.get("role") == "assistant"]
-        output = (assistant or output)[0]
+    """A record (model and usage not yet filled in) from a captured message or value.
+
+    From a list of messages the last assistant message is the answer (agent
+    frameworks capture the turn's tool calls before it); a list of content
+    parts is read as text.
+    """
+    if isinstance(output, list):
+        messages = [m for m in output if isinstance(m, dict) and "role" in m]
+        assistant = [m for m in messages if m.get("role") == "assistant"]
+        if messages:
+            output = (assistant or messages)[-1]
+        elif text_of(output):
+            return Record(shape=NAME, output_text=text_of(output))
     if isinstance(output, dict) and any(key in output for key in _MESSAGE_KEYS):
         refusal = as_str(output.get("refusal"))
         return Record(

@@ -33,6 +33,7 @@ _FINISH_REASON_SPELLINGS = {
     "prohibited_content": "content_filter",
     "spii": "content_filter",
     "guardrail_intervened": "content_filter",
+    "content_filtered": "content_filter",
     "tool_calls": "tool_call",
     "tool_call": "tool_call",
     "tool_use": "tool_call",

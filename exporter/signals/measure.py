@@ -1,0 +1,131 @@
+"""Compute every per-record signal in one place, so the pipeline calls one thing.
+
+The four signals of DESIGN.md: output tokens (provider usage first, else the
+tokenizer), refusal, format validity (only where a rule selects the stream),
+and an embedding (a user-supplied vector, else the built-in one).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from exporter.records.labels import lookup_path
+from exporter.records.record import Record
+from exporter.signals.embedding import TextEmbedder, vector_from_record
+from exporter.signals.format import FormatChecker, build_rules, check
+from exporter.signals.refusal import RefusalDetector
+from exporter.signals.tokens import TokenCounter
+
+USAGE = "usage"
+TOKENIZER = "tokenizer"
+
+
+@dataclass(frozen=True, slots=True)
+class Measurements:
+    output_tokens: int
+    token_method: str  # usage | tokenizer
+    encoding: str  # the tiktoken encoding that counted, or "none" for usage
+    input_tokens: int | None
+    reasoning_tokens: int | None
+    refusal: str | None  # structured | phrase | custom, or None
+    format_checked: bool
+    format_invalid: str | None  # reason, or None when valid or unchecked
+    embedding: np.ndarray | None
+    embedding_source: str | None  # user | builtin
+
+
+@dataclass(frozen=True)
+class SignalSettings:
+    """The `signals` config section, decoded."""
+
+    refusal_extra_patterns: tuple[str, ...] = ()
+    refusal_exclude_patterns: tuple[str, ...] = ()
+    format_rules: tuple[dict[str, Any], ...] = ()
+    embedding_enabled: bool = True
+    embedding_path: tuple[str, ...] | None = None
+    embedding_dimension: int = 256
+    encodings_dir: str | None = None
+
+    @classmethod
+    def from_config(cls, signals: dict[str, Any]) -> SignalSettings:
+        refusal = signals.get("refusal") or {}
+        embedding = signals.get("embedding") or {}
+        path = embedding.get("path")
+        return cls(
+            refusal_extra_patterns=tuple(refusal.get("extra_patterns") or ()),
+            refusal_exclude_patterns=tuple(refusal.get("exclude_patterns") or ()),
+            format_rules=tuple(signals.get("format_validity") or ()),
+            embedding_enabled=embedding.get("enabled", True),
+            embedding_path=tuple(path.split(".")) if path else None,
+            embedding_dimension=embedding.get("dimension", 256),
+            encodings_dir=(signals.get("tokens") or {}).get("encodings_dir"),
+        )
+
+
+def visible_output_tokens(record: Record) -> int | None:
+    """Provider-reported output tokens without hidden reasoning.
+
+    OpenAI (Chat and Responses) and OTel count reasoning tokens inside the
+    output total; a reasoning-effort change would otherwise read as the
+    answers getting longer. Reasoning is tracked apart.
+    """
+    if record.output_tokens is None:
+        return None
+    reasoning = record.reasoning_tokens or 0
+    return record.output_tokens - reasoning if reasoning <= record.output_tokens else 0
+
+
+class SignalMeasurer:
+    def __init__(self, settings: SignalSettings) -> None:
+        self.settings = settings
+        self.tokens = TokenCounter(settings.encodings_dir)
+        self.refusals = RefusalDetector(
+            list(settings.refusal_extra_patterns), list(settings.refusal_exclude_patterns)
+        )
+        self.formats = FormatChecker(build_rules(list(settings.format_rules)))
+        self.embedder = (
+            TextEmbedder(settings.embedding_dimension) if settings.embedding_enabled else None
+        )
+
+    def _output_tokens(self, record: Record) -> tuple[int, str, str]:
+        usage = visible_output_tokens(record)
+        if usage is not None:
+            return usage, USAGE, "none"
+        text = record.output_text
+        if record.tool_calls:
+            text += "".join(call.name + (call.arguments or "") for call in record.tool_calls)
+        count, encoding = self.tokens.count(text, record.served_model or record.requested_model)
+        return count, TOKENIZER, encoding
+
+    def _embedding(self, record: Record) -> tuple[np.ndarray | None, str | None]:
+        if self.embedder is None:
+            return None, None
+        if self.settings.embedding_path is not None:
+            supplied = lookup_path(record.source, self.settings.embedding_path)
+            if supplied is not None:
+                return vector_from_record(supplied), "user"
+        return self.embedder.embed(record.output_text), "builtin"
+
+    def measure(self, record: Record, key: tuple[str, ...], labels: dict[str, str]) -> Measurements:
+        """All signals of one record. May raise ValueError for a bad user-supplied embedding."""
+        tokens, method, encoding = self._output_tokens(record)
+        refusal = self.refusals.classify(record)
+        rule = self.formats.rule_for(key, labels)
+        checked = rule is not None and refusal is None
+        invalid = check(rule, record) if checked and rule is not None else None
+        vector, source = self._embedding(record)
+        return Measurements(
+            output_tokens=tokens,
+            token_method=method,
+            encoding=encoding,
+            input_tokens=record.input_tokens,
+            reasoning_tokens=record.reasoning_tokens,
+            refusal=refusal,
+            format_checked=checked,
+            format_invalid=invalid,
+            embedding=vector,
+            embedding_source=source,
+        )
