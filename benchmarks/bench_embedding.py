@@ -108,7 +108,7 @@ def main() -> None:
     counter = TokenCounter()
     counter.count("warm up", "gpt-4o-mini")
     print(f"python {sys.version.split()[0]}, numpy {numpy.__version__}")
-    print(f"import (class table): {IMPORT_MS:.1f} ms; TextEmbedder(): {init_ms:.2f} ms")
+    print(f"import (character tables): {IMPORT_MS:.1f} ms; TextEmbedder(): {init_ms:.2f} ms")
     print()
     header = f"{'chars':>6} {'embed':>9} {'embed_many':>11} {'tiktoken':>9} {'embed/tiktoken':>15}"
     print(header + "   (us/record, median)")

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from exporter.config import Config, HttpInputConfig
+from exporter.config import Config, parse_config
 
 TOPICS = {
     "billing": [
@@ -76,7 +76,12 @@ REFUSALS = (
     "I'm unable to help with this request.",
 )
 
-DEMO_CONFIG = Config(inputs=(HttpInputConfig(name="http"),))
+DEMO_CONFIG: Config = parse_config(
+    {
+        "inputs": [{"type": "http"}],
+        "signals": {"format_validity": [{"match": {"route": "/extract"}, "expect": "json"}]},
+    }
+)
 
 
 class TrafficGenerator:

@@ -126,15 +126,17 @@ class TextEmbedder:
         return self._embed_packed([_prepare(text)])[0]
 
     def embed_many(self, texts: Iterable[str]) -> np.ndarray:
-        """Embeddings of many texts, shape ``(n, dimension)``; bit-identical to `embed` on each,
-        and up to 3x faster per short text, which share numpy passes (packs of <= 4 K chars)."""
+        """Embeddings of many texts, shape ``(n, dimension)``, bit-identical to `embed` on each.
+        Texts of up to 1 K chars share numpy passes (<= 16 and 4 K chars a pass): about 3x
+        faster per 200-char text. Longer ones go alone; sharing would only add bookkeeping."""
         out, batch, size = [], [], 0
         for text in map(_prepare, texts):
-            if batch and (size + len(text) > MAX_CHARS or len(batch) == _PACK):
+            cost = len(text) if len(text) <= MAX_CHARS // 4 else MAX_CHARS
+            if batch and (size + cost > MAX_CHARS or len(batch) == _PACK):
                 out.append(self._embed_packed(batch))
                 batch, size = [], 0
             batch.append(text)
-            size += len(text)
+            size += cost
         if batch:
             out.append(self._embed_packed(batch))
         return np.concatenate(out) if out else np.zeros((0, self.dimension), np.float32)
@@ -237,8 +239,7 @@ def vector_from_record(value: Any, dimension: int | None = None) -> np.ndarray |
         raise ValueError(f"embedding has {vec.size} numbers, expected {dimension or 'some'}")
     if not np.isfinite(vec).all():
         raise ValueError("embedding contains NaN or infinity")
-    peak = np.abs(vec).max()
-    if not peak:
+    if not (peak := np.abs(vec).max()):
         raise ValueError("embedding is all zeros")
     vec = vec / peak  # so that squaring huge values cannot overflow
     return (vec / math.sqrt(np.add.reduce(vec * vec))).astype(np.float32)
@@ -295,5 +296,4 @@ def top_features(
         spread = math.sqrt(pooled * (1 - pooled) * (1 / n_a + 1 / n_b))
         if share_a != share_b:
             scored.append((-abs(share_b - share_a) / spread, token, share_a, share_b))
-    scored.sort()
-    return [FeatureShift(token, a, b) for _, token, a, b in scored[:k]]
+    return [FeatureShift(token, a, b) for _, token, a, b in sorted(scored)[:k]]
