@@ -16,6 +16,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from exporter.detectors.factory import METHODS_BY_SIGNAL, SIGNALS, DetectorFactory
 from exporter.records.detect import FORMATS
 from exporter.signals.format import load_schema_validator
 
@@ -46,6 +47,11 @@ _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _POSITIVE_INT = {"type": "integer", "minimum": 1}
 _FORMAT = {"enum": list(FORMATS)}
 _MATCHERS = {"type": "object", "additionalProperties": {"type": "string"}}
+# Method parameters are checked by constructing the detector (see _detector_errors).
+_SIGNAL_DETECTOR = {
+    "type": "object",
+    "properties": {"method": {"type": "string"}, "enabled": {"type": "boolean"}},
+}
 
 SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -152,9 +158,20 @@ SCHEMA: dict[str, Any] = {
             "type": "object",
             "additionalProperties": False,
             "properties": {
-                "expected_run_time": _POSITIVE_INT,
-                "baseline_size": _POSITIVE_INT,
+                "expected_run_time": {"type": "integer", "minimum": 10},
+                "baseline_size": {"type": "integer", "minimum": 20},
                 "window_size": _POSITIVE_INT,
+                **{signal: _SIGNAL_DETECTOR for signal in SIGNALS},
+            },
+        },
+        "evidence": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "enabled": {"type": "boolean"},
+                "texts": _POSITIVE_INT,
+                "examples": _POSITIVE_INT,
+                "max_chars": {"type": "integer", "minimum": 10},
             },
         },
     },
@@ -192,6 +209,7 @@ class Config:
     state_dir: str | None = None
     signals: dict[str, Any] = field(default_factory=dict)
     detectors: dict[str, Any] = field(default_factory=dict)
+    evidence: dict[str, Any] = field(default_factory=dict)
 
     @property
     def http_inputs(self) -> tuple[HttpInputConfig, ...]:
@@ -286,6 +304,25 @@ def _semantic_errors(raw: dict[str, Any], require_inputs: bool) -> list[str]:
                 errors.append(f"{where}.schema_file: required when expect is json_schema")
             else:
                 errors.extend(_schema_file_error(f"{where}.schema_file", rule["schema_file"]))
+    errors.extend(_detector_errors(raw.get("detectors") or {}))
+    return errors
+
+
+def _detector_errors(section: dict[str, Any]) -> list[str]:
+    errors = []
+    for signal in SIGNALS:
+        method = (section.get(signal) or {}).get("method")
+        if method is not None and method not in METHODS_BY_SIGNAL[signal]:
+            allowed = " | ".join(METHODS_BY_SIGNAL[signal])
+            errors.append(f"detectors.{signal}.method: must be one of {allowed}, got {method!r}")
+    if errors:
+        return errors
+    factory = DetectorFactory.from_config(section)
+    for signal in SIGNALS:
+        try:
+            factory.make(signal)
+        except (TypeError, ValueError) as exc:
+            errors.append(f"detectors.{signal}: invalid parameters: {exc}")
     return errors
 
 
@@ -328,6 +365,7 @@ def _build(raw: dict[str, Any]) -> Config:
         state_dir=raw.get("state_dir"),
         signals=raw.get("signals") or {},
         detectors=raw.get("detectors") or {},
+        evidence=raw.get("evidence") or {},
     )
 
 

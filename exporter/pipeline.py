@@ -18,6 +18,8 @@ import orjson
 
 from exporter.config import Config
 from exporter.inputs.stats import InputStats
+from exporter.detectors import DetectorFactory, StreamDetectors
+from exporter.evidence import Evidence, EvidenceSettings
 from exporter.records import Record, RejectedRecord, normalize
 from exporter.records.labels import StreamLabeler
 from exporter.signals.measure import Measurements, SignalMeasurer, SignalSettings
@@ -57,11 +59,19 @@ class Pipeline:
         self.config = config
         self.clock = clock
         self.labeler = StreamLabeler(config.stream_labels)
-        self.streams = StreamTable(self.labeler.names, config.max_streams)
+        self.detector_factory = DetectorFactory.from_config(config.detectors)
+        self.evidence_settings = EvidenceSettings.from_config(config.evidence)
+        self.streams = StreamTable(self.labeler.names, config.max_streams, self._stream_parts)
         self.measurer = SignalMeasurer(SignalSettings.from_config(config.signals))
         self.rejections: Counter[str] = Counter({reason: 0 for reason in KNOWN_REJECTION_REASONS})
         self.records = 0
         self.processing_seconds = 0.0
+
+    def _stream_parts(self) -> tuple[StreamDetectors, Evidence | None]:
+        evidence = None
+        if self.evidence_settings.enabled:
+            evidence = Evidence(self.evidence_settings, self.detector_factory.settings.baseline_size)
+        return StreamDetectors.create(self.detector_factory), evidence
 
     def reject(self, stats: InputStats, error: RejectedRecord, count: int = 1) -> None:
         self.rejections[error.reason] += count

@@ -9,11 +9,13 @@ count of every scrape.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from exporter.records.labels import sanitize_label_value
 from exporter.records.record import Record
+from exporter.detectors.stream_detectors import StreamDetectors
+from exporter.evidence import Evidence
 from exporter.signals.measure import Measurements
 from exporter.signals.totals import SignalTotals
 
@@ -34,6 +36,8 @@ class StreamState:
     system_fingerprints: Counter[str] = field(default_factory=Counter)
     last_record_time: float | None = None
     signals: SignalTotals = field(default_factory=SignalTotals)
+    detectors: StreamDetectors | None = None
+    evidence: Evidence | None = None
 
     def observe(self, record: Record, measurements: Measurements, now: float) -> None:
         self.records += 1
@@ -43,6 +47,17 @@ class StreamState:
             _bounded_increment(self.system_fingerprints, record.system_fingerprint)
         self.last_record_time = record.timestamp or now
         self.signals.add(measurements)
+        if self.detectors is not None:
+            self.detectors.update(measurements)
+        if self.evidence is not None:
+            self.evidence.add(record.output_text or record.refusal_text or "")
+
+    def reset_baselines(self, signals: tuple[str, ...] | None = None) -> list[str]:
+        if self.evidence is not None:
+            self.evidence.reset_baseline()
+        if self.detectors is None:
+            return []
+        return self.detectors.reset_baselines(signals) if signals else self.detectors.reset_baselines()
 
 
 def _bounded_increment(counter: Counter[str], raw: str | None) -> None:
@@ -52,9 +67,15 @@ def _bounded_increment(counter: Counter[str], raw: str | None) -> None:
     counter[value] += 1
 
 
+StreamParts = Callable[[], tuple[StreamDetectors | None, Evidence | None]]
+
+
 class StreamTable:
-    def __init__(self, label_names: tuple[str, ...], max_streams: int) -> None:
+    def __init__(
+        self, label_names: tuple[str, ...], max_streams: int, make_parts: StreamParts | None = None
+    ) -> None:
         self.label_names = label_names
+        self._make_parts = make_parts
         self.max_streams = max_streams
         self._streams: dict[tuple[str, ...], StreamState] = {}
         self._overflow_key = tuple(OVERFLOW_VALUE for _ in label_names)
@@ -74,8 +95,21 @@ class StreamTable:
             if stream is not None:
                 return stream
         stream = StreamState(labels=key)
+        if self._make_parts is not None:
+            stream.detectors, stream.evidence = self._make_parts()
         self._streams[key] = stream
         return stream
+
+    def find(self, key: tuple[str, ...]) -> StreamState | None:
+        return self._streams.get(key)
+
+    def matching(self, matchers: dict[str, str]) -> list[StreamState]:
+        """Streams whose labels equal every given value (unknown label names match nothing)."""
+        if any(name not in self.label_names for name in matchers):
+            return []
+        positions = {self.label_names.index(n): v for n, v in matchers.items()}
+        return [s for s in self._streams.values()
+                if all(s.labels[i] == v for i, v in positions.items())]
 
     def __iter__(self) -> Iterator[StreamState]:
         return iter(list(self._streams.values()))

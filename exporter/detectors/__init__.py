@@ -1,0 +1,8 @@
+"""Drift detectors: one `Detector` interface, one module per method, calibrated thresholds."""
+
+from exporter.detectors.base import HYSTERESIS, Detector, DetectorSettings
+from exporter.detectors.factory import SIGNALS, DetectorFactory
+from exporter.detectors.stream_detectors import StreamDetectors
+
+__all__ = ["HYSTERESIS", "SIGNALS", "Detector", "DetectorFactory", "DetectorSettings",
+           "StreamDetectors"]

@@ -1,0 +1,172 @@
+"""The one Detector interface every signal's detector implements.
+
+Shape borrowed from river's drift detectors (one `update()` per observation,
+then read-only state), with two differences that alerting needs:
+
+- the state is a *level* (`drift_detected` holds while the change holds),
+  not an edge, so a Prometheus alert can fire and resolve;
+- a detector learns its own baseline from the first `baseline_size`
+  observations and calibrates its threshold from it, so `score` (statistic
+  divided by threshold) means the same on every stream: >= 1 is drift.
+
+Hysteresis: drift starts when the score reaches 1 and ends only after the
+score has stayed below `HYSTERESIS` for `window_size` consecutive
+observations; then the detector re-arms from a fresh statistic, so the time
+to the next false event again has the calibrated distribution.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+HYSTERESIS = 0.5
+
+
+@dataclass(frozen=True)
+class DetectorSettings:
+    expected_run_time: int = 100_000
+    baseline_size: int = 1000
+    window_size: int = 200
+    seed: int = 0
+
+
+class Detector(ABC):
+    """Base class: baseline collection, level state with hysteresis, event counting."""
+
+    kind: str = "detector"
+
+    def __init__(self, settings: DetectorSettings) -> None:
+        self.settings = settings
+        self._reset()
+
+    def _reset(self) -> None:
+        self._observations = 0
+        self._in_drift = False
+        self._calm = 0
+        self._events = 0
+        self._event_log: list[dict[str, float]] = []
+        self._score = 0.0
+        self._baseline_ready_at: int | None = None
+        self._drift_since: int | None = None
+
+    # --- the contract -------------------------------------------------------------
+    def update(self, x: Any) -> None:
+        """Feed one observation; learning the baseline first, detecting after."""
+        self._observations += 1
+        if not self.baseline_ready:
+            self._learn(x)
+            if self.baseline_ready:
+                self._baseline_ready_at = self._observations
+            return
+        self._score = self._observe(x)
+        self._apply_hysteresis()
+
+    @property
+    def drift_detected(self) -> bool:
+        return self._in_drift
+
+    @property
+    def score(self) -> float:
+        return self._score
+
+    @property
+    def events(self) -> int:
+        return self._events
+
+    @property
+    def event_log(self) -> list[dict[str, float]]:
+        """Events as {"record": 0-based index of the observation, "score": score then}."""
+        return self._event_log
+
+    @property
+    def observations(self) -> int:
+        return self._observations
+
+    @property
+    def baseline_ready_at(self) -> int | None:
+        return self._baseline_ready_at
+
+    @property
+    def drift_since(self) -> int | None:
+        return self._drift_since
+
+    @property
+    @abstractmethod
+    def baseline_ready(self) -> bool: ...
+
+    @abstractmethod
+    def _learn(self, x: Any) -> None:
+        """Add a baseline observation; calibrate once the baseline is complete."""
+
+    @abstractmethod
+    def _observe(self, x: Any) -> float:
+        """Update the statistic with a live observation; return statistic / threshold."""
+
+    @abstractmethod
+    def _rearm(self) -> None:
+        """Restart the statistic after a drift episode ends."""
+
+    @abstractmethod
+    def summary(self) -> dict[str, dict[str, float]]:
+        """`{"baseline": {stat: v}, "window": {stat: v}}` in the signal's own units."""
+
+    def reset_baseline(self) -> None:
+        """Forget the baseline (after an intended change); the next observations re-learn it."""
+        events, log = self._events, self._event_log
+        self._reset()
+        self._events, self._event_log = events, log
+
+    # --- persistence --------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "observations": self._observations,
+            "in_drift": self._in_drift,
+            "calm": self._calm,
+            "events": self._events,
+            "event_log": self._event_log[-100:],
+            "score": self._score,
+            "baseline_ready_at": self._baseline_ready_at,
+            "drift_since": self._drift_since,
+            "state": self._snapshot_state(),
+        }
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        if snapshot.get("kind") != self.kind:
+            raise ValueError(f"snapshot of a {snapshot.get('kind')} detector, not {self.kind}")
+        self._observations = int(snapshot["observations"])
+        self._in_drift = bool(snapshot["in_drift"])
+        self._calm = int(snapshot["calm"])
+        self._events = int(snapshot["events"])
+        self._event_log = list(snapshot["event_log"])
+        self._score = float(snapshot["score"])
+        self._baseline_ready_at = snapshot["baseline_ready_at"]
+        self._drift_since = snapshot["drift_since"]
+        self._restore_state(snapshot["state"])
+
+    @abstractmethod
+    def _snapshot_state(self) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def _restore_state(self, state: dict[str, Any]) -> None: ...
+
+    # --- level state --------------------------------------------------------------
+    def _apply_hysteresis(self) -> None:
+        if not self._in_drift:
+            if self._score >= 1.0:
+                self._in_drift = True
+                self._calm = 0
+                self._events += 1
+                self._drift_since = self._observations - 1
+                self._event_log.append(
+                    {"record": self._observations - 1, "score": round(self._score, 4)}
+                )
+                del self._event_log[:-1000]
+            return
+        self._calm = self._calm + 1 if self._score < HYSTERESIS else 0
+        if self._calm >= self.settings.window_size:
+            self._in_drift = False
+            self._drift_since = None
+            self._rearm()

@@ -1,0 +1,171 @@
+"""Bernoulli CUSUM for rates of rare events (refusals, invalid formats).
+
+Two log-likelihood-ratio CUSUMs compare the baseline rate p0 with a rate
+`ratio` times higher and `ratio` times lower. p0 is the Jeffreys estimate
+(events + 1/2) / (n + 1), so a baseline with no events still gives a usable,
+small rate. The threshold is simulated per baseline count: each simulated
+path draws its true rate from the Beta posterior of the baseline, so the
+uncertainty of a rate learned from ~20 events out of 1000 is paid for in
+the threshold instead of in false pages.
+
+Examples
+--------
+>>> import numpy as np
+>>> from exporter.detectors.base import DetectorSettings
+>>> from exporter.detectors.calibration import CalibrationCache
+>>> rng = np.random.default_rng(7)
+>>> detector = BernoulliCusum(DetectorSettings(expected_run_time=10_000), CalibrationCache())
+>>> for x in rng.random(3000) < 0.02:
+...     detector.update(bool(x))
+>>> detector.drift_detected
+False
+>>> for x in rng.random(1500) < 0.08:
+...     detector.update(bool(x))
+>>> detector.drift_detected
+True
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from typing import Any
+
+import numpy as np
+
+from exporter.detectors.base import Detector, DetectorSettings
+from exporter.detectors.calibration import (
+    CalibrationCache,
+    plan,
+    seeded,
+    threshold_from_maxima,
+)
+
+DEFAULT_RATIO = 3.0
+MAX_RATE = 0.5
+
+
+def jeffreys_rate(events: int, n: int) -> float:
+    return (events + 0.5) / (n + 1.0)
+
+
+def increments(p0: float, ratio: float) -> tuple[tuple[float, float], tuple[float, float]]:
+    """(on event, on non-event) LLR steps of the upward and downward CUSUMs."""
+    up = min(MAX_RATE, p0 * ratio)
+    down = p0 / ratio
+    return (
+        (math.log(up / p0), math.log((1 - up) / (1 - p0))),
+        (math.log(down / p0), math.log((1 - down) / (1 - p0))),
+    )
+
+
+def simulate_maxima(events: int, n: int, ratio: float, paths: int, length: int,
+                    rng: np.random.Generator) -> np.ndarray:
+    p0 = jeffreys_rate(events, n)
+    (up_hit, up_miss), (down_hit, down_miss) = increments(p0, ratio)
+    true_rates = rng.beta(events + 0.5, n - events + 0.5, size=paths)
+    up = np.zeros(paths)
+    down = np.zeros(paths)
+    maxima = np.zeros(paths)
+    for _ in range(length):
+        hit = rng.random(paths) < true_rates
+        np.maximum(0.0, up + np.where(hit, up_hit, up_miss), out=up)
+        np.maximum(0.0, down + np.where(hit, down_hit, down_miss), out=down)
+        np.maximum(maxima, np.maximum(up, down), out=maxima)
+    return maxima
+
+
+def bernoulli_threshold(events: int, n: int, ratio: float, expected_run_time: int,
+                        cache: CalibrationCache) -> float:
+    def compute() -> float:
+        paths, length, level = plan(expected_run_time)
+        rng = seeded("bernoulli_cusum", events, n, ratio, expected_run_time)
+        maxima = simulate_maxima(events, n, ratio, paths, length, rng)
+        return threshold_from_maxima(maxima, level)
+
+    return cache.get(("bernoulli_cusum", events, n, ratio, expected_run_time), compute)
+
+
+class BernoulliCusum(Detector):
+    kind = "bernoulli_cusum"
+
+    def __init__(self, settings: DetectorSettings, cache: CalibrationCache,
+                 ratio: float = DEFAULT_RATIO) -> None:
+        if ratio <= 1.0:
+            raise ValueError(f"ratio must be > 1, got {ratio}")
+        self.cache = cache
+        self.ratio = ratio
+        super().__init__(settings)
+
+    def _reset(self) -> None:
+        super()._reset()
+        self._baseline_events = 0
+        self._baseline_n = 0
+        self._ready = False
+        self._threshold = math.inf
+        self._steps = ((0.0, 0.0), (0.0, 0.0))
+        self._up = 0.0
+        self._down = 0.0
+        self._window: deque[bool] = deque(maxlen=self.settings.window_size)
+
+    @property
+    def baseline_ready(self) -> bool:
+        return self._ready
+
+    def _learn(self, x: Any) -> None:
+        self._baseline_events += bool(x)
+        self._baseline_n += 1
+        if self._baseline_n >= self.settings.baseline_size:
+            self._calibrate()
+
+    def _calibrate(self) -> None:
+        p0 = jeffreys_rate(self._baseline_events, self._baseline_n)
+        self._steps = increments(p0, self.ratio)
+        self._threshold = bernoulli_threshold(
+            self._baseline_events, self._baseline_n, self.ratio,
+            self.settings.expected_run_time, self.cache,
+        )
+        self._ready = True
+
+    def _observe(self, x: Any) -> float:
+        hit = bool(x)
+        self._window.append(hit)
+        (up_hit, up_miss), (down_hit, down_miss) = self._steps
+        cap = 2.0 * self._threshold
+        self._up = min(cap, max(0.0, self._up + (up_hit if hit else up_miss)))
+        self._down = min(cap, max(0.0, self._down + (down_hit if hit else down_miss)))
+        return max(self._up, self._down) / self._threshold
+
+    def _rearm(self) -> None:
+        self._up = self._down = 0.0
+
+    @property
+    def direction(self) -> str:
+        return "up" if self._up >= self._down else "down"
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        out: dict[str, dict[str, float]] = {}
+        if self._baseline_n:
+            out["baseline"] = {"rate": self._baseline_events / self._baseline_n}
+        if self._window:
+            out["window"] = {"rate": sum(self._window) / len(self._window)}
+        return out
+
+    def _snapshot_state(self) -> dict[str, Any]:
+        return {
+            "baseline_events": self._baseline_events,
+            "baseline_n": self._baseline_n,
+            "ready": self._ready,
+            "up": self._up,
+            "down": self._down,
+            "window": [int(v) for v in self._window],
+        }
+
+    def _restore_state(self, state: dict[str, Any]) -> None:
+        self._baseline_events = int(state["baseline_events"])
+        self._baseline_n = int(state["baseline_n"])
+        if state["ready"]:
+            self._calibrate()
+        self._up = float(state["up"])
+        self._down = float(state["down"])
+        self._window.extend(bool(v) for v in state["window"])

@@ -1,0 +1,184 @@
+"""Online MMD for embedding vectors (topic mix, language, style, format).
+
+The maximum mean discrepancy with an RBF kernel compares two distributions
+of vectors through their mean embeddings in the kernel's feature space. We
+approximate that space with random Fourier features (phi(x) = sqrt(2/D)
+cos(W x / sigma + b), sigma from the median heuristic on the baseline) and
+follow the live stream with an exponentially weighted mean of phi (effective
+window `window_size` records). The statistic is the squared distance of that
+mean from the baseline's: O(D) memory and work per record, no window of
+vectors to keep.
+
+The threshold is simulated per stream by bootstrap from a reservoir of the
+baseline's features: each path draws its own baseline mean (n draws) and a
+stream (draws from the same reservoir), so the noise of the learned baseline
+mean is part of the null distribution.
+
+Examples
+--------
+>>> import numpy as np
+>>> from exporter.detectors.base import DetectorSettings
+>>> rng = np.random.default_rng(3)
+>>> topics = rng.normal(size=(3, 32))
+>>> def texts(weights, n):
+...     picks = rng.choice(3, size=n, p=weights)
+...     return topics[picks] + rng.normal(scale=1.5, size=(n, 32))
+>>> detector = EmbeddingMmd(DetectorSettings(expected_run_time=10_000))
+>>> for v in texts([1/3, 1/3, 1/3], 2000):
+...     detector.update(v)
+>>> detector.drift_detected
+False
+>>> for v in texts([0.8, 0.1, 0.1], 800):
+...     detector.update(v)
+>>> detector.drift_detected
+True
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from exporter.detectors.base import Detector, DetectorSettings
+from exporter.detectors.calibration import plan, seeded, threshold_from_maxima
+
+FEATURES = 64
+RESERVOIR = 256
+BANDWIDTH_SAMPLE = 64
+
+
+class EmbeddingMmd(Detector):
+    kind = "embedding_mmd"
+
+    def _reset(self) -> None:
+        super()._reset()
+        self._bandwidth_sample: list[np.ndarray] = []
+        self._projection: np.ndarray | None = None
+        self._phase: np.ndarray | None = None
+        self._reservoir: list[np.ndarray] = []
+        self._feature_sum = np.zeros(FEATURES)
+        self._baseline_n = 0
+        self._baseline_mean: np.ndarray | None = None
+        self._ewma: np.ndarray | None = None
+        self._threshold = math.inf
+        self._null_median = 0.0
+        self._rng = np.random.default_rng(self.settings.seed)
+
+    @property
+    def baseline_ready(self) -> bool:
+        return self._baseline_mean is not None
+
+    @property
+    def _weight(self) -> float:
+        return 2.0 / (self.settings.window_size + 1.0)
+
+    def _features(self, x: np.ndarray) -> np.ndarray:
+        assert self._projection is not None and self._phase is not None
+        return math.sqrt(2.0 / FEATURES) * np.cos(self._projection @ x + self._phase)
+
+    def _make_features(self, dimension: int) -> None:
+        sample = np.stack(self._bandwidth_sample)
+        squared = ((sample[:, None, :] - sample[None, :, :]) ** 2).sum(-1)
+        positive = squared[np.triu_indices(len(sample), k=1)]
+        positive = positive[positive > 0]
+        sigma = math.sqrt(float(np.median(positive))) if positive.size else 1.0
+        rng = seeded("rff", dimension, self.settings.seed)
+        self._projection = rng.normal(size=(FEATURES, dimension)) / sigma
+        self._phase = rng.uniform(0.0, 2.0 * math.pi, size=FEATURES)
+        for vector in self._bandwidth_sample:
+            self._add_baseline_feature(self._features(vector))
+        self._bandwidth_sample = []
+
+    def _add_baseline_feature(self, phi: np.ndarray) -> None:
+        self._baseline_n += 1
+        self._feature_sum += phi
+        if len(self._reservoir) < RESERVOIR:
+            self._reservoir.append(phi)
+        else:
+            slot = int(self._rng.integers(self._baseline_n))
+            if slot < RESERVOIR:
+                self._reservoir[slot] = phi
+
+    def _learn(self, x: Any) -> None:
+        vector = np.asarray(x, dtype=np.float64)
+        if self._projection is None:
+            self._bandwidth_sample.append(vector)
+            if len(self._bandwidth_sample) >= min(BANDWIDTH_SAMPLE, self.settings.baseline_size):
+                self._make_features(vector.shape[0])
+        else:
+            self._add_baseline_feature(self._features(vector))
+        if self._baseline_n >= self.settings.baseline_size:
+            self._calibrate()
+
+    def _calibrate(self) -> None:
+        pool = np.stack(self._reservoir)
+        n = self._baseline_n
+        paths, length, level = plan(self.settings.expected_run_time)
+        rng = seeded("embedding_mmd", n, self.settings.window_size,
+                     self.settings.expected_run_time, pool.sum())
+        # a bootstrap baseline mean per path: n draws from the reservoir, as counts
+        counts = rng.multinomial(n, np.full(len(pool), 1.0 / len(pool)), size=paths)
+        means = counts @ pool / n
+        ewma = means.copy()
+        maxima = np.zeros(paths)
+        weight = self._weight
+        for _ in range(length):
+            ewma += weight * (pool[rng.integers(len(pool), size=paths)] - ewma)
+            np.maximum(maxima, ((ewma - means) ** 2).sum(axis=1), out=maxima)
+        self._threshold = threshold_from_maxima(maxima, level)
+        self._null_median = float(np.median(maxima))
+        self._baseline_mean = self._feature_sum / n
+        self._ewma = self._baseline_mean.copy()
+        self._reservoir = []
+
+    def _observe(self, x: Any) -> float:
+        assert self._ewma is not None and self._baseline_mean is not None
+        phi = self._features(np.asarray(x, dtype=np.float64))
+        self._ewma += self._weight * (phi - self._ewma)
+        distance = float(((self._ewma - self._baseline_mean) ** 2).sum())
+        return distance / self._threshold
+
+    def _rearm(self) -> None:
+        if self._baseline_mean is not None:
+            self._ewma = self._baseline_mean.copy()
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        """MMD^2 estimates: the window's now, and the typical no-change level."""
+        if self._baseline_mean is None or self._ewma is None:
+            return {}
+        current = float(((self._ewma - self._baseline_mean) ** 2).sum())
+        return {"baseline": {"mmd2": self._null_median}, "window": {"mmd2": current}}
+
+    def _snapshot_state(self) -> dict[str, Any]:
+        def listed(a: np.ndarray | None) -> list[float] | None:
+            return None if a is None else a.tolist()
+
+        return {
+            "projection": listed(self._projection),
+            "phase": listed(self._phase),
+            "bandwidth_sample": [v.tolist() for v in self._bandwidth_sample],
+            "reservoir": [v.tolist() for v in self._reservoir],
+            "feature_sum": self._feature_sum.tolist(),
+            "baseline_n": self._baseline_n,
+            "baseline_mean": listed(self._baseline_mean),
+            "ewma": listed(self._ewma),
+            "threshold": self._threshold,
+            "null_median": self._null_median,
+        }
+
+    def _restore_state(self, state: dict[str, Any]) -> None:
+        def array(v: list[float] | None) -> np.ndarray | None:
+            return None if v is None else np.asarray(v, dtype=np.float64)
+
+        self._projection = array(state["projection"])
+        self._phase = array(state["phase"])
+        self._bandwidth_sample = [np.asarray(v) for v in state["bandwidth_sample"]]
+        self._reservoir = [np.asarray(v) for v in state["reservoir"]]
+        self._feature_sum = np.asarray(state["feature_sum"], dtype=np.float64)
+        self._baseline_n = int(state["baseline_n"])
+        self._baseline_mean = array(state["baseline_mean"])
+        self._ewma = array(state["ewma"])
+        self._threshold = float(state["threshold"])
+        self._null_median = float(state["null_median"])

@@ -1,0 +1,84 @@
+"""The detectors of one stream, fed from each record's measurements.
+
+Each signal sees only the records it applies to: format validity only the
+records a format rule checked, embedding only records with a vector. Events
+are logged with the index of the record in the *stream* (what the replay
+report promises), not the index within the signal's own sub-sequence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from exporter.detectors.base import Detector
+from exporter.detectors.factory import SIGNALS, DetectorFactory
+from exporter.signals.measure import Measurements
+
+MAX_EVENTS_KEPT = 1000
+
+
+def signal_value(signal: str, m: Measurements) -> Any:
+    """The observation a signal's detector gets from one record, or None to skip it."""
+    if signal == "output_tokens":
+        return float(m.output_tokens)
+    if signal == "refusal":
+        return m.refusal is not None
+    if signal == "format_validity":
+        return (m.format_invalid is not None) if m.format_checked else None
+    return m.embedding
+
+
+@dataclass
+class StreamDetectors:
+    detectors: dict[str, Detector]
+    records: int = 0
+    events: dict[str, list[dict[str, float]]] = field(default_factory=dict)
+    last_change: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, factory: DetectorFactory) -> StreamDetectors:
+        made = {signal: factory.make(signal) for signal in SIGNALS}
+        return cls(detectors={s: d for s, d in made.items() if d is not None})
+
+    def update(self, m: Measurements) -> None:
+        index = self.records
+        self.records += 1
+        for signal, detector in self.detectors.items():
+            value = signal_value(signal, m)
+            if value is None:
+                continue
+            before = (detector.events, detector.drift_detected)
+            detector.update(value)
+            if detector.events != before[0]:
+                log = self.events.setdefault(signal, [])
+                log.append({"record": index, "score": round(detector.score, 4)})
+                del log[:-MAX_EVENTS_KEPT]
+            if (detector.events, detector.drift_detected) != before:
+                self.last_change[signal] = index
+
+    def reset_baselines(self, signals: tuple[str, ...] = SIGNALS) -> list[str]:
+        done = []
+        for signal in signals:
+            detector = self.detectors.get(signal)
+            if detector is not None:
+                detector.reset_baseline()
+                done.append(signal)
+        return done
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "records": self.records,
+            "events": self.events,
+            "last_change": self.last_change,
+            "detectors": {s: d.snapshot() for s, d in self.detectors.items()},
+        }
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        self.records = int(snapshot["records"])
+        self.events = {k: list(v) for k, v in snapshot["events"].items()}
+        self.last_change = {k: int(v) for k, v in snapshot["last_change"].items()}
+        for signal, state in snapshot["detectors"].items():
+            detector = self.detectors.get(signal)
+            if detector is not None and state.get("kind") == detector.kind:
+                detector.restore(state)

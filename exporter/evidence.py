@@ -1,0 +1,71 @@
+"""Example outputs kept per stream, so a drift alert can show *what* changed.
+
+A reservoir sample of the outputs seen while the baseline was learned, and
+the most recent outputs, each truncated. In memory only and switchable off
+(`evidence.enabled: false`) because outputs may hold personal data.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from exporter.signals.embedding import top_features
+
+
+@dataclass(frozen=True)
+class EvidenceSettings:
+    enabled: bool = True
+    texts: int = 40
+    examples: int = 3
+    max_chars: int = 240
+
+    @classmethod
+    def from_config(cls, section: dict[str, Any]) -> EvidenceSettings:
+        return cls(**section)
+
+
+class Evidence:
+    def __init__(self, settings: EvidenceSettings, baseline_size: int, seed: int = 0) -> None:
+        self.settings = settings
+        self.baseline_size = baseline_size
+        self._rng = random.Random(seed)
+        self.reset_baseline()
+        self.window: deque[str] = deque(maxlen=settings.texts)
+
+    def reset_baseline(self) -> None:
+        self.baseline: list[str] = []
+        self._baseline_seen = 0
+
+    def _clip(self, text: str) -> str:
+        limit = self.settings.max_chars
+        return text if len(text) <= limit else text[: limit - 1] + "…"
+
+    def add(self, text: str) -> None:
+        clipped = self._clip(text)
+        if self._baseline_seen < self.baseline_size:
+            self._baseline_seen += 1
+            if len(self.baseline) < self.settings.texts:
+                self.baseline.append(clipped)
+            else:
+                slot = self._rng.randrange(self._baseline_seen)
+                if slot < self.settings.texts:
+                    self.baseline[slot] = clipped
+        else:
+            self.window.append(clipped)
+
+    def examples(self) -> dict[str, list[str]]:
+        count = self.settings.examples
+        return {"baseline": self.baseline[:count], "window": list(self.window)[-count:]}
+
+    def moved_features(self, k: int = 8) -> list[dict[str, Any]]:
+        """Tokens whose share of outputs moved most (evidence for an embedding drift)."""
+        if not self.baseline or not self.window:
+            return []
+        return [
+            {"feature": f.feature, "baseline_share": round(f.share_a, 3),
+             "window_share": round(f.share_b, 3)}
+            for f in top_features(self.baseline, list(self.window), k=k)
+        ]
