@@ -1,37 +1,62 @@
-"""Human and JSON views of the exporter's state: landing page, health, /api/v1/streams."""
+"""Human and JSON views of the exporter: landing page, health, streams, baseline reset."""
 
 from __future__ import annotations
 
 import html
+from typing import Any
 
 import orjson
 from aiohttp import web
 
 from exporter import __version__
+from exporter.detectors import SIGNALS
 from exporter.service import Exporter
+from exporter.stream_view import streams_view
 
 
-def streams_document(exporter: Exporter) -> dict[str, object]:
-    streams = exporter.pipeline.streams
-    return {
-        "label_names": list(streams.label_names),
-        "streams": [
-            {
-                "labels": dict(zip(streams.label_names, stream.labels, strict=True)),
-                "records": stream.records,
-                "finish_reasons": dict(stream.finish_reasons),
-                "served_models": dict(stream.served_models),
-                "last_record_time": stream.last_record_time,
-            }
-            for stream in sorted(streams, key=lambda s: s.labels)
-        ],
-    }
+def _json(payload: object, status: int = 200) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY),
+        status=status,
+        content_type="application/json",
+    )
+
+
+def _cell(view: dict[str, Any] | None) -> str:
+    if view is None:
+        return "<td>-</td>"
+    if not view["baseline_ready"]:
+        return '<td class="learning">learning</td>'
+    if view["drift_detected"]:
+        return f'<td class="drift">DRIFT {view["score"]:.2f}</td>'
+    return f'<td class="ok">ok {view["score"]:.2f}</td>'
+
+
+def _evidence(view: dict[str, Any], signal: str) -> str:
+    parts = [f"<h4>{html.escape(signal)}: score {view['score']:.2f}"
+             f"{' (' + html.escape(view.get('direction', '')) + ')' if view.get('direction') else ''}"
+             "</h4><ul>"]
+    for stat, change in view["change"].items():
+        parts.append(f"<li>{html.escape(stat)}: baseline {change['baseline']!s:.8} → "
+                     f"window {change['window']!s:.8}</li>")
+    for item in view.get("moved_features", []):
+        parts.append(f"<li>“{html.escape(item['feature'])}” in {item['window_share']:.0%} of "
+                     f"recent outputs, was {item['baseline_share']:.0%}</li>")
+    parts.append("</ul>")
+    for side in ("baseline", "window"):
+        for text in view.get("examples", {}).get(side, []):
+            parts.append(f"<blockquote><b>{side}</b>: {html.escape(text)}</blockquote>")
+    return "".join(parts)
 
 
 class Api:
     def __init__(self, exporter: Exporter, telemetry_path: str) -> None:
         self.exporter = exporter
         self.telemetry_path = telemetry_path
+
+    @property
+    def _with_evidence(self) -> bool:
+        return self.exporter.pipeline.evidence_settings.enabled
 
     async def healthy(self, request: web.Request) -> web.Response:
         return web.Response(text="OK\n")
@@ -42,26 +67,65 @@ class Api:
         return web.Response(text="Not ready\n", status=503)
 
     async def streams(self, request: web.Request) -> web.Response:
-        return web.Response(
-            body=orjson.dumps(streams_document(self.exporter)), content_type="application/json"
-        )
+        streams = self.exporter.pipeline.streams
+        return _json({
+            "label_names": list(streams.label_names),
+            "streams": streams_view(streams, self._with_evidence),
+        })
+
+    async def reset_baseline(self, request: web.Request) -> web.Response:
+        """`{"match": {label: value}, "signals": [...]}`: re-learn after an intended change."""
+        try:
+            body = orjson.loads(await request.read())
+        except orjson.JSONDecodeError as exc:
+            return _json({"error": f"body is not JSON: {exc}"}, status=400)
+        match = body.get("match") if isinstance(body, dict) else None
+        if not isinstance(match, dict) or not all(isinstance(v, str) for v in match.values()):
+            return _json({"error": 'body must be {"match": {"label": "value", ...}}'}, 400)
+        signals = body.get("signals") or list(SIGNALS)
+        if not isinstance(signals, list) or not set(signals) <= set(SIGNALS):
+            return _json({"error": f"signals must be a list drawn from {list(SIGNALS)}"}, 400)
+        streams = self.exporter.pipeline.streams
+        unknown = sorted(set(match) - set(streams.label_names))
+        if unknown:
+            return _json({"error": f"unknown stream labels {unknown}"}, status=400)
+        matched = streams.matching(match)
+        for stream in matched:
+            stream.reset_baselines(tuple(signals))
+        names = streams.label_names
+        return _json({
+            "reset": [dict(zip(names, s.labels, strict=True)) for s in matched],
+            "signals": signals,
+        })
 
     async def landing(self, request: web.Request) -> web.Response:
         streams = self.exporter.pipeline.streams
+        views = streams_view(streams, self._with_evidence)
         header = "".join(f"<th>{html.escape(n)}</th>" for n in streams.label_names)
-        rows = []
-        for stream in sorted(streams, key=lambda s: s.labels):
-            cells = "".join(f"<td>{html.escape(v)}</td>" for v in stream.labels)
-            rows.append(f"<tr>{cells}<td>{stream.records}</td></tr>")
+        header += "<th>records</th>" + "".join(f"<th>{s}</th>" for s in SIGNALS)
+        rows, details = [], []
+        for view in views:
+            cells = "".join(f"<td>{html.escape(v)}</td>" for v in view["labels"].values())
+            cells += f"<td>{view['records']}</td>"
+            cells += "".join(_cell(view["signals"].get(s)) for s in SIGNALS)
+            rows.append(f"<tr>{cells}</tr>")
+            drifted = {s: v for s, v in view["signals"].items() if v["drift_detected"]}
+            if drifted:
+                title = ", ".join(f"{k}={v}" for k, v in view["labels"].items())
+                details.append(f"<h3>{html.escape(title)}</h3>" + "".join(
+                    _evidence(v, s) for s, v in drifted.items()))
         path = html.escape(self.telemetry_path)
         page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>llm-drift-exporter</title>
 <style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:.2em .8em;text-align:left}}
-tr:nth-child(even){{background:#f3f3f3}}</style></head>
+tr:nth-child(even){{background:#f3f3f3}}.drift{{background:#f8c6c6;font-weight:bold}}
+.ok{{color:#2a7a2a}}.learning{{color:#888}}blockquote{{color:#444;border-left:3px solid #ccc;
+margin:.3em 0;padding-left:.6em}}</style></head>
 <body><h1>llm-drift-exporter</h1><p>Version {__version__}</p>
 <ul><li><a href="{path}">Metrics</a></li><li><a href="api/v1/streams">Streams (JSON)</a></li>
 <li><a href="-/healthy">Health</a></li></ul>
 <h2>Streams ({len(streams)})</h2>
-<table><tr>{header}<th>records</th></tr>{"".join(rows)}</table>
+<table><tr>{header}</tr>{"".join(rows)}</table>
+{"<h2>What changed</h2>" + "".join(details) if details else ""}
 </body></html>"""
         return web.Response(text=page, content_type="text/html")

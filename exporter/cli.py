@@ -123,7 +123,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
     host = args.listen_address
     print(
-        f"demo: synthetic LLM traffic on 3 streams; metrics at http://"
+        f"demo: synthetic LLM traffic on 3 streams; drifts: {demo.schedule_text()}; "
+        f"metrics at http://"
         f"{'localhost' + host if host.startswith(':') else host}{args.telemetry_path}",
         file=sys.stderr,
     )

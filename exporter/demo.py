@@ -1,8 +1,12 @@
-"""Built-in synthetic LLM traffic, so a newcomer sees live metrics within seconds.
+"""Built-in synthetic LLM traffic that drifts, so a newcomer sees detection work.
 
 Three streams in three provider shapes (OpenAI Chat, Anthropic Messages,
 OpenAI Responses with JSON output), with realistic usage blocks, occasional
-refusals, truncations and tool calls. Deterministic for a given seed.
+refusals, truncations and tool calls. Baselines are learned in the first
+~30 seconds; then, on a schedule (DRIFTS, seconds since start), each signal
+drifts on one stream, the way real incidents look: a prompt change makes
+answers longer, a silent model update starts refusing, the extraction route
+starts wrapping JSON in prose, the topic mix of summaries shifts.
 """
 
 from __future__ import annotations
@@ -18,68 +22,30 @@ import orjson
 from exporter.config import Config, parse_config
 
 TOPICS = {
-    "billing": [
-        "invoice",
-        "refund",
-        "charge",
-        "payment",
-        "card",
-        "subscription",
-        "plan",
-        "renewal",
-        "receipt",
-    ],
-    "shipping": [
-        "package",
-        "delivery",
-        "tracking",
-        "courier",
-        "address",
-        "parcel",
-        "warehouse",
-        "delay",
-    ],
-    "account": [
-        "password",
-        "login",
-        "email",
-        "profile",
-        "settings",
-        "security",
-        "verification",
-        "device",
-    ],
+    "billing": ["invoice", "refund", "charge", "payment", "card", "subscription", "plan", "renewal", "receipt"],
+    "shipping": ["package", "delivery", "tracking", "courier", "address", "parcel", "warehouse", "delay"],
+    "account": ["password", "login", "email", "profile", "settings", "security", "verification", "device"],
+    "outage": ["outage", "incident", "degraded", "restore", "status", "engineers", "apologize", "update"],
 }
-FILLER = [
-    "the",
-    "a",
-    "your",
-    "we",
-    "can",
-    "please",
-    "this",
-    "that",
-    "to",
-    "of",
-    "and",
-    "for",
-    "with",
-    "is",
-    "will",
-    "be",
-    "it",
-    "you",
-]
+FILLER = ["the", "a", "your", "we", "can", "please", "this", "that", "to", "of", "and", "for", "with", "is", "will", "be", "it", "you"]
 REFUSALS = (
     "I'm sorry, but I can't help with that request.",
     "I cannot assist with that.",
     "I'm unable to help with this request.",
 )
+# seconds since start -> what changes (printed at start, documented in the README)
+DRIFTS = {
+    "chat_longer": 60.0,  # /chat answers 60% longer, served as a new gpt-4o snapshot
+    "extract_prose": 90.0,  # /extract wraps 12% of its JSON in prose
+    "summarize_topics": 120.0,  # /summarize topic mix moves to an outage
+    "chat_refusals": 150.0,  # /chat refusals 2% -> 12%
+}
 
 DEMO_CONFIG: Config = parse_config(
     {
         "inputs": [{"type": "http"}],
         "signals": {"format_validity": [{"match": {"route": "/extract"}, "expect": "json"}]},
+        "detectors": {"baseline_size": 300, "window_size": 100},
     }
 )
 
@@ -90,7 +56,11 @@ class TrafficGenerator:
     def __init__(self, seed: int = 7, clock: Callable[[], float] = time.time) -> None:
         self.rng = random.Random(seed)
         self.clock = clock
+        self.started = clock()
         self.counter = 0
+
+    def drifted(self, name: str) -> bool:
+        return self.clock() - self.started >= DRIFTS[name]
 
     def _sentence(self, topic: str, words: int) -> str:
         vocab = TOPICS[topic]
@@ -100,8 +70,8 @@ class TrafficGenerator:
         ]
         return " ".join(picked).capitalize() + "."
 
-    def _answer(self, mean_words: float) -> str:
-        topic = self.rng.choice(list(TOPICS))
+    def _answer(self, mean_words: float, topics: list[str], weights: list[float]) -> str:
+        topic = self.rng.choices(topics, weights)[0]
         words = max(3, int(self.rng.lognormvariate(0, 0.5) * mean_words))
         sentences = []
         while words > 0:
@@ -115,9 +85,16 @@ class TrafficGenerator:
         return f"{prefix}{self.counter:010d}"
 
     def chat(self) -> dict[str, Any]:
-        refused = self.rng.random() < 0.02
+        refusal_rate = 0.12 if self.drifted("chat_refusals") else 0.02
+        longer = self.drifted("chat_longer")
+        refused = self.rng.random() < refusal_rate
         truncated = not refused and self.rng.random() < 0.01
-        text = self.rng.choice(REFUSALS) if refused else self._answer(80)
+        mean_words = 130 if longer else 80
+        text = (
+            self.rng.choice(REFUSALS)
+            if refused
+            else self._answer(mean_words, ["billing", "shipping", "account"], [1, 1, 1])
+        )
         completion = max(1, round(len(text.split()) * 1.3))
         prompt = self.rng.randint(200, 600)
         return {
@@ -128,8 +105,8 @@ class TrafficGenerator:
                 "id": self._id("chatcmpl-"),
                 "object": "chat.completion",
                 "created": int(self.clock()),
-                "model": "gpt-4o-2024-08-06",
-                "system_fingerprint": "fp_demo01",
+                "model": "gpt-4o-2024-11-20" if longer else "gpt-4o-2024-08-06",
+                "system_fingerprint": "fp_demo02" if longer else "fp_demo01",
                 "choices": [
                     {
                         "index": 0,
@@ -147,7 +124,9 @@ class TrafficGenerator:
 
     def anthropic(self) -> dict[str, Any]:
         use_tool = self.rng.random() < 0.1
-        content: list[dict[str, Any]] = [{"type": "text", "text": self._answer(120)}]
+        weights = [1, 1, 1, 6] if self.drifted("summarize_topics") else [1, 1, 1, 0]
+        text = self._answer(120, list(TOPICS), weights)
+        content: list[dict[str, Any]] = [{"type": "text", "text": text}]
         if use_tool:
             content.append(
                 {
@@ -157,7 +136,6 @@ class TrafficGenerator:
                     "input": {"order_id": str(self.rng.randint(1000, 9999))},
                 }
             )
-        output_tokens = max(1, round(len(content[0]["text"].split()) * 1.3))
         return {
             "timestamp": self.clock(),
             "route": "/summarize",
@@ -171,7 +149,7 @@ class TrafficGenerator:
                 "stop_reason": "tool_use" if use_tool else "end_turn",
                 "usage": {
                     "input_tokens": self.rng.randint(500, 2000),
-                    "output_tokens": output_tokens,
+                    "output_tokens": max(1, round(len(text.split()) * 1.3)),
                 },
             },
         }
@@ -184,7 +162,8 @@ class TrafficGenerator:
             "order_id": self.rng.randint(1000, 9999),
         }
         text = orjson.dumps(document).decode()
-        if self.rng.random() < 0.01:
+        prose_rate = 0.12 if self.drifted("extract_prose") else 0.01
+        if self.rng.random() < prose_rate:
             text = "Here is the extracted data: " + text
         return {
             "timestamp": self.clock(),
@@ -216,6 +195,10 @@ class TrafficGenerator:
         makers = (self.chat, self.chat, self.anthropic, self.responses_json)
         while True:
             yield self.rng.choice(makers)()
+
+
+def schedule_text() -> str:
+    return "; ".join(f"{name} at {int(at)}s" for name, at in DRIFTS.items())
 
 
 async def feed(

@@ -21,6 +21,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import CollectorRegistry
 
 from exporter import __version__
+from exporter.drift_metrics import drift_metrics
 from exporter.inputs.stats import InputStats
 from exporter.pipeline import Pipeline
 from exporter.signals.format import INVALID_REASONS
@@ -44,6 +45,7 @@ class ExporterCollector:
     def collect(self) -> Iterable[Metric]:
         yield from self._stream_metrics()
         yield from self._signal_metrics()
+        yield from drift_metrics(self.pipeline.streams)
         yield from self._rejections()
         yield from self._input_metrics()
         yield from self._self_metrics()

@@ -17,9 +17,9 @@ from typing import Any
 import orjson
 
 from exporter.config import Config
-from exporter.inputs.stats import InputStats
 from exporter.detectors import DetectorFactory, StreamDetectors
 from exporter.evidence import Evidence, EvidenceSettings
+from exporter.inputs.stats import InputStats
 from exporter.records import Record, RejectedRecord, normalize
 from exporter.records.labels import StreamLabeler
 from exporter.signals.measure import Measurements, SignalMeasurer, SignalSettings
@@ -70,7 +70,8 @@ class Pipeline:
     def _stream_parts(self) -> tuple[StreamDetectors, Evidence | None]:
         evidence = None
         if self.evidence_settings.enabled:
-            evidence = Evidence(self.evidence_settings, self.detector_factory.settings.baseline_size)
+            baseline_size = self.detector_factory.settings.baseline_size
+            evidence = Evidence(self.evidence_settings, baseline_size)
         return StreamDetectors.create(self.detector_factory), evidence
 
     def reject(self, stats: InputStats, error: RejectedRecord, count: int = 1) -> None:

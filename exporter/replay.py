@@ -19,6 +19,7 @@ from exporter.inputs.lines import LineSplitter
 from exporter.inputs.stats import InputStats
 from exporter.pipeline import Pipeline
 from exporter.records import RejectedRecord
+from exporter.stream_view import streams_view
 
 CHUNK = 1024 * 1024
 
@@ -67,21 +68,12 @@ def replay_files(
 
 
 def build_report(pipeline: Pipeline, summary: ReplaySummary) -> dict[str, Any]:
-    names = pipeline.streams.label_names
+    """DESIGN.md's replay report; evidence texts are left out (reports get shared)."""
     return {
         "records": summary.records,
         "rejected": summary.rejected,
         "rejected_by_reason": {k: v for k, v in pipeline.rejections.items() if v},
-        "streams": [
-            {
-                "labels": dict(zip(names, stream.labels, strict=True)),
-                "records": stream.records,
-                "finish_reasons": dict(stream.finish_reasons),
-                "served_models": dict(stream.served_models),
-                "signals": {},
-            }
-            for stream in sorted(pipeline.streams, key=lambda s: s.labels)
-        ],
+        "streams": streams_view(pipeline.streams, with_evidence=False),
     }
 
 
@@ -98,6 +90,12 @@ def print_summary(pipeline: Pipeline, summary: ReplaySummary, out: TextIO = sys.
     for stream in sorted(pipeline.streams, key=lambda s: s.labels):
         labels = ", ".join(f"{n}={v}" for n, v in zip(names, stream.labels, strict=True))
         out.write(f"  stream {{{labels}}}: {stream.records} records\n")
+        if stream.detectors is None:
+            continue
+        for signal, events in sorted(stream.detectors.events.items()):
+            where = ", ".join(str(e["record"]) for e in events[:10])
+            more = f" (+{len(events) - 10} more)" if len(events) > 10 else ""
+            out.write(f"    {signal}: {len(events)} drift event(s) at record {where}{more}\n")
 
 
 def max_line_bytes_of(config: Config) -> int:

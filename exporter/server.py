@@ -31,6 +31,7 @@ def make_app(exporter: Exporter, telemetry_path: str = "/metrics") -> web.Applic
     app.router.add_get("/-/healthy", api.healthy)
     app.router.add_get("/-/ready", api.ready)
     app.router.add_get("/api/v1/streams", api.streams)
+    app.router.add_post("/api/v1/baseline/reset", api.reset_baseline)
     if exporter.http_input is not None:
         app.router.add_post("/v1/records", exporter.http_input.handle)
 

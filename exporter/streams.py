@@ -12,10 +12,10 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from exporter.records.labels import sanitize_label_value
-from exporter.records.record import Record
 from exporter.detectors.stream_detectors import StreamDetectors
 from exporter.evidence import Evidence
+from exporter.records.labels import sanitize_label_value
+from exporter.records.record import Record
 from exporter.signals.measure import Measurements
 from exporter.signals.totals import SignalTotals
 
@@ -57,7 +57,9 @@ class StreamState:
             self.evidence.reset_baseline()
         if self.detectors is None:
             return []
-        return self.detectors.reset_baselines(signals) if signals else self.detectors.reset_baselines()
+        if signals:
+            return self.detectors.reset_baselines(signals)
+        return self.detectors.reset_baselines()
 
 
 def _bounded_increment(counter: Counter[str], raw: str | None) -> None:

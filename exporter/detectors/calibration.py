@@ -38,9 +38,10 @@ def plan(expected_run_time: int) -> tuple[int, int, float]:
     Short paths for small ERTs keep the quantile away from the extreme low
     tail; more paths for large ERTs keep enough exceedances above it.
     """
-    length = int(min(PATH_LENGTH, max(200, expected_run_time)))
+    length = int(min(PATH_LENGTH, max(200, 2 * expected_run_time)))
     level = math.exp(-length / expected_run_time)
-    paths = int(min(MAX_PATHS, max(MIN_PATHS, EXCEEDANCES_WANTED / max(1e-9, 1.0 - level))))
+    tail = max(1e-9, min(level, 1.0 - level))
+    paths = int(min(MAX_PATHS, max(MIN_PATHS, EXCEEDANCES_WANTED / tail)))
     return paths, length, level
 
 

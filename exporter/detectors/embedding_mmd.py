@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from exporter.detectors.base import Detector, DetectorSettings
+from exporter.detectors.base import Detector
 from exporter.detectors.calibration import plan, seeded, threshold_from_maxima
 
 FEATURES = 64

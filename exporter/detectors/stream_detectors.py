@@ -35,6 +35,7 @@ class StreamDetectors:
     records: int = 0
     events: dict[str, list[dict[str, float]]] = field(default_factory=dict)
     last_change: dict[str, int] = field(default_factory=dict)
+    ready_at: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def create(cls, factory: DetectorFactory) -> StreamDetectors:
@@ -49,7 +50,10 @@ class StreamDetectors:
             if value is None:
                 continue
             before = (detector.events, detector.drift_detected)
+            was_ready = detector.baseline_ready
             detector.update(value)
+            if detector.baseline_ready and not was_ready:
+                self.ready_at[signal] = index + 1
             if detector.events != before[0]:
                 log = self.events.setdefault(signal, [])
                 log.append({"record": index, "score": round(detector.score, 4)})
@@ -63,6 +67,8 @@ class StreamDetectors:
             detector = self.detectors.get(signal)
             if detector is not None:
                 detector.reset_baseline()
+                self.ready_at.pop(signal, None)
+                self.last_change[signal] = self.records
                 done.append(signal)
         return done
 
@@ -71,6 +77,7 @@ class StreamDetectors:
             "records": self.records,
             "events": self.events,
             "last_change": self.last_change,
+            "ready_at": self.ready_at,
             "detectors": {s: d.snapshot() for s, d in self.detectors.items()},
         }
 
@@ -78,6 +85,7 @@ class StreamDetectors:
         self.records = int(snapshot["records"])
         self.events = {k: list(v) for k, v in snapshot["events"].items()}
         self.last_change = {k: int(v) for k, v in snapshot["last_change"].items()}
+        self.ready_at = {k: int(v) for k, v in snapshot.get("ready_at", {}).items()}
         for signal, state in snapshot["detectors"].items():
             detector = self.detectors.get(signal)
             if detector is not None and state.get("kind") == detector.kind:

@@ -1,0 +1,69 @@
+"""Plain-data views of stream state, shared by the JSON API, the landing page and replay."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from exporter.detectors import SIGNALS
+from exporter.streams import StreamState, StreamTable
+
+
+def _change(summary: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """Baseline vs window in plain numbers, with the relative change of each stat."""
+    base, window = summary.get("baseline", {}), summary.get("window", {})
+    out: dict[str, Any] = {}
+    for stat in sorted(set(base) | set(window)):
+        entry: dict[str, Any] = {"baseline": base.get(stat), "window": window.get(stat)}
+        b, w = base.get(stat), window.get(stat)
+        if b is not None and w is not None and b != 0:
+            entry["relative_change"] = round((w - b) / abs(b), 4)
+        out[stat] = entry
+    return out
+
+
+def signal_view(stream: StreamState, signal: str, with_evidence: bool) -> dict[str, Any] | None:
+    if stream.detectors is None or signal not in stream.detectors.detectors:
+        return None
+    detector = stream.detectors.detectors[signal]
+    view: dict[str, Any] = {
+        "detector": detector.kind,
+        "baseline_ready": detector.baseline_ready,
+        "baseline_ready_at": stream.detectors.ready_at.get(signal),
+        "drift_detected": detector.drift_detected,
+        "score": round(detector.score, 4),
+        "events": stream.detectors.events.get(signal, []),
+        "last_change_record": stream.detectors.last_change.get(signal),
+        "change": _change(detector.summary()),
+    }
+    direction = getattr(detector, "direction", None)
+    if direction is not None and detector.baseline_ready:
+        view["direction"] = direction
+    if with_evidence and stream.evidence is not None and detector.drift_detected:
+        view["examples"] = stream.evidence.examples()
+        if signal == "embedding":
+            view["moved_features"] = stream.evidence.moved_features()
+    return view
+
+
+def stream_view(stream: StreamState, names: tuple[str, ...], with_evidence: bool = True
+                ) -> dict[str, Any]:
+    signals = {}
+    for signal in SIGNALS:
+        view = signal_view(stream, signal, with_evidence)
+        if view is not None:
+            signals[signal] = view
+    return {
+        "labels": dict(zip(names, stream.labels, strict=True)),
+        "records": stream.records,
+        "finish_reasons": dict(stream.finish_reasons),
+        "served_models": dict(stream.served_models),
+        "last_record_time": stream.last_record_time,
+        "signals": signals,
+    }
+
+
+def streams_view(streams: StreamTable, with_evidence: bool = True) -> list[dict[str, Any]]:
+    return [
+        stream_view(stream, streams.label_names, with_evidence)
+        for stream in sorted(streams, key=lambda s: s.labels)
+    ]
