@@ -33,15 +33,18 @@ def _cell(view: dict[str, Any] | None) -> str:
 
 
 def _evidence(view: dict[str, Any], signal: str) -> str:
-    parts = [f"<h4>{html.escape(signal)}: score {view['score']:.2f}"
-             f"{' (' + html.escape(view.get('direction', '')) + ')' if view.get('direction') else ''}"
-             "</h4><ul>"]
+    direction = f" ({html.escape(view['direction'])})" if view.get("direction") else ""
+    parts = [f"<h4>{html.escape(signal)}: score {view['score']:.2f}{direction}</h4><ul>"]
     for stat, change in view["change"].items():
-        parts.append(f"<li>{html.escape(stat)}: baseline {change['baseline']!s:.8} → "
-                     f"window {change['window']!s:.8}</li>")
+        parts.append(
+            f"<li>{html.escape(stat)}: baseline {change['baseline']!s:.8} → "
+            f"window {change['window']!s:.8}</li>"
+        )
     for item in view.get("moved_features", []):
-        parts.append(f"<li>“{html.escape(item['feature'])}” in {item['window_share']:.0%} of "
-                     f"recent outputs, was {item['baseline_share']:.0%}</li>")
+        parts.append(
+            f"<li>“{html.escape(item['feature'])}” in {item['window_share']:.0%} of "
+            f"recent outputs, was {item['baseline_share']:.0%}</li>"
+        )
     parts.append("</ul>")
     for side in ("baseline", "window"):
         for text in view.get("examples", {}).get(side, []):
@@ -68,10 +71,12 @@ class Api:
 
     async def streams(self, request: web.Request) -> web.Response:
         streams = self.exporter.pipeline.streams
-        return _json({
-            "label_names": list(streams.label_names),
-            "streams": streams_view(streams, self._with_evidence),
-        })
+        return _json(
+            {
+                "label_names": list(streams.label_names),
+                "streams": streams_view(streams, self._with_evidence),
+            }
+        )
 
     async def reset_baseline(self, request: web.Request) -> web.Response:
         """`{"match": {label: value}, "signals": [...]}`: re-learn after an intended change."""
@@ -93,10 +98,12 @@ class Api:
         for stream in matched:
             stream.reset_baselines(tuple(signals))
         names = streams.label_names
-        return _json({
-            "reset": [dict(zip(names, s.labels, strict=True)) for s in matched],
-            "signals": signals,
-        })
+        return _json(
+            {
+                "reset": [dict(zip(names, s.labels, strict=True)) for s in matched],
+                "signals": signals,
+            }
+        )
 
     async def landing(self, request: web.Request) -> web.Response:
         streams = self.exporter.pipeline.streams
@@ -112,8 +119,10 @@ class Api:
             drifted = {s: v for s, v in view["signals"].items() if v["drift_detected"]}
             if drifted:
                 title = ", ".join(f"{k}={v}" for k, v in view["labels"].items())
-                details.append(f"<h3>{html.escape(title)}</h3>" + "".join(
-                    _evidence(v, s) for s, v in drifted.items()))
+                details.append(
+                    f"<h3>{html.escape(title)}</h3>"
+                    + "".join(_evidence(v, s) for s, v in drifted.items())
+                )
         path = html.escape(self.telemetry_path)
         page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>llm-drift-exporter</title>

@@ -22,12 +22,39 @@ import orjson
 from exporter.config import Config, parse_config
 
 TOPICS = {
-    "billing": ["invoice", "refund", "charge", "payment", "card", "subscription", "plan", "renewal", "receipt"],
-    "shipping": ["package", "delivery", "tracking", "courier", "address", "parcel", "warehouse", "delay"],
-    "account": ["password", "login", "email", "profile", "settings", "security", "verification", "device"],
-    "outage": ["outage", "incident", "degraded", "restore", "status", "engineers", "apologize", "update"],
+    "billing": [
+        "invoice",
+        "refund",
+        "charge",
+        "payment",
+        "card",
+        "subscription",
+        "plan",
+        "renewal",
+    ],
+    "shipping": ["package", "delivery", "tracking", "courier", "address", "parcel", "warehouse"],
+    "account": ["password", "login", "email", "profile", "settings", "security", "verification"],
+    "outage": ["outage", "incident", "degraded", "restore", "status", "engineers", "apologize"],
 }
-FILLER = ["the", "a", "your", "we", "can", "please", "this", "that", "to", "of", "and", "for", "with", "is", "will", "be", "it", "you"]
+FILLER = [
+    "the",
+    "a",
+    "your",
+    "we",
+    "can",
+    "please",
+    "this",
+    "that",
+    "to",
+    "of",
+    "and",
+    "for",
+    "with",
+    "is",
+    "will",
+    "be",
+    "it",
+]
 REFUSALS = (
     "I'm sorry, but I can't help with that request.",
     "I cannot assist with that.",
