@@ -56,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--report-json", dest="report_json", help="write the JSON report here")
     replay.add_argument("paths", nargs="+", metavar="PATH", help="JSON-lines files to replay")
 
+    baseline = commands.add_parser(
+        "baseline", help="learn baselines from known-good files into state_dir, then exit"
+    )
+    baseline.add_argument("--config", required=True, help="YAML config file (with state_dir)")
+    baseline.add_argument("paths", nargs="+", metavar="PATH", help="known-good JSON-lines files")
+
     check = commands.add_parser("check-config", help="validate a config file")
     check.add_argument("file", help="YAML config file")
 
@@ -154,10 +160,44 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_baseline(args: argparse.Namespace) -> int:
+    from exporter.pipeline import Pipeline
+    from exporter.replay import max_line_bytes_of, replay_files
+    from exporter.state import StateStore
+
+    config = _load(args.config, require_inputs=False)
+    if config is None:
+        return 1
+    if not config.state_dir:
+        print(f"{args.config}: state_dir: required by the baseline command", file=sys.stderr)
+        return 1
+    pipeline = Pipeline(config, learn_only=True)
+    try:
+        replay_files(pipeline, args.paths, max_line_bytes_of(config))
+    except OSError as exc:
+        print(f"baseline: {exc}", file=sys.stderr)
+        return 1
+    names = pipeline.streams.label_names
+    for stream in sorted(pipeline.streams, key=lambda s: s.labels):
+        assert stream.detectors is not None
+        labels = ", ".join(f"{n}={v}" for n, v in zip(names, stream.labels, strict=True))
+        states = ", ".join(
+            f"{signal} {'ready' if d.baseline_ready else 'NOT ready (too few records)'}"
+            for signal, d in stream.detectors.detectors.items()
+        )
+        print(f"{{{labels}}}: {stream.records} records; {states}")
+    store = StateStore(config.state_dir)
+    if not store.save(pipeline):
+        return 1
+    print(f"baselines written to {store.detectors_path}; `run` with this config starts from them")
+    return 0
+
+
 COMMANDS = {
     "run": cmd_run,
     "replay": cmd_replay,
     "check-config": cmd_check_config,
+    "baseline": cmd_baseline,
     "demo": cmd_demo,
 }
 

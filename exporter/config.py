@@ -109,6 +109,7 @@ SCHEMA: dict[str, Any] = {
         },
         "max_streams": _POSITIVE_INT,
         "state_dir": {"type": ["string", "null"]},
+        "checkpoint_interval": {"type": "number", "exclusiveMinimum": 0},
         "signals": {
             "type": "object",
             "additionalProperties": False,
@@ -207,6 +208,7 @@ class Config:
     stream_labels: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_STREAM_LABELS))
     max_streams: int = 1000
     state_dir: str | None = None
+    checkpoint_interval: float = 30.0
     signals: dict[str, Any] = field(default_factory=dict)
     detectors: dict[str, Any] = field(default_factory=dict)
     evidence: dict[str, Any] = field(default_factory=dict)
@@ -363,6 +365,7 @@ def _build(raw: dict[str, Any]) -> Config:
         stream_labels=dict(raw.get("stream_labels") or DEFAULT_STREAM_LABELS),
         max_streams=raw.get("max_streams", 1000),
         state_dir=raw.get("state_dir"),
+        checkpoint_interval=raw.get("checkpoint_interval", 30.0),
         signals=raw.get("signals") or {},
         detectors=raw.get("detectors") or {},
         evidence=raw.get("evidence") or {},

@@ -64,8 +64,11 @@ class Evidence:
         """Tokens whose share of outputs moved most (evidence for an embedding drift)."""
         if not self.baseline or not self.window:
             return []
+        shifts = top_features(self.baseline, list(self.window), k=4 * k)
+        # words explain a change to a person better than punctuation tokens do
+        wordy = [f for f in shifts if any(c.isalnum() for c in f.feature)]
         return [
             {"feature": f.feature, "baseline_share": round(f.share_a, 3),
              "window_share": round(f.share_b, 3)}
-            for f in top_features(self.baseline, list(self.window), k=k)
+            for f in (wordy or shifts)[:k]
         ]

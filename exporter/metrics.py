@@ -25,6 +25,7 @@ from exporter.drift_metrics import drift_metrics
 from exporter.inputs.stats import InputStats
 from exporter.pipeline import Pipeline
 from exporter.signals.format import INVALID_REASONS
+from exporter.state import StateStore
 
 
 class ExporterCollector:
@@ -33,9 +34,11 @@ class ExporterCollector:
         pipeline: Pipeline,
         inputs: Sequence[InputStats],
         build_labels: dict[str, str] | None = None,
+        state: StateStore | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.inputs = inputs
+        self.state = state
         self.build_labels = {
             "version": __version__,
             "python_version": platform.python_version(),
@@ -238,6 +241,20 @@ class ExporterCollector:
             "Records sent to the __other__ stream because max_streams was reached.",
             value=streams.overflow_records,
         )
+        if self.state is not None:
+            yield CounterMetricFamily(
+                "llm_exporter_state_saves", "Detector state checkpoints written.",
+                value=self.state.saves,
+            )
+            yield CounterMetricFamily(
+                "llm_exporter_state_save_failures", "Detector state checkpoints that failed.",
+                value=self.state.save_failures,
+            )
+            yield CounterMetricFamily(
+                "llm_exporter_state_load_failures",
+                "Unusable state files or entries set aside at start-up.",
+                value=self.state.load_failures,
+            )
         yield CounterMetricFamily(
             "llm_exporter_processing_seconds",
             "CPU-bound time spent normalizing and accounting records.",

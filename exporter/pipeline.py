@@ -55,8 +55,11 @@ class IngestResult:
 
 
 class Pipeline:
-    def __init__(self, config: Config, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, config: Config, clock: Callable[[], float] = time.time, learn_only: bool = False
+    ) -> None:
         self.config = config
+        self.learn_only = learn_only
         self.clock = clock
         self.labeler = StreamLabeler(config.stream_labels)
         self.detector_factory = DetectorFactory.from_config(config.detectors)
@@ -72,7 +75,7 @@ class Pipeline:
         if self.evidence_settings.enabled:
             baseline_size = self.detector_factory.settings.baseline_size
             evidence = Evidence(self.evidence_settings, baseline_size)
-        return StreamDetectors.create(self.detector_factory), evidence
+        return StreamDetectors.create(self.detector_factory, self.learn_only), evidence
 
     def reject(self, stats: InputStats, error: RejectedRecord, count: int = 1) -> None:
         self.rejections[error.reason] += count

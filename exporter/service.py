@@ -19,6 +19,7 @@ from exporter.inputs.stats import InputStats
 from exporter.metrics import ExporterCollector, build_registry
 from exporter.pipeline import Pipeline
 from exporter.records import RejectedRecord
+from exporter.state import StateStore
 
 log = logging.getLogger(__name__)
 BackgroundTask = Callable[[], Awaitable[None]]
@@ -43,9 +44,13 @@ class Exporter:
             )
         for spec in config.http_inputs:
             self.http_input = HttpPushInput(spec, self.pipeline, self._stats(spec.name, "http"))
-        self.collector = ExporterCollector(self.pipeline, self.input_stats)
+        self.state = StateStore(config.state_dir) if config.state_dir else None
+        self.collector = ExporterCollector(self.pipeline, self.input_stats, state=self.state)
         self.registry = build_registry(self.collector)
         self.background: list[BackgroundTask] = [f.run for f in self.file_inputs]
+        if self.state is not None:
+            self.state.load(self.pipeline)
+            self.background.append(self._checkpoint_loop)
         self._tasks: list[asyncio.Task[None]] = []
         self.ready = False
 
@@ -82,6 +87,14 @@ class Exporter:
         self._tasks.clear()
         for file_input in self.file_inputs:
             file_input.close()
+        if self.state is not None:
+            self.state.save(self.pipeline)
+
+    async def _checkpoint_loop(self) -> None:
+        assert self.state is not None
+        while True:
+            await asyncio.sleep(self.config.checkpoint_interval)
+            self.state.save(self.pipeline)
 
 
 async def _supervised(run: BackgroundTask) -> None:

@@ -46,6 +46,7 @@ from exporter.detectors.calibration import (
 
 DEFAULT_ALLOWANCE = 0.2  # CUSUM reference value k, in standard-normal units (see docs)
 _SQRT2 = math.sqrt(2.0)
+_MASK = (1 << 64) - 1
 
 
 def simulate_maxima(n: int, allowance: float, paths: int, length: int,
@@ -95,8 +96,7 @@ class RankCusum(Detector):
         self._threshold = math.inf
         self._sums = [0.0, 0.0, 0.0, 0.0]
         self._window: deque[float] = deque(maxlen=self.settings.window_size)
-        self._rng = np.random.default_rng(self.settings.seed)
-        self._uniforms = iter(())
+        self._draws = 0
 
     @property
     def baseline_ready(self) -> bool:
@@ -112,11 +112,12 @@ class RankCusum(Detector):
             )
 
     def _uniform(self) -> float:
-        value = next(self._uniforms, None)
-        if value is None:
-            self._uniforms = iter(self._rng.random(1024).tolist())
-            value = next(self._uniforms)
-        return value
+        """Tie-breaking uniform from a counter (splitmix64), so a snapshot is just the counter."""
+        self._draws += 1
+        z = (self.settings.seed * 0x9E3779B97F4A7C15 + self._draws * 0x9E3779B97F4A7C15) & _MASK
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
+        return (((z ^ (z >> 31)) >> 11) + 0.5) / 9007199254740992.0  # in (0, 1), never 0
 
     def normal_score(self, x: float) -> float:
         assert self._sorted is not None
@@ -164,6 +165,7 @@ class RankCusum(Detector):
             "threshold": self._threshold,
             "sums": self._sums,
             "window": list(self._window),
+            "draws": self._draws,
         }
 
     def _restore_state(self, state: dict[str, Any]) -> None:
@@ -172,6 +174,7 @@ class RankCusum(Detector):
         self._threshold = float(state["threshold"])
         self._sums = list(state["sums"])
         self._window.extend(state["window"])
+        self._draws = int(state["draws"])
 
 
 def _stats(ordered: list[float]) -> dict[str, float]:

@@ -36,18 +36,21 @@ class StreamDetectors:
     events: dict[str, list[dict[str, float]]] = field(default_factory=dict)
     last_change: dict[str, int] = field(default_factory=dict)
     ready_at: dict[str, int] = field(default_factory=dict)
+    # `baseline` command: once a detector's baseline is complete, stop feeding it
+    learn_only: bool = False
 
     @classmethod
-    def create(cls, factory: DetectorFactory) -> StreamDetectors:
+    def create(cls, factory: DetectorFactory, learn_only: bool = False) -> StreamDetectors:
         made = {signal: factory.make(signal) for signal in SIGNALS}
-        return cls(detectors={s: d for s, d in made.items() if d is not None})
+        return cls(detectors={s: d for s, d in made.items() if d is not None},
+                   learn_only=learn_only)
 
     def update(self, m: Measurements) -> None:
         index = self.records
         self.records += 1
         for signal, detector in self.detectors.items():
             value = signal_value(signal, m)
-            if value is None:
+            if value is None or (self.learn_only and detector.baseline_ready):
                 continue
             before = (detector.events, detector.drift_detected)
             was_ready = detector.baseline_ready

@@ -1,0 +1,127 @@
+"""Detector state (baselines, thresholds, statistics) saved under `state_dir`.
+
+Written atomically (temp file, fsync, rename, fsync of the directory) so a
+crash leaves either the old or the new file, never half of one. A file that
+cannot be read is reported and set aside (renamed `*.corrupt-<time>`), never
+fatal: the exporter re-learns instead of refusing to start. A file written
+with other detector settings is ignored for the same reason: its thresholds
+were calibrated for another expected run time or baseline size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from exporter.pipeline import Pipeline
+
+log = logging.getLogger(__name__)
+DETECTORS_FILE = "detectors.json"
+FORMAT_VERSION = 1
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.tmp")
+    with open(temp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temp, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def _settings_of(pipeline: Pipeline) -> dict[str, Any]:
+    factory = pipeline.detector_factory
+    return {
+        "detector_settings": dataclasses.asdict(factory.settings),
+        "methods": {s: dataclasses.asdict(c) for s, c in factory.signals.items()},
+        "label_names": list(pipeline.streams.label_names),
+    }
+
+
+class StateStore:
+    def __init__(self, state_dir: str | os.PathLike[str]) -> None:
+        self.directory = Path(state_dir)
+        self.saves = 0
+        self.save_failures = 0
+        self.load_failures = 0
+
+    @property
+    def detectors_path(self) -> Path:
+        return self.directory / DETECTORS_FILE
+
+    def save(self, pipeline: Pipeline) -> bool:
+        document = {
+            "version": FORMAT_VERSION,
+            "saved_at": time.time(),
+            **_settings_of(pipeline),
+            "streams": [
+                {"labels": list(stream.labels), "detectors": stream.detectors.snapshot()}
+                for stream in pipeline.streams
+                if stream.detectors is not None
+            ],
+        }
+        try:
+            data = orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY)
+            write_atomically(self.detectors_path, data)
+        except (OSError, TypeError) as exc:
+            self.save_failures += 1
+            log.error("cannot save detector state to %s: %s", self.detectors_path, exc)
+            return False
+        self.saves += 1
+        return True
+
+    def _set_aside(self, path: Path, why: str) -> None:
+        self.load_failures += 1
+        aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
+        log.error("detector state %s is unusable (%s); moved to %s, baselines re-learn",
+                  path, why, aside)
+        try:
+            os.replace(path, aside)
+        except OSError as exc:
+            log.error("cannot move %s aside: %s", path, exc)
+
+    def load(self, pipeline: Pipeline) -> int:
+        """Restore what the file holds; returns the number of streams restored."""
+        path = self.detectors_path
+        leftover = path.with_name(f".{path.name}.tmp")
+        if leftover.exists():
+            log.warning("removing %s left by an interrupted save", leftover)
+            leftover.unlink(missing_ok=True)
+        try:
+            document = orjson.loads(path.read_bytes())
+        except FileNotFoundError:
+            return 0
+        except (OSError, orjson.JSONDecodeError) as exc:
+            self._set_aside(path, str(exc))
+            return 0
+        if not isinstance(document, dict) or document.get("version") != FORMAT_VERSION:
+            self._set_aside(path, "unknown format version")
+            return 0
+        if {k: document.get(k) for k in _settings_of(pipeline)} != _settings_of(pipeline):
+            log.warning("detector settings or stream labels changed since %s was saved; "
+                        "baselines re-learn", path)
+            return 0
+        restored = 0
+        for entry in document.get("streams", []):
+            try:
+                stream = pipeline.streams.get(tuple(entry["labels"]))
+                if stream.detectors is not None:
+                    stream.detectors.restore(entry["detectors"])
+                    restored += 1
+            except (KeyError, TypeError, ValueError) as exc:
+                self.load_failures += 1
+                log.error("skipping unusable state of stream %s: %s", entry.get("labels"), exc)
+        log.info("restored detector state of %d stream(s) from %s", restored, path)
+        return restored

@@ -1,0 +1,157 @@
+"""Detector contract (every method), exact detections on seeded streams, calibration."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from exporter.detectors import HYSTERESIS, DetectorFactory, DetectorSettings
+from exporter.detectors.bernoulli_cusum import BernoulliCusum
+from exporter.detectors.calibration import CalibrationCache
+from exporter.detectors.embedding_mmd import EmbeddingMmd
+from exporter.detectors.rank_cusum import RankCusum
+from exporter.detectors.river_adapter import BINARY, UNIVARIATE, RiverDetector
+
+SETTINGS = DetectorSettings(expected_run_time=5000, baseline_size=200, window_size=50)
+CACHE = CalibrationCache()
+
+
+def tokens(rng, n, scale=1.0):
+    return list(np.round(rng.lognormal(5.0, 0.5, n) * scale))
+
+
+def flags(rng, n, p):
+    return [bool(v) for v in rng.random(n) < p]
+
+
+def vectors(rng, n, weights):
+    centers = np.random.default_rng(0).normal(size=(3, 16))
+    picks = rng.choice(3, size=n, p=weights)
+    return list(centers[picks] + rng.normal(scale=1.2, size=(n, 16)))
+
+
+# (name, factory, stationary generator, shifted generator)
+CASES = {
+    "rank_cusum": (lambda: RankCusum(SETTINGS, CACHE),
+                   lambda r, n: tokens(r, n), lambda r, n: tokens(r, n, 1.6)),
+    "bernoulli_cusum": (lambda: BernoulliCusum(SETTINGS, CACHE),
+                        lambda r, n: flags(r, n, 0.05), lambda r, n: flags(r, n, 0.25)),
+    "embedding_mmd": (lambda: EmbeddingMmd(SETTINGS),
+                      lambda r, n: vectors(r, n, [1 / 3] * 3),
+                      lambda r, n: vectors(r, n, [0.9, 0.05, 0.05])),
+    **{f"river_{m}": ((lambda m=m: RiverDetector(SETTINGS, m)),
+                      lambda r, n: tokens(r, n), lambda r, n: tokens(r, n, 3.0))
+       for m in UNIVARIATE},
+    **{f"river_{m}": ((lambda m=m: RiverDetector(SETTINGS, m)),
+                      lambda r, n: flags(r, n, 0.05), lambda r, n: flags(r, n, 0.5))
+       for m in BINARY},
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_contract(name):
+    make, stationary, _ = CASES[name]
+    rng = np.random.default_rng(1)
+    detector = make()
+    data = stationary(rng, 400)
+    for x in data[:199]:
+        detector.update(x)
+    assert not detector.baseline_ready and detector.score == 0.0
+    detector.update(data[199])
+    assert detector.baseline_ready
+    for x in data[200:300]:
+        detector.update(x)
+    # snapshot -> restore gives a detector that continues identically
+    twin = make()
+    twin.restore(detector.snapshot())
+    for x in data[300:]:
+        detector.update(x)
+        twin.update(x)
+        assert twin.score == pytest.approx(detector.score, rel=1e-9, abs=1e-12)
+        assert twin.drift_detected == detector.drift_detected
+    # reset forgets the baseline but keeps the event count
+    events = detector.events
+    detector.reset_baseline()
+    assert not detector.baseline_ready and detector.events == events
+    assert detector.summary() is not None
+
+
+@pytest.mark.parametrize("name", ["rank_cusum", "bernoulli_cusum", "embedding_mmd"])
+def test_detects_shift_and_clears_with_hysteresis(name):
+    make, stationary, shifted = CASES[name]
+    rng = np.random.default_rng(5)
+    detector = make()
+    for x in stationary(rng, 1000):
+        detector.update(x)
+    assert detector.events == 0 and not detector.drift_detected
+    for x in shifted(rng, 600):
+        detector.update(x)
+    assert detector.drift_detected and detector.events == 1
+    # back to normal: drift clears only after a full window of scores below the hysteresis level
+    below = 0
+    for x in stationary(rng, 3000):
+        detector.update(x)
+        below = below + 1 if detector.score < HYSTERESIS else 0
+        if not detector.drift_detected:
+            break
+    assert not detector.drift_detected
+    assert below >= SETTINGS.window_size
+
+
+def first_event_index(detector, data):
+    for index, x in enumerate(data):
+        detector.update(x)
+        if detector.events:
+            return index
+    return None
+
+
+def test_exact_detection_indices_on_seeded_streams():
+    rng = np.random.default_rng(2024)
+    data = tokens(rng, 1500) + tokens(rng, 500, 1.3)
+    assert first_event_index(RankCusum(SETTINGS, CACHE), data) == 1561
+    rng = np.random.default_rng(2024)
+    data = flags(rng, 1500, 0.02) + flags(rng, 1500, 0.08)
+    assert first_event_index(BernoulliCusum(SETTINGS, CACHE), data) == 1533
+
+
+def test_rank_detector_is_invariant_to_rescaling():
+    rng = np.random.default_rng(9)
+    data = tokens(rng, 1500) + tokens(rng, 500, 1.3)
+    plain = first_event_index(RankCusum(SETTINGS, CACHE), data)
+    scaled = first_event_index(RankCusum(SETTINGS, CACHE), [4.0 * x for x in data])
+    assert plain == scaled is not None
+
+
+@pytest.mark.parametrize(
+    ("name", "generator"),
+    [
+        ("rank", lambda r, n: tokens(r, n)),
+        ("rank_heavy_ties", lambda r, n: list(np.minimum(r.geometric(0.3, n), 8))),
+        ("bernoulli_rare", lambda r, n: flags(r, n, 0.02)),
+    ],
+)
+def test_mean_run_length_is_calibrated(name, generator):
+    """ERT 300 on unchanged streams, fresh baseline per seed: mean armed run length ~ 300."""
+    settings = DetectorSettings(expected_run_time=300, baseline_size=300, window_size=30)
+    armed = events = 0
+    for seed in range(12):
+        rng = np.random.default_rng(seed)
+        detector = (BernoulliCusum if name.startswith("bernoulli") else RankCusum)(settings, CACHE)
+        for x in generator(rng, 4300):
+            if detector.baseline_ready and not detector.drift_detected:
+                armed += 1
+            detector.update(x)
+        events += detector.events
+    assert events >= 60
+    assert 0.6 < armed / events / 300 < 1.6, (armed / events, events)
+
+
+def test_factory_defaults_and_river_choice():
+    factory = DetectorFactory.from_config({"refusal": {"method": "adwin", "delta": 0.001}})
+    assert factory.make("output_tokens").kind == "rank_cusum"
+    assert factory.make("format_validity").kind == "bernoulli_cusum"
+    assert factory.make("embedding").kind == "embedding_mmd"
+    river = factory.make("refusal")
+    assert river.kind == "river" and river.params == {"delta": 0.001}
+    assert DetectorFactory.from_config({"embedding": {"enabled": False}}).make("embedding") is None

@@ -1,0 +1,106 @@
+"""Drift state through the HTTP API: streams JSON with evidence, landing page, baseline reset."""
+
+from __future__ import annotations
+
+import pytest
+from aiohttp.test_utils import TestServer
+
+from exporter.config import parse_config
+from exporter.inputs.stats import InputStats
+from exporter.server import make_app
+from exporter.service import Exporter
+from tests import samples
+
+CONFIG = {
+    "inputs": [{"type": "http"}],
+    "detectors": {"baseline_size": 100, "window_size": 20, "expected_run_time": 10000},
+}
+
+
+def drifted_exporter() -> Exporter:
+    exporter = Exporter(parse_config(CONFIG))
+    stats = InputStats("t", "test")
+    short = [samples.chat(text="Your invoice is attached.") for _ in range(150)]
+    refusals = [samples.chat(text="I'm sorry, but I can't help with that request.")
+                for _ in range(150)]
+    exporter.pipeline.ingest_values(short + refusals, stats)
+    return exporter
+
+
+@pytest.fixture
+async def client(aiohttp_client):
+    async def factory(exporter: Exporter):
+        server = TestServer(make_app(exporter))
+        await server.start_server(auto_decompress=False)
+        return await aiohttp_client(server)
+
+    return factory
+
+
+async def test_streams_show_drift_with_evidence(client):
+    api = await client(drifted_exporter())
+    document = await (await api.get("/api/v1/streams")).json()
+    stream = document["streams"][0]
+    refusal = stream["signals"]["refusal"]
+    assert refusal["baseline_ready"] and refusal["baseline_ready_at"] == 100
+    assert refusal["drift_detected"] and refusal["score"] >= 1
+    assert refusal["direction"] == "up"
+    assert refusal["events"][0]["record"] >= 150
+    assert refusal["change"]["rate"]["baseline"] == 0.0
+    assert refusal["change"]["rate"]["window"] == 1.0
+    assert refusal["examples"]["window"][0].startswith("I'm sorry")
+    assert refusal["examples"]["baseline"][0] == "Your invoice is attached."
+    embedding = stream["signals"]["embedding"]
+    assert embedding["drift_detected"]
+    moved = {f["feature"]: f for f in embedding["moved_features"]}
+    assert moved["invoice"]["baseline_share"] == 1.0 and moved["invoice"]["window_share"] == 0.0
+    assert moved["help"]["window_share"] == 1.0
+    page = await (await api.get("/")).text()
+    assert "DRIFT" in page and "What changed" in page and "I&#x27;m sorry" in page
+
+
+async def test_metrics_expose_drift_state(client):
+    api = await client(drifted_exporter())
+    text = await (await api.get("/metrics")).text()
+    labels = 'model="gpt-4o",route="/chat",signal="refusal"'
+    assert f"llm_drift_detected{{{labels}}} 1.0" in text
+    assert f"llm_drift_events_total{{{labels}}} 1.0" in text
+    assert f"llm_drift_baseline_ready{{{labels}}} 1.0" in text
+    assert f'llm_signal_window{{{labels},stat="rate"}} 1.0' in text
+    assert f'llm_signal_baseline{{{labels},stat="rate"}} 0.0' in text
+
+
+async def test_baseline_reset_relearns_matching_streams(client):
+    exporter = drifted_exporter()
+    api = await client(exporter)
+    response = await api.post("/api/v1/baseline/reset", json={"match": {"route": "/chat"}})
+    assert response.status == 200
+    body = await response.json()
+    assert body["reset"] == [{"model": "gpt-4o", "route": "/chat"}]
+    stream = next(iter(exporter.pipeline.streams))
+    assert not any(d.baseline_ready or d.drift_detected for d in stream.detectors.detectors.values())
+    nothing = await api.post("/api/v1/baseline/reset", json={"match": {"route": "/other"}})
+    assert (await nothing.json())["reset"] == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"not json", b'{"match": "x"}', b'{"match": {"nope": "x"}}',
+     b'{"match": {"route": "/chat"}, "signals": ["vibes"]}'],
+)
+async def test_baseline_reset_rejects_bad_requests(client, body):
+    api = await client(drifted_exporter())
+    response = await api.post("/api/v1/baseline/reset", data=body)
+    assert response.status == 400
+    assert "error" in await response.json()
+
+
+async def test_evidence_can_be_switched_off(client):
+    exporter = Exporter(parse_config({**CONFIG, "evidence": {"enabled": False}}))
+    stats = InputStats("t", "test")
+    exporter.pipeline.ingest_values(
+        [samples.chat(text="Fine.") for _ in range(150)]
+        + [samples.chat(text="I cannot assist with that.") for _ in range(150)], stats)
+    api = await client(exporter)
+    refusal = (await (await api.get("/api/v1/streams")).json())["streams"][0]["signals"]["refusal"]
+    assert refusal["drift_detected"] and "examples" not in refusal
