@@ -78,7 +78,8 @@ async def test_baseline_reset_relearns_matching_streams(client):
     body = await response.json()
     assert body["reset"] == [{"model": "gpt-4o", "route": "/chat"}]
     stream = next(iter(exporter.pipeline.streams))
-    assert not any(d.baseline_ready or d.drift_detected for d in stream.detectors.detectors.values())
+    detectors = stream.detectors.detectors.values()
+    assert not any(d.baseline_ready or d.drift_detected for d in detectors)
     nothing = await api.post("/api/v1/baseline/reset", json={"match": {"route": "/other"}})
     assert (await nothing.json())["reset"] == []
 
