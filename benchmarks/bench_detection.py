@@ -52,12 +52,12 @@ from scipy.stats import chi2
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import detection_streams as streams  # noqa: E402
+import detection_streams as streams
 
-from exporter.detectors.base import Detector  # noqa: E402
-from exporter.detectors.calibration import CalibrationCache  # noqa: E402
-from exporter.detectors.factory import DetectorFactory  # noqa: E402
-from exporter.detectors.river_adapter import BINARY, RIVER_METHODS  # noqa: E402
+from exporter.detectors.base import Detector
+from exporter.detectors.calibration import CalibrationCache
+from exporter.detectors.factory import DetectorFactory
+from exporter.detectors.river_adapter import BINARY, RIVER_METHODS
 
 MAIN_STREAMS = ("tokens", "tokens_heavy", "tokens_x4", "refusal", "validity", "embedding")
 CALIBRATION_STREAMS = ("tokens", "tokens_heavy", "tokens_x4", "refusal", "refusal_10",

@@ -77,7 +77,8 @@ def build_report(pipeline: Pipeline, summary: ReplaySummary) -> dict[str, Any]:
     }
 
 
-def print_summary(pipeline: Pipeline, summary: ReplaySummary, out: TextIO = sys.stdout) -> None:
+def print_summary(pipeline: Pipeline, summary: ReplaySummary, out: TextIO | None = None) -> None:
+    out = out or sys.stdout
     rate = summary.records / summary.seconds if summary.seconds > 0 else 0.0
     out.write(
         f"replayed {summary.files} file(s), {summary.bytes_read} bytes in {summary.seconds:.2f}s: "

@@ -10,7 +10,9 @@ from exporter.cli import main
 from tests import samples
 from tests.process import ExporterProcess, wait_for
 
-VOCABULARY = "invoice refund order parcel status account login plan card delivery".split()
+VOCABULARY = (
+    "invoice refund order parcel status account login plan card delivery"
+).split()
 DETECTORS = "detectors: {baseline_size: 100, window_size: 20, expected_run_time: 10000}\n"
 
 
