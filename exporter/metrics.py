@@ -22,6 +22,7 @@ from prometheus_client.registry import CollectorRegistry
 
 from exporter import __version__
 from exporter.drift_metrics import drift_metrics
+from exporter.inputs.file import FileInput
 from exporter.inputs.stats import InputStats
 from exporter.pipeline import Pipeline
 from exporter.signals.format import INVALID_REASONS
@@ -35,7 +36,9 @@ class ExporterCollector:
         inputs: Sequence[InputStats],
         build_labels: dict[str, str] | None = None,
         state: StateStore | None = None,
+        file_inputs: Sequence[FileInput] = (),
     ) -> None:
+        self.file_inputs = file_inputs
         self.pipeline = pipeline
         self.inputs = inputs
         self.state = state
@@ -208,6 +211,24 @@ class ExporterCollector:
                 rotations.add_metric(name, stats.rotations)
                 truncations.add_metric(name, stats.truncations)
         yield from (read, rejected, read_bytes, last, errors, watched, rotations, truncations)
+        yield from self._file_positions()
+
+    def _file_positions(self) -> Iterator[Metric]:
+        offset = GaugeMetricFamily(
+            "llm_exporter_file_offset_bytes",
+            "Bytes of the file read and processed (complete lines).",
+            labels=["input", "path"],
+        )
+        size = GaugeMetricFamily(
+            "llm_exporter_file_size_bytes",
+            "Size of the file at the last poll; size - offset is the reading lag.",
+            labels=["input", "path"],
+        )
+        for file_input in self.file_inputs:
+            for tail in list(file_input.tails.values()):
+                offset.add_metric([file_input.stats.name, tail.path], tail.committed_offset)
+                size.add_metric([file_input.stats.name, tail.path], tail.size)
+        yield from (offset, size)
 
     def _self_metrics(self) -> Iterator[Metric]:
         info = GaugeMetricFamily(

@@ -45,11 +45,16 @@ class Exporter:
         for spec in config.http_inputs:
             self.http_input = HttpPushInput(spec, self.pipeline, self._stats(spec.name, "http"))
         self.state = StateStore(config.state_dir) if config.state_dir else None
-        self.collector = ExporterCollector(self.pipeline, self.input_stats, state=self.state)
+        self.collector = ExporterCollector(
+            self.pipeline, self.input_stats, state=self.state, file_inputs=self.file_inputs
+        )
         self.registry = build_registry(self.collector)
         self.background: list[BackgroundTask] = [f.run for f in self.file_inputs]
         if self.state is not None:
             self.state.load(self.pipeline)
+            positions = self.state.load_positions()
+            for file_input in self.file_inputs:
+                file_input.restore(positions.get(file_input.config.name, []))
             self.background.append(self._checkpoint_loop)
         self._tasks: list[asyncio.Task[None]] = []
         self.ready = False
@@ -85,16 +90,22 @@ class Exporter:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        self.checkpoint()
         for file_input in self.file_inputs:
             file_input.close()
-        if self.state is not None:
-            self.state.save(self.pipeline)
+
+    def checkpoint(self) -> bool:
+        """Save positions and detector state together; runs between polls, so every
+        position saved is the end of a line whose record has been processed."""
+        if self.state is None:
+            return False
+        positions = {f.config.name: f.checkpoint() for f in self.file_inputs}
+        return self.state.save(self.pipeline, positions)
 
     async def _checkpoint_loop(self) -> None:
-        assert self.state is not None
         while True:
             await asyncio.sleep(self.config.checkpoint_interval)
-            self.state.save(self.pipeline)
+            self.checkpoint()
 
 
 async def _supervised(run: BackgroundTask) -> None:

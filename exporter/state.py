@@ -1,4 +1,10 @@
-"""Detector state (baselines, thresholds, statistics) saved under `state_dir`.
+"""Checkpoints under `state_dir`: file positions and detector state, in one document.
+
+One document, written atomically, so positions and detector state always
+describe the same moment: after a crash the exporter resumes from the last
+checkpoint and re-reads at most what arrived since (at-least-once; the
+duplicates are bounded by `checkpoint_interval`), and the detectors never
+count a record that the positions say is still unread.
 
 Written atomically (temp file, fsync, rename, fsync of the directory) so a
 crash leaves either the old or the new file, never half of one. A file that
@@ -56,15 +62,17 @@ class StateStore:
         self.saves = 0
         self.save_failures = 0
         self.load_failures = 0
+        self._document: dict[str, Any] | None = None
 
     @property
     def detectors_path(self) -> Path:
         return self.directory / DETECTORS_FILE
 
-    def save(self, pipeline: Pipeline) -> bool:
+    def save(self, pipeline: Pipeline, positions: dict[str, Any] | None = None) -> bool:
         document = {
             "version": FORMAT_VERSION,
             "saved_at": time.time(),
+            "positions": positions or {},
             **_settings_of(pipeline),
             "streams": [
                 {"labels": list(stream.labels), "detectors": stream.detectors.snapshot()}
@@ -80,6 +88,7 @@ class StateStore:
             log.error("cannot save detector state to %s: %s", self.detectors_path, exc)
             return False
         self.saves += 1
+        self._document = None
         return True
 
     def _set_aside(self, path: Path, why: str) -> None:
@@ -92,22 +101,41 @@ class StateStore:
         except OSError as exc:
             log.error("cannot move %s aside: %s", path, exc)
 
+    def _read(self) -> dict[str, Any] | None:
+        if self._document is not None:
+            return self._document
+        path = self.detectors_path
+        try:
+            document = orjson.loads(path.read_bytes())
+        except FileNotFoundError:
+            return None
+        except (OSError, orjson.JSONDecodeError) as exc:
+            self._set_aside(path, str(exc))
+            return None
+        if not isinstance(document, dict) or document.get("version") != FORMAT_VERSION:
+            self._set_aside(path, "unknown format version")
+            return None
+        self._document = document
+        return document
+
+    def load_positions(self) -> dict[str, Any]:
+        document = self._read()
+        positions = document.get("positions") if document else None
+        return positions if isinstance(positions, dict) else {}
+
     def load(self, pipeline: Pipeline) -> int:
-        """Restore what the file holds; returns the number of streams restored."""
+        """Restore detector state; returns the number of streams restored.
+
+        File positions are read by `load_positions` (they stay valid when detector
+        settings change, so reading resumes where it stopped either way).
+        """
         path = self.detectors_path
         leftover = path.with_name(f".{path.name}.tmp")
         if leftover.exists():
             log.warning("removing %s left by an interrupted save", leftover)
             leftover.unlink(missing_ok=True)
-        try:
-            document = orjson.loads(path.read_bytes())
-        except FileNotFoundError:
-            return 0
-        except (OSError, orjson.JSONDecodeError) as exc:
-            self._set_aside(path, str(exc))
-            return 0
-        if not isinstance(document, dict) or document.get("version") != FORMAT_VERSION:
-            self._set_aside(path, "unknown format version")
+        document = self._read()
+        if document is None:
             return 0
         if {k: document.get(k) for k in _settings_of(pipeline)} != _settings_of(pipeline):
             log.warning("detector settings or stream labels changed since %s was saved; "

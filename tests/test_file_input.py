@@ -123,3 +123,129 @@ def test_unreadable_file_is_counted_and_others_continue(tmp_path):
     tail, got, _ = make_input(str(tmp_path / "*.log"))
     tail.poll_once()
     assert got.lines == [b"fine"]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def restarted(old: FileInput, pattern: str, got: Collected | None = None):
+    """A new FileInput resuming from `old`'s checkpoint, like the exporter after a restart."""
+    got = got or Collected()
+    stats = InputStats("file", "file")
+    config = FileInputConfig(name="file", paths=(pattern,), start_at="end")
+    fresh = FileInput(config, got.on_lines, got.on_oversize, stats)
+    fresh.restore(old.checkpoint())
+    old.close()
+    return fresh, got, stats
+
+
+def test_restart_resumes_at_checkpoint_and_rereads_partial_line(tmp_path):
+    log = tmp_path / "app.log"
+    append(log, b"one\ntwo\npar")
+    tail, got, _ = make_input(str(log))
+    tail.poll_once()
+    assert got.lines == [b"one", b"two"]
+    append(log, b"tial\nthree\n")
+    fresh, got2, _ = restarted(tail, str(log))
+    fresh.poll_once()
+    assert got2.lines == [b"partial", b"three"]
+
+
+def test_rotated_name_matching_the_glob_is_not_read_twice(tmp_path):
+    log = tmp_path / "app.log"
+    append(log, b"a\nb\n")
+    tail, got, stats = make_input(str(tmp_path / "app.log*"))
+    tail.poll_once()
+    os.rename(log, tmp_path / "app.log.1")
+    append(log, b"c\n")
+    for _ in range(3):
+        tail.poll_once()
+    assert got.lines == [b"a", b"b", b"c"]
+    # and across a restart as well
+    append(tmp_path / "app.log.1", b"late\n")
+    fresh, got2, _ = restarted(tail, str(tmp_path / "app.log*"))
+    fresh.poll_once()
+    assert got2.lines == [b"late"]
+
+
+def test_writes_to_renamed_file_are_drained_until_quiet(tmp_path):
+    log = tmp_path / "app.log"
+    append(log, b"a\n")
+    clock = Clock()
+    got = Collected()
+    stats = InputStats("file", "file")
+    config = FileInputConfig(name="file", paths=(str(log),), start_at="beginning")
+    tail = FileInput(config, got.on_lines, got.on_oversize, stats, clock=clock)
+    tail.poll_once()
+    rotated = tmp_path / "app.log.1"
+    os.rename(log, rotated)
+    tail.poll_once()
+    clock.now += 2
+    append(rotated, b"written-after-rename\n")  # the writer has not reopened yet
+    tail.poll_once()
+    assert got.lines == [b"a", b"written-after-rename"]
+    assert stats.files_watched == 1
+    clock.now += 10
+    tail.poll_once()
+    tail.poll_once()
+    assert stats.files_watched == 0
+
+
+def test_truncation_while_stopped(tmp_path):
+    log = tmp_path / "app.log"
+    append(log, b"x" * 50 + b"\n")
+    tail, _, _ = make_input(str(log))
+    tail.poll_once()
+    checkpoint = tail.checkpoint()
+    tail.close()
+    with open(log, "r+b") as handle:
+        handle.truncate(0)
+    # same first bytes as before up to the (now short) length: rewritten shorter file
+    append(log, b"new\n")
+    got = Collected()
+    stats = InputStats("file", "file")
+    fresh = FileInput(FileInputConfig(name="file", paths=(str(log),)), got.on_lines,
+                      got.on_oversize, stats)
+    fresh.restore(checkpoint)
+    fresh.poll_once()
+    assert got.lines == [b"new"]
+
+
+def test_inode_reuse_is_a_new_file(tmp_path):
+    log = tmp_path / "app.log"
+    append(log, b"old-content-line\n" * 3)
+    tail, _, _ = make_input(str(log))
+    tail.poll_once()
+    checkpoint = tail.checkpoint()
+    tail.close()
+    # simulate the same (device, inode) now holding other content, longer than the offset
+    with open(log, "wb") as handle:
+        handle.write(b"brand-new-first-line\n" * 10)
+    got = Collected()
+    fresh = FileInput(FileInputConfig(name="file", paths=(str(log),)), got.on_lines,
+                      got.on_oversize, InputStats("file", "file"))
+    fresh.restore(checkpoint)
+    fresh.poll_once()
+    assert got.lines == [b"brand-new-first-line"] * 10
+
+
+def test_files_with_identical_first_records_are_both_read(tmp_path):
+    for name in ("a.log", "b.log"):
+        append(tmp_path / name, b'{"header": 1}\n', name.encode() + b"\n")
+    tail, got, stats = make_input(str(tmp_path / "*.log"))
+    tail.poll_once()
+    assert sorted(got.lines) == sorted([b'{"header": 1}', b"a.log", b'{"header": 1}', b"b.log"])
+    assert stats.files_watched == 2
+
+
+def test_file_appearing_later_is_read_from_its_beginning_even_with_start_at_end(tmp_path):
+    tail, got, _ = make_input(str(tmp_path / "*.log"), start_at="end")
+    tail.poll_once()
+    append(tmp_path / "late.log", b"first\n")
+    tail.poll_once()
+    assert got.lines == [b"first"]
