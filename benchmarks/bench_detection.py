@@ -46,18 +46,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from scipy.stats import chi2
+# One BLAS thread per process: the worker processes already use every core, and the small
+# matrix-vector products of the MMD detector only lose time to thread hand-offs.
+for _variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_variable, "1")
+
+import numpy as np  # noqa: E402
+from scipy.stats import chi2  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import detection_streams as streams
+import detection_streams as streams  # noqa: E402
 
-from exporter.detectors.base import Detector
-from exporter.detectors.calibration import CalibrationCache
-from exporter.detectors.factory import DetectorFactory
-from exporter.detectors.river_adapter import BINARY, RIVER_METHODS
+from exporter.detectors.base import Detector  # noqa: E402
+from exporter.detectors.calibration import CalibrationCache  # noqa: E402
+from exporter.detectors.factory import DetectorFactory  # noqa: E402
+from exporter.detectors.river_adapter import BINARY, RIVER_METHODS  # noqa: E402
 
 MAIN_STREAMS = ("tokens", "tokens_heavy", "tokens_x4", "refusal", "validity", "embedding")
 CALIBRATION_STREAMS = ("tokens", "tokens_heavy", "tokens_x4", "refusal", "refusal_10",
@@ -94,16 +99,16 @@ class Config:
 
     def with_seeds(self, n: int) -> Config:
         return dataclasses.replace(
-            self, seeds=n, slow_seeds=max(1, n // 2), change_runs=4 * n,
-            slow_change_runs=max(2, (3 * n) // 4),
+            self, seeds=n, change_runs=math.ceil(2.5 * n), slow_seeds=max(1, n // 4),
+            slow_change_runs=max(1, round(0.3 * n)),
         )
 
 
-FULL = Config(seeds=40, null_length=50_000, slow_seeds=20, slow_null_length=5000,
-              change_runs=160, slow_change_runs=30, calibration_length=10_000,
-              calibration_length_embedding=5000, pool_size=20_000, cost_records=50_000)
-QUICK = Config(seeds=6, null_length=20_000, slow_seeds=2, slow_null_length=1500,
-               change_runs=24, slow_change_runs=3, calibration_length=5000,
+FULL = Config(seeds=40, null_length=50_000, slow_seeds=10, slow_null_length=5000,
+              change_runs=100, slow_change_runs=12, calibration_length=25_000,
+              calibration_length_embedding=20_000, pool_size=20_000, cost_records=50_000)
+QUICK = Config(seeds=5, null_length=20_000, slow_seeds=1, slow_null_length=1000,
+               change_runs=13, slow_change_runs=2, calibration_length=10_000,
                calibration_length_embedding=4000, pool_size=2000, cost_records=5000)
 
 
@@ -135,8 +140,11 @@ def make_river(method: str, params: dict[str, Any], seed: int) -> Any:
 
 
 def river_methods(key: str) -> tuple[str, ...]:
-    binary = streams.SPECS[key].kind == "binary"
-    return UNIVARIATE_DEFAULTS + (BINARY_DEFAULTS if binary else ())
+    spec = streams.SPECS[key]
+    methods = UNIVARIATE_DEFAULTS + (BINARY_DEFAULTS if spec.kind == "binary" else ())
+    if spec.draws:  # a rescaled copy: KSWIN ranks, so its rows would repeat the original's
+        methods = tuple(m for m in methods if m not in SLOW)
+    return methods
 
 
 def observations(key: str, purpose: str, seed: int, n: int, cfg: Config,
@@ -312,7 +320,7 @@ def task_river_search(key: str, method: str, seeds: Sequence[int], cfg: Config,
             passing = nxt
     else:
         failing, passing = value, None
-        for _ in range(24):
+        for _ in range(12):
             nxt = failing / sensitive
             if ok(nxt):
                 passing = nxt
@@ -423,10 +431,9 @@ def chunks(items: Sequence[int], size: int) -> list[list[int]]:
 
 
 class Runner:
-    """Submits tasks to a process pool (or runs them inline with workers=1)."""
+    """Runs tasks in a process pool (inline when workers=1)."""
 
     def __init__(self, workers: int) -> None:
-        self.workers = workers
         self.pool: cf.Executor | None = None
         if workers > 1:
             methods = multiprocessing.get_all_start_methods()
@@ -456,9 +463,24 @@ class Results:
     workers: int
 
 
+# rough µs per record, only to submit the longest tasks first
+_US = {"rank_cusum": 4.0, "bernoulli_cusum": 1.5, "mmd": 12.0, "kswin": 250.0, "hddm_a": 6.0}
+_CALIBRATION_S = {"mmd": 0.7}
+
+
+@dataclass
+class _Job:
+    cost: float
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    row: Row | None
+    what: str  # "null" | "change" | "calibration"
+
+
 def run_benchmark(cfg: Config, workers: int = 1, keys: Iterable[str] = MAIN_STREAMS,
                   calibration_keys: Iterable[str] = CALIBRATION_STREAMS,
                   slow: bool = True, progress: Callable[[str], None] | None = None) -> Results:
+    """Everything the tables need. `slow=False` leaves out KSWIN."""
     started = time.perf_counter()
     say = progress or (lambda _message: None)
     keys, calibration_keys = tuple(keys), tuple(calibration_keys)
@@ -466,104 +488,110 @@ def run_benchmark(cfg: Config, workers: int = 1, keys: Iterable[str] = MAIN_STRE
         say(f"embedding {cfg.pool_size:,} texts per topic")
         streams.embedding_pool(cfg.pool_size)  # before the workers fork, so they share it
 
-    # cost first, alone on the machine
-    costs = {}
-    for key in dict.fromkeys(streams.SPECS[k].kind for k in keys):
-        sample = next(k for k in keys if streams.SPECS[k].kind == key)
-        costs[our_method(sample)] = measure_cost(sample, cfg)
-        say(f"cost {our_method(sample)}: {costs[our_method(sample)]}")
+    costs = {}  # first, alone on the machine
+    for key in keys:
+        method = our_method(key)
+        if method not in costs:
+            costs[method] = measure_cost(key, cfg)
+            say(f"cost {OUR_LABELS[method]}: {costs[method]}")
     tokenizer_us = tokenizer_reference_us()
 
-    runner = Runner(workers)
+    parts = 4 * workers  # tasks per experiment: small enough to balance the workers
     null_seeds = list(range(cfg.seeds))
     change_seeds = list(range(cfg.change_runs))
+    change_length = cfg.change_at + cfg.horizon // 2  # a guess, for ordering only
     rows: list[Row] = []
-    pending: list[tuple[cf.Future[Any], Row, str]] = []  # (future, row, what it fills)
-    searches: list[tuple[cf.Future[Any], Row]] = []
+    jobs: list[_Job] = []
+    matched: list[tuple[Row, str]] = []
 
-    def add(row: Row, what: str, future: cf.Future[Any]) -> None:
-        pending.append((future, row, what))
-
-    def chunk_size(n: int, heavy: bool) -> int:
-        return max(1, math.ceil(n / (4 * workers if heavy else workers)))
+    def add_runs(row: Row, method: str, seeds: list[int], length: int, null: Callable[..., Any],
+                 change: Callable[..., Any], change_runs: list[int], *head: Any) -> None:
+        us, calibration = _US.get(method, 0.5), _CALIBRATION_S.get(method, 0.0)
+        for part in chunks(seeds, math.ceil(len(seeds) / parts)):
+            cost = len(part) * ((cfg.baseline_size + length) * us * 1e-6 + calibration)
+            jobs.append(_Job(cost, null, (*head, part, cfg, *_tail(null, length)), row, "null"))
+        for part in chunks(change_runs, math.ceil(len(change_runs) / parts)):
+            cost = len(part) * (change_length * us * 1e-6 + calibration)
+            jobs.append(_Job(cost, change, (*head, part, cfg), row, "change"))
 
     for key in keys:
         method = our_method(key)
         row = Row(key, OUR_LABELS[method], f"expected_run_time={DEFAULT_ERT:,}")
         rows.append(row)
-        heavy = method == "mmd"
-        for part in chunks(null_seeds, chunk_size(len(null_seeds), heavy)):
-            add(row, "null", runner.submit(task_ours_unchanged, key, part, cfg, DEFAULT_ERT,
-                                           cfg.null_length))
-        for part in chunks(change_seeds, chunk_size(len(change_seeds), heavy)):
-            add(row, "change", runner.submit(task_ours_change, key, part, cfg))
+        add_runs(row, method, null_seeds, cfg.null_length, task_ours_unchanged,
+                 task_ours_change, change_seeds, key)
         for method in river_methods(key):
             if method in SLOW and not slow:
                 continue
             is_slow = method in SLOW
-            row = Row(key, RIVER_LABELS[method], "defaults")
+            row = Row(key, RIVER_LABELS[method], "defaults",
+                      note="fewer records (slow)" if is_slow else "")
             rows.append(row)
-            seeds = list(range(cfg.slow_seeds)) if is_slow else null_seeds
-            length = cfg.slow_null_length if is_slow else cfg.null_length
-            runs = list(range(cfg.slow_change_runs)) if is_slow else change_seeds
-            for part in chunks(seeds, chunk_size(len(seeds), is_slow)):
-                add(row, "null", runner.submit(task_river_unchanged, key, method, {}, part, cfg,
-                                               length))
-            for part in chunks(runs, chunk_size(len(runs), is_slow)):
-                add(row, "change", runner.submit(task_river_change, key, method, {}, part, cfg))
-            if is_slow:
-                row.note = "fewer records (slow)"
+            add_runs(row, method, list(range(cfg.slow_seeds)) if is_slow else null_seeds,
+                     cfg.slow_null_length if is_slow else cfg.null_length,
+                     task_river_unchanged, task_river_change,
+                     list(range(cfg.slow_change_runs)) if is_slow else change_seeds,
+                     key, method, {})
         for method in MATCHED:
             row = Row(key, RIVER_LABELS[method], "matched")
             rows.append(row)
-            searches.append((runner.submit(task_river_search, key, method, null_seeds, cfg,
-                                           cfg.null_length), row))
-
-    calibration_futures = []
+            matched.append((row, method))
     for key in calibration_keys:
+        method = our_method(key)
         length = (cfg.calibration_length_embedding if streams.SPECS[key].kind == "embedding"
                   else cfg.calibration_length)
-        heavy = streams.SPECS[key].kind == "embedding"
-        parts = [runner.submit(task_ours_unchanged, key, part, cfg, CALIBRATION_ERT, length,
-                               "calibration")
-                 for part in chunks(null_seeds, chunk_size(len(null_seeds), heavy))]
-        calibration_futures.append((key, parts))
+        us, calibration = _US.get(method, 0.5), _CALIBRATION_S.get(method, 0.0) / 2
+        for part in chunks(null_seeds, math.ceil(len(null_seeds) / parts)):
+            cost = len(part) * ((cfg.baseline_size + length) * us * 1e-6 + calibration)
+            jobs.append(_Job(cost, task_ours_unchanged,
+                             (key, part, cfg, CALIBRATION_ERT, length, "calibration"), None,
+                             "calibration"))
 
-    for future, row in searches:
+    runner = Runner(workers)
+    # searches first: their change runs can only start when they are done
+    searches = {runner.submit(task_river_search, row.key, method, null_seeds, cfg,
+                              cfg.null_length): (row, method) for row, method in matched}
+    submitted = [(runner.submit(job.fn, *job.args), job)
+                 for job in sorted(jobs, key=lambda job: -job.cost)]
+    for future in cf.as_completed(searches):
+        row, method = searches[future]
         found = future.result()
-        row.setting = ", ".join(f"{k}={v:.2g}" for k, v in found["params"].items())
-        row.setting += " (matched)" if found["found"] else " (no setting met the budget)"
+        value = next(iter(found["params"].values()))
+        row.setting = f"{next(iter(found['params']))}={value:.2g}"
+        row.setting += " (matched)" if found["found"] else " (none met the budget)"
         row.events, row.records, row.streams = found["events"], found["records"], found["streams"]
-        row.note = f"in-sample, {found['evaluations']} settings tried"
+        row.note = f"in-sample; {found['evaluations']} settings tried"
         say(f"matched {row.key} {row.detector}: {row.setting}, {row.events} events")
-        for part in chunks(change_seeds, chunk_size(len(change_seeds), False)):
-            add(row, "change", runner.submit(task_river_change, row.key,
-                                             _method_of(row.detector), found["params"], part,
-                                             cfg))
-    for future, row, what in pending:
+        for part in chunks(change_seeds, math.ceil(len(change_seeds) / parts)):
+            job = _Job(0.0, task_river_change, (row.key, method, found["params"], part, cfg),
+                       row, "change")
+            submitted.append((runner.submit(job.fn, *job.args), job))
+    calibration: dict[str, dict[str, Any]] = {}
+    for future, job in submitted:
         result = future.result()
-        if what == "null":
-            row.events += result["events"]
-            row.records += result["records"]
-            row.streams += result["streams"]
+        if job.what == "calibration":
+            key = job.args[0]
+            total = calibration.setdefault(
+                key, {"key": key, "events": 0, "armed": 0, "records": 0, "streams": 0})
+            for name in ("events", "armed", "records", "streams"):
+                total[name] += result[name]
+        elif job.what == "null":
+            assert job.row is not None
+            job.row.events += result["events"]
+            job.row.records += result["records"]
+            job.row.streams += result["streams"]
         else:
-            row.runs.extend(result)
-    say("unchanged and change runs done")
-    calibration = []
-    for key, parts in calibration_futures:
-        total = {"events": 0, "armed": 0, "records": 0, "streams": 0}
-        for part in parts:
-            for k, v in part.result().items():
-                total[k] += v
-        total["key"] = key
-        calibration.append(total)
+            assert job.row is not None
+            job.row.runs.extend(result)
     runner.close()
-    return Results(cfg, rows, calibration, costs, tokenizer_us,
+    say("done")
+    return Results(cfg, rows, [calibration[k] for k in calibration_keys], costs, tokenizer_us,
                    time.perf_counter() - started, workers)
 
 
-def _method_of(label: str) -> str:
-    return next(m for m, text in RIVER_LABELS.items() if text == label)
+def _tail(null: Callable[..., Any], length: int) -> tuple[Any, ...]:
+    """The arguments after (..., seeds, cfg) of an unchanged-stream task."""
+    return (DEFAULT_ERT, length) if null is task_ours_unchanged else (length,)
 
 
 # --- report ----------------------------------------------------------------------------------
@@ -613,11 +641,12 @@ def markdown(results: Results) -> str:
         f"### Calibration at expected_run_time={CALIBRATION_ERT:,}",
         "",
         "Each seed learns its own baseline (a new detector per seed). Mean run length = "
-        "records armed (not in drift) / events; target 1,000, within +-25%, >= 30 events.",
+        "records armed (not in drift) / events; target 1,000, within +-25%, >= 30 events. "
+        "Drift episode: mean records from a false event until the detector re-armed.",
         "",
         "| stream | detector | seeds | records | armed | events | mean run length | ratio "
-        "| target met |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+        "| target met | drift episode |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     for c in results.calibration:
         spec = streams.SPECS[c["key"]]
@@ -625,10 +654,12 @@ def markdown(results: Results) -> str:
         ratio = run_length / CALIBRATION_ERT
         met = c["events"] >= 30 and abs(ratio - 1.0) <= 0.25
         verdict = "yes" if met else ("too few events" if c["events"] < 30 else "no")
+        episode = (f"{(c['records'] - c['armed']) / c['events']:,.0f}" if c["events"]
+                   else "n/a")
         lines.append(
             f"| {spec.label} | {OUR_LABELS[our_method(c['key'])]} | {c['streams']} "
             f"| {c['records']:,} | {c['armed']:,} | {c['events']:,} | {run_length:,.0f} "
-            f"| {ratio:.2f} | {verdict} |"
+            f"| {ratio:.2f} | {verdict} | {episode} |"
         )
     lines += [
         "",

@@ -9,7 +9,8 @@ Streams (the change, when asked for, starts at record `change_at`, 0-based):
   tokens (at least 1). Change: every length x1.3.
 - ``tokens_heavy``: the same body for 90% of records, and a Pareto tail (alpha 1.5, infinite
   variance, from 400 tokens up) for the other 10%. Change: x1.3.
-- ``tokens_x4``: ``tokens`` times 4, as if lengths were measured in characters. Change: x1.3.
+- ``tokens_x4``: ``tokens`` times 4, as if lengths were measured in characters, from the same
+  random draws as ``tokens`` (so any difference between the two is the scale's). Change: x1.3.
 - ``refusal``: Bernoulli, 2% -> 6%. ``refusal_10``: Bernoulli 10% (calibration only).
 - ``validity``: True marks an INVALID record: 1% -> 5% (validity 99% -> 95%).
 - ``embedding``: replies written from three topic vocabularies plus filler words, embedded with
@@ -70,6 +71,7 @@ class StreamSpec:
     p1: float = 0.0
     mix0: tuple[float, ...] = (1 / 3, 1 / 3, 1 / 3)
     mix1: tuple[float, ...] = (0.6, 0.2, 0.2)
+    draws: str = ""  # another stream whose random draws this one reuses (rescaled copies)
 
 
 SPECS: dict[str, StreamSpec] = {
@@ -80,7 +82,7 @@ SPECS: dict[str, StreamSpec] = {
         StreamSpec("tokens_heavy", "output_tokens (heavy tail: 10% Pareto a=1.5)",
                    "output_tokens", "tokens", "length x1.3", heavy=True),
         StreamSpec("tokens_x4", "output_tokens x4 (as characters)", "output_tokens", "tokens",
-                   "length x1.3", scale=4.0),
+                   "length x1.3", scale=4.0, draws="tokens"),
         StreamSpec("refusal", "refusal (2%)", "refusal", "binary", "rate 2% -> 6%",
                    p0=0.02, p1=0.06),
         StreamSpec("refusal_10", "refusal (10%)", "refusal", "binary", "none", p0=0.10,
@@ -161,7 +163,7 @@ def values(key: str, purpose: str, seed: int, n: int, change_at: int | None = No
            pool_size: int = 20_000) -> np.ndarray:
     """The first `n` observations of one stream: float lengths, bools, or embedding rows."""
     spec = SPECS[key]
-    rng = rng_for(key, purpose, seed)
+    rng = rng_for(spec.draws or key, purpose, seed)
     if spec.kind == "tokens":
         return token_lengths(spec, rng, n, change_at)
     if spec.kind == "binary":

@@ -20,8 +20,8 @@ def free_port() -> int:
 
 
 class ExporterProcess:
-    def __init__(self, args: list[str], log_path: Path) -> None:
-        self.port = free_port()
+    def __init__(self, args: list[str], log_path: Path, port: int | None = None) -> None:
+        self.port = port or free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.log_path = log_path
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
@@ -57,6 +57,12 @@ class ExporterProcess:
             for family in text_string_to_metric_families(text)
             for sample in family.samples
         }
+
+    def kill(self) -> None:
+        """SIGKILL: no flush, no checkpoint, like an OOM kill or a power cut."""
+        self.process.kill()
+        self.process.wait(10)
+        self._log.close()
 
     def stop(self, timeout: float = 10.0) -> int:
         if self.process.poll() is None:

@@ -159,7 +159,7 @@ def test_restart_resumes_at_checkpoint_and_rereads_partial_line(tmp_path):
 def test_rotated_name_matching_the_glob_is_not_read_twice(tmp_path):
     log = tmp_path / "app.log"
     append(log, b"a\nb\n")
-    tail, got, stats = make_input(str(tmp_path / "app.log*"))
+    tail, got, _stats = make_input(str(tmp_path / "app.log*"))
     tail.poll_once()
     os.rename(log, tmp_path / "app.log.1")
     append(log, b"c\n")

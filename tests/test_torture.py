@@ -1,0 +1,35 @@
+"""Tailing survives rotation, truncation and restarts of the real process without loss."""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests import torture
+
+
+def test_torture_run_loses_nothing_and_bounds_duplicates(tmp_path):
+    result = torture.run(records=100_000, rotations=20, truncations=5, restarts=6, seed=7,
+                         workdir=tmp_path)
+    assert result.rotations >= 20 and result.truncations >= 5
+    assert result.sigterms + result.sigkills >= 5 and result.sigkills >= 3
+    assert result.persisted == result.written == 100_000
+    assert result.duplicates_after_kill
+    assert all(seen <= bound for seen, bound in result.duplicates_after_kill)
+
+
+@settings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    records=st.integers(min_value=500, max_value=4000),
+    rotations=st.integers(min_value=0, max_value=3),
+    truncations=st.integers(min_value=0, max_value=2),
+    restarts=st.integers(min_value=1, max_value=3),
+    seed=st.integers(min_value=0, max_value=10_000),
+)
+def test_any_interleaving_of_operations_loses_nothing(
+    tmp_path_factory, records, rotations, truncations, restarts, seed
+):
+    workdir = tmp_path_factory.mktemp("torture")
+    result = torture.run(records, rotations, truncations, restarts, seed, workdir=workdir)
+    assert result.persisted == result.written == records
+    assert all(seen <= bound for seen, bound in result.duplicates_after_kill)

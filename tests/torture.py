@@ -1,0 +1,212 @@
+"""Torture run for the file input: appends, rotations, copytruncates and restarts.
+
+The real exporter process tails `app.jsonl*` while this script appends
+uniquely numbered records, renames the file away (rename+create rotation),
+copy-truncates it, and restarts the exporter with SIGTERM or SIGKILL. At the
+end the exporter's persisted record count must equal the number of records
+written: nothing lost, and no duplicate reaches the persisted state. For each
+SIGKILL taken after the exporter caught up, the records it will read again
+(written minus persisted) must stay within the documented bound: what was
+processed during one checkpoint interval.
+
+    python -m tests.torture --records 100000 --rotations 20 --truncations 5 --restarts 6
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+
+from tests.process import ExporterProcess
+
+CHECKPOINT_INTERVAL = 0.5
+
+
+@dataclass
+class TortureResult:
+    written: int = 0
+    persisted: int = 0
+    rotations: int = 0
+    truncations: int = 0
+    sigterms: int = 0
+    sigkills: int = 0
+    duplicates_after_kill: list[tuple[int, int]] = field(default_factory=list)  # (seen, bound)
+    seconds: float = 0.0
+
+
+def record(number: int) -> bytes:
+    return orjson.dumps({
+        "route": "/torture",
+        "request": {"model": "gpt-4o"},
+        "response": {
+            "object": "chat.completion",
+            "model": "gpt-4o-2024-08-06",
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": f"record {number} ok"}}],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 3 + number % 7},
+        },
+    }) + b"\n"
+
+
+class Torture:
+    def __init__(self, workdir: Path, seed: int) -> None:
+        self.workdir = workdir
+        self.logs = workdir / "logs"
+        self.logs.mkdir(parents=True)
+        self.state = workdir / "state"
+        self.config = workdir / "config.yaml"
+        self.config.write_text(
+            f'inputs: [{{type: file, paths: ["{self.logs}/app.jsonl*"], start_at: beginning, '
+            f"poll_interval: 0.02}}]\nstate_dir: {self.state}\n"
+            f"checkpoint_interval: {CHECKPOINT_INTERVAL}\n"
+            "detectors: {baseline_size: 300, window_size: 50}\n"
+        )
+        self.rng = random.Random(seed)
+        self.result = TortureResult()
+        self.write_times: list[tuple[float, int]] = []  # (time, records written so far)
+        self.port: int | None = None
+        self.exporter = self._start()
+
+    def _start(self) -> ExporterProcess:
+        run = len(list(self.workdir.glob("exporter-*.log")))
+        exporter = ExporterProcess(["run", "--config", str(self.config)],
+                                   self.workdir / f"exporter-{run}.log", port=self.port)
+        self.port = exporter.port
+        exporter.wait_ready(timeout=60)
+        return exporter
+
+    def append(self, count: int) -> None:
+        start = self.result.written
+        with open(self.logs / "app.jsonl", "ab") as handle:
+            handle.write(b"".join(record(n) for n in range(start, start + count)))
+        self.result.written += count
+        self.write_times.append((time.monotonic(), self.result.written))
+
+    def caught_up(self, timeout: float = 60.0) -> None:
+        """Wait until every file on disk has been read to its end by the exporter."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            offsets = {
+                dict(labels)["path"]: value
+                for (name, labels), value in self.exporter.samples().items()
+                if name == "llm_exporter_file_offset_bytes"
+            }
+            on_disk = {str(p): p.stat().st_size for p in self.logs.glob("app.jsonl*")}
+            if on_disk and all(offsets.get(path) == size for path, size in on_disk.items()):
+                return
+            time.sleep(0.05)
+        raise TimeoutError(f"exporter did not catch up: {self.workdir}")
+
+    def persisted(self) -> int:
+        path = self.state / "detectors.json"
+        if not path.exists():
+            return 0  # killed before its first checkpoint
+        document = orjson.loads(path.read_bytes())
+        return sum(s["detectors"]["records"] for s in document["streams"])
+
+    def rotate(self) -> None:
+        self.result.rotations += 1
+        (self.logs / "app.jsonl").rename(self.logs / f"app.jsonl.{self.result.rotations}")
+
+    def truncate(self) -> None:
+        """copytruncate, after the exporter has read everything (else the writer loses data)."""
+        self.caught_up()
+        live = self.logs / "app.jsonl"
+        if not live.exists():
+            return
+        self.result.truncations += 1
+        shutil.copy(live, self.workdir / f"copy-{self.result.truncations}.bak")
+        with open(live, "r+b") as handle:
+            handle.truncate(0)
+
+    def restart(self, kill: bool, after_catch_up: bool) -> None:
+        if after_catch_up:
+            self.caught_up()
+        if kill:
+            # duplicates after a kill are bounded by what was written in the last interval
+            killed_at = time.monotonic()
+            written_before = [n for t, n in self.write_times
+                              if t < killed_at - CHECKPOINT_INTERVAL - 1.0]
+            self.exporter.kill()
+            self.result.sigkills += 1
+            if after_catch_up:
+                bound = self.result.written - (written_before[-1] if written_before else 0)
+                seen = self.result.written - self.persisted()
+                self.result.duplicates_after_kill.append((seen, bound))
+        else:
+            assert self.exporter.stop() == 0
+            self.result.sigterms += 1
+        self.exporter = self._start()
+
+    def finish(self) -> TortureResult:
+        self.caught_up()
+        assert self.exporter.stop() == 0
+        self.result.persisted = self.persisted()
+        return self.result
+
+
+def run(records: int, rotations: int, truncations: int, restarts: int, seed: int = 1,
+        workdir: Path | None = None) -> TortureResult:
+    started = time.monotonic()
+    workdir = workdir or Path(tempfile.mkdtemp(prefix="torture-"))
+    torture = Torture(workdir, seed)
+    rng = torture.rng
+    kills = restarts // 2 + restarts % 2  # at least half of the restarts are SIGKILL
+    operations = (["rotate"] * rotations + ["truncate"] * truncations
+                  + [("sigkill-caught-up", "sigkill-busy")[i % 2] for i in range(kills)]
+                  + ["sigterm"] * (restarts - kills))
+    rng.shuffle(operations)
+    batches = len(operations) + 1
+    per_batch = records // batches
+    for index in range(batches):
+        count = per_batch if index < batches - 1 else records - per_batch * (batches - 1)
+        # several appends per batch, some while the exporter is busy reading
+        for part in _split(count, rng):
+            torture.append(part)
+            time.sleep(rng.choice((0.0, 0.0, 0.01)))
+        if index < len(operations):
+            operation = operations[index]
+            if operation == "rotate":
+                torture.rotate()
+            elif operation == "truncate":
+                torture.truncate()
+            else:
+                torture.restart(kill=operation.startswith("sigkill"),
+                                after_catch_up=operation != "sigkill-busy")
+    result = torture.finish()
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _split(count: int, rng: random.Random) -> list[int]:
+    parts = []
+    while count > 0:
+        part = min(count, rng.randint(1, 2000))
+        parts.append(part)
+        count -= part
+    return parts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="tail torture run against the real exporter")
+    parser.add_argument("--records", type=int, default=100_000)
+    parser.add_argument("--rotations", type=int, default=20)
+    parser.add_argument("--truncations", type=int, default=5)
+    parser.add_argument("--restarts", type=int, default=6)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    result = run(args.records, args.rotations, args.truncations, args.restarts, args.seed)
+    print(result)
+    assert result.persisted == result.written, "records lost or double-counted"
+    assert all(seen <= bound for seen, bound in result.duplicates_after_kill)
+
+
+if __name__ == "__main__":
+    main()
