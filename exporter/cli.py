@@ -13,6 +13,7 @@ import orjson
 from exporter import __version__
 from exporter.config import Config, ConfigError, load_config
 from exporter.server import DEFAULT_LISTEN_ADDRESS, parse_listen_address, serve
+from exporter.web_config import WebConfig, WebConfigError, load_web_config
 
 log = logging.getLogger("exporter")
 
@@ -23,6 +24,12 @@ def _add_web_flags(parser: argparse.ArgumentParser) -> None:
         dest="listen_address",
         default=DEFAULT_LISTEN_ADDRESS,
         help=f"address to listen on for metrics, push and API (default {DEFAULT_LISTEN_ADDRESS})",
+    )
+    parser.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        default=None,
+        help="exporter-toolkit web config (TLS, basic auth) protecting every route (default none)",
     )
     parser.add_argument(
         "--web.telemetry-path",
@@ -88,6 +95,16 @@ def _check_listen_address(address: str) -> bool:
     return True
 
 
+def _web_config(args: argparse.Namespace) -> tuple[bool, WebConfig | None]:
+    if not args.web_config_file:
+        return True, None
+    try:
+        return True, load_web_config(args.web_config_file)
+    except WebConfigError as exc:
+        print(f"--web.config.file: {exc}", file=sys.stderr)
+        return False, None
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     config = _load(args.file, require_inputs=True)
     if config is None:
@@ -103,14 +120,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     from exporter.service import Exporter
 
     config = _load(args.config, require_inputs=True)
-    if config is None or not _check_listen_address(args.listen_address):
+    web_ok, web_config = _web_config(args)
+    if config is None or not web_ok or not _check_listen_address(args.listen_address):
         return 1
     try:
         exporter = Exporter(config)
     except (OSError, ValueError) as exc:
         print(f"cannot start: {exc}", file=sys.stderr)
         return 1
-    asyncio.run(serve(exporter, args.listen_address, args.telemetry_path))
+    asyncio.run(serve(exporter, args.listen_address, args.telemetry_path, web_config))
     return 0
 
 
@@ -119,7 +137,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from exporter.inputs.stats import InputStats
     from exporter.service import Exporter
 
-    if not _check_listen_address(args.listen_address):
+    web_ok, web_config = _web_config(args)
+    if not web_ok or not _check_listen_address(args.listen_address):
         return 1
     exporter = Exporter(demo.DEMO_CONFIG)
     stats = InputStats(name="demo", kind="demo")
@@ -134,7 +153,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"{'localhost' + host if host.startswith(':') else host}{args.telemetry_path}",
         file=sys.stderr,
     )
-    asyncio.run(serve(exporter, args.listen_address, args.telemetry_path))
+    asyncio.run(serve(exporter, args.listen_address, args.telemetry_path, web_config))
     return 0
 
 

@@ -95,6 +95,7 @@ SCHEMA: dict[str, Any] = {
                                 "format": _FORMAT,
                                 "max_body_bytes": _POSITIVE_INT,
                                 "max_decompressed_bytes": _POSITIVE_INT,
+                                "max_pending_requests": _POSITIVE_INT,
                             },
                         },
                     },
@@ -196,6 +197,7 @@ class HttpInputConfig:
     format: str | None = None
     max_body_bytes: int = 10 * 1024 * 1024
     max_decompressed_bytes: int = 64 * 1024 * 1024
+    max_pending_requests: int = 32
 
 
 InputConfig = FileInputConfig | HttpInputConfig

@@ -212,6 +212,26 @@ class ExporterCollector:
                 truncations.add_metric(name, stats.truncations)
         yield from (read, rejected, read_bytes, last, errors, watched, rotations, truncations)
         yield from self._file_positions()
+        yield from self._push_metrics()
+
+    def _push_metrics(self) -> Iterator[Metric]:
+        pending = GaugeMetricFamily(
+            "llm_exporter_http_pending_requests",
+            "Push requests being read and processed now (the push queue depth).",
+            labels=["input"],
+        )
+        responses = CounterMetricFamily(
+            "llm_exporter_http_push_responses",
+            "Push responses by status code (429/503: the client was told to retry).",
+            labels=["input", "code"],
+        )
+        for stats in self.inputs:
+            if stats.kind != "http":
+                continue
+            pending.add_metric([stats.name], stats.pending)
+            for code, count in sorted(stats.responses.items()):
+                responses.add_metric([stats.name, str(code)], count)
+        yield from (pending, responses)
 
     def _file_positions(self) -> Iterator[Metric]:
         offset = GaugeMetricFamily(

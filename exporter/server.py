@@ -16,14 +16,18 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 
 from exporter.api import Api
 from exporter.service import Exporter
+from exporter.web_config import WebConfig
 
 log = logging.getLogger(__name__)
 EXPORTER_KEY = web.AppKey("exporter", Exporter)
 DEFAULT_LISTEN_ADDRESS = ":9847"
 
 
-def make_app(exporter: Exporter, telemetry_path: str = "/metrics") -> web.Application:
-    app = web.Application()
+def make_app(
+    exporter: Exporter, telemetry_path: str = "/metrics", web_config: WebConfig | None = None
+) -> web.Application:
+    middlewares = [web_config.middleware()] if web_config is not None else []
+    app = web.Application(middlewares=middlewares)
     app[EXPORTER_KEY] = exporter
     api = Api(exporter, telemetry_path)
     app.router.add_get(telemetry_path, make_aiohttp_handler(exporter.registry))
@@ -53,11 +57,17 @@ def parse_listen_address(address: str) -> tuple[str | None, int]:
     return (host or None), int(port)
 
 
-async def serve(exporter: Exporter, listen_address: str, telemetry_path: str = "/metrics") -> None:
+async def serve(
+    exporter: Exporter,
+    listen_address: str,
+    telemetry_path: str = "/metrics",
+    web_config: WebConfig | None = None,
+) -> None:
     """Serve until SIGTERM or SIGINT, then shut down cleanly."""
     host, port = parse_listen_address(listen_address)
     runner = web.AppRunner(
-        make_app(exporter, telemetry_path), auto_decompress=False, handle_signals=False
+        make_app(exporter, telemetry_path, web_config), auto_decompress=False,
+        handle_signals=False,
     )
     await runner.setup()
     stop = asyncio.Event()
@@ -65,7 +75,8 @@ async def serve(exporter: Exporter, listen_address: str, telemetry_path: str = "
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     try:
-        site = web.TCPSite(runner, host, port)
+        ssl_context = web_config.ssl_context if web_config is not None else None
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
         await site.start()
         log.info("listening on %s (metrics at %s)", listen_address, telemetry_path)
         await stop.wait()

@@ -84,6 +84,8 @@ class Exporter:
 
     async def stop(self) -> None:
         self.ready = False
+        if self.http_input is not None:
+            self.http_input.accepting = False
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

@@ -35,6 +35,7 @@ class HttpPushInput:
         self.pipeline = pipeline
         self.stats = stats
         self._token = _read_token(config.bearer_token_file)
+        self.accepting = True
 
     def _authorized(self, request: web.Request) -> bool:
         if self._token is None:
@@ -86,6 +87,26 @@ class HttpPushInput:
         return self.pipeline.ingest_lines(stripped.split(b"\n"), self.stats)
 
     async def handle(self, request: web.Request) -> web.Response:
+        response = await self._handle(request)
+        self.stats.responses[response.status] += 1
+        return response
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        """Bounded: at most `max_pending_requests` bodies are read at once; beyond that the
+        client is told to come back (429 + Retry-After) instead of the exporter buffering
+        without limit. While shutting down the answer is 503."""
+        if not self.accepting:
+            return _json({"error": "shutting down"}, status=503, headers={"Retry-After": "5"})
+        if self.stats.pending >= self.config.max_pending_requests:
+            return _json({"error": "too many requests in flight; retry later"}, status=429,
+                         headers={"Retry-After": "1"})
+        self.stats.pending += 1
+        try:
+            return await self._accept(request)
+        finally:
+            self.stats.pending -= 1
+
+    async def _accept(self, request: web.Request) -> web.Response:
         if not self._authorized(request):
             return _json(
                 {"error": "missing or invalid bearer token"},

@@ -18,3 +18,5 @@ class InputStats:
     files_watched: int = 0
     rotations: int = 0
     truncations: int = 0
+    pending: int = 0  # HTTP push: requests being read right now
+    responses: Counter[int] = field(default_factory=Counter)  # HTTP push: by status code
