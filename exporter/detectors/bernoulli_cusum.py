@@ -1,7 +1,8 @@
 """Bernoulli CUSUM for rates of rare events (refusals, invalid formats).
 
-Two log-likelihood-ratio CUSUMs compare the baseline rate p0 with a rate
-`ratio` times higher and `ratio` times lower. p0 is the Jeffreys estimate
+Two log-likelihood-ratio CUSUMs compare the baseline rate p0 with rates
+whose odds are `ratio` times higher and lower (about `ratio` times the rate
+for rare events). p0 is the Jeffreys estimate
 (events + 1/2) / (n + 1), so a baseline with no events still gives a usable,
 small rate. The threshold is simulated per baseline count: each simulated
 path draws its true rate from the Beta posterior of the baseline, so the
@@ -42,17 +43,25 @@ from exporter.detectors.calibration import (
 )
 
 DEFAULT_RATIO = 3.0
-MAX_RATE = 0.5
 
 
 def jeffreys_rate(events: int, n: int) -> float:
     return (events + 0.5) / (n + 1.0)
 
 
+def _with_odds(p: float, factor: float) -> float:
+    odds = p / (1.0 - p) * factor
+    return odds / (1.0 + odds)
+
+
 def increments(p0: float, ratio: float) -> tuple[tuple[float, float], tuple[float, float]]:
-    """(on event, on non-event) LLR steps of the upward and downward CUSUMs."""
-    up = min(MAX_RATE, p0 * ratio)
-    down = p0 / ratio
+    """(on event, on non-event) LLR steps of the upward and downward CUSUMs.
+
+    The alternatives multiply the *odds* by `ratio`: about `ratio` times the rate for
+    rare events, and still a valid rate when the baseline rate is high (a stream
+    whose replies are mostly invalid)."""
+    up = _with_odds(p0, ratio)
+    down = _with_odds(p0, 1.0 / ratio)
     return (
         (math.log(up / p0), math.log((1 - up) / (1 - p0))),
         (math.log(down / p0), math.log((1 - down) / (1 - p0))),
@@ -81,7 +90,9 @@ def bernoulli_threshold(events: int, n: int, ratio: float, expected_run_time: in
         paths, length, level = plan(expected_run_time)
         rng = seeded("bernoulli_cusum", events, n, ratio, expected_run_time)
         maxima = simulate_maxima(events, n, ratio, paths, length, rng)
-        return threshold_from_maxima(maxima, level)
+        # never below one step: a single record must not be able to raise an alarm
+        steps = [abs(step) for pair in increments(jeffreys_rate(events, n), ratio) for step in pair]
+        return max(threshold_from_maxima(maxima, level), max(steps))
 
     return cache.get(("bernoulli_cusum", events, n, ratio, expected_run_time), compute)
 

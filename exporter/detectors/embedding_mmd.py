@@ -127,7 +127,9 @@ class EmbeddingMmd(Detector):
         for _ in range(length):
             ewma += weight * (pool[rng.integers(len(pool), size=paths)] - ewma)
             np.maximum(maxima, ((ewma - means) ** 2).sum(axis=1), out=maxima)
-        self._threshold = threshold_from_maxima(maxima, level)
+        # A baseline of identical outputs has a null distance of 0; the floor makes a
+        # handful of different outputs (not a single one) count as drift there.
+        self._threshold = max(threshold_from_maxima(maxima, level), 4.0 * weight * weight)
         self._null_median = float(np.median(maxima))
         self._baseline_mean = self._feature_sum / n
         self._ewma = self._baseline_mean.copy()

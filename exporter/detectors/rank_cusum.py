@@ -75,7 +75,8 @@ def rank_threshold(n: int, allowance: float, expected_run_time: int,
     def compute() -> float:
         paths, length, level = plan(expected_run_time)
         rng = seeded("rank_cusum", n, allowance, expected_run_time)
-        return threshold_from_maxima(simulate_maxima(n, allowance, paths, length, rng), level)
+        maxima = simulate_maxima(n, allowance, paths, length, rng)
+        return max(threshold_from_maxima(maxima, level), 1.0)
 
     return cache.get(("rank_cusum", n, allowance, expected_run_time), compute)
 

@@ -8,6 +8,7 @@ report promises), not the index within the signal's own sub-sequence.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +17,7 @@ from exporter.detectors.factory import SIGNALS, DetectorFactory
 from exporter.signals.measure import Measurements
 
 MAX_EVENTS_KEPT = 1000
+log = logging.getLogger(__name__)
 
 
 def signal_value(signal: str, m: Measurements) -> Any:
@@ -38,6 +40,7 @@ class StreamDetectors:
     ready_at: dict[str, int] = field(default_factory=dict)
     # `baseline` command: once a detector's baseline is complete, stop feeding it
     learn_only: bool = False
+    errors: int = 0
 
     @classmethod
     def create(cls, factory: DetectorFactory, learn_only: bool = False) -> StreamDetectors:
@@ -54,7 +57,13 @@ class StreamDetectors:
                 continue
             before = (detector.events, detector.drift_detected)
             was_ready = detector.baseline_ready
-            detector.update(value)
+            try:
+                detector.update(value)
+            except Exception:  # a detector bug must not cost the record or the exporter
+                self.errors += 1
+                if self.errors <= 3 or self.errors % 1000 == 0:
+                    log.exception("detector for %s failed (%d failures)", signal, self.errors)
+                continue
             if detector.baseline_ready and not was_ready:
                 self.ready_at[signal] = index + 1
             if detector.events != before[0]:
