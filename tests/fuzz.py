@@ -32,12 +32,13 @@ SCALARS: list[Any] = [None, True, False, 0, -1, 2**63, 1.5e308, "", "x" * 50, "\
 def random_json(rng: random.Random, depth: int = 0) -> Any:
     roll = rng.random()
     if depth > 4 or roll < 0.4:
-        return rng.choice(SCALARS + [rng.random(), rng.randint(-10, 10**6), chr(rng.randint(0, 0x10FFFF) if rng.random() < 0.5 else 97)])
+        extra = [rng.random(), rng.randint(-10, 10**6), chr(rng.randint(0, 0x10FFFF))]
+        return rng.choice([*SCALARS, *extra])
     if roll < 0.7:
         return [random_json(rng, depth + 1) for _ in range(rng.randint(0, 4))]
     keys = ["choices", "output", "content", "response", "request", "model", "usage", "type",
             "gen_ai.output.messages", "attributes", "stop_reason", "status", "message", "text"]
-    return {rng.choice(keys + [str(rng.random())]): random_json(rng, depth + 1)
+    return {rng.choice([*keys, str(rng.random())]): random_json(rng, depth + 1)
             for _ in range(rng.randint(0, 5))}
 
 
@@ -108,7 +109,8 @@ def run(count: int, seed: int = 0) -> dict[str, int]:
             if body.strip():
                 result = push._ingest(body, content_type)
                 rejected_lines += result.rejected
-    assert sum(pipeline.rejections.values()) == rejected_lines, (pipeline.rejections, rejected_lines)
+    counted = sum(pipeline.rejections.values())
+    assert counted == rejected_lines, (pipeline.rejections, rejected_lines)
     assert stats.rejected + push.stats.rejected == rejected_lines
     return {"inputs": count, "lines": lines, "rejected": rejected_lines,
             "records": pipeline.records, **{k: v for k, v in pipeline.rejections.items() if v}}

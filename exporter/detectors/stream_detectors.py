@@ -67,9 +67,9 @@ class StreamDetectors:
             if detector.baseline_ready and not was_ready:
                 self.ready_at[signal] = index + 1
             if detector.events != before[0]:
-                log = self.events.setdefault(signal, [])
-                log.append({"record": index, "score": round(detector.score, 4)})
-                del log[:-MAX_EVENTS_KEPT]
+                history = self.events.setdefault(signal, [])
+                history.append({"record": index, "score": round(detector.score, 4)})
+                del history[:-MAX_EVENTS_KEPT]
             if (detector.events, detector.drift_detected) != before:
                 self.last_change[signal] = index
 
