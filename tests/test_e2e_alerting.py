@@ -37,8 +37,10 @@ def push(exporter: ExporterProcess, texts: list[str]) -> None:
 @pytest.fixture
 def stack(tmp_path):
     config = tmp_path / "exporter.yaml"
-    config.write_text("inputs: [{type: http}]\n"
-                      "detectors: {baseline_size: 100, window_size: 20, expected_run_time: 10000}\n")
+    config.write_text(
+        "inputs: [{type: http}]\n"
+        "detectors: {baseline_size: 100, window_size: 20, expected_run_time: 10000}\n"
+    )
     exporter = ExporterProcess(["run", "--config", str(config)], tmp_path / "exporter.log")
     exporter.wait_ready()
     receiver = WebhookReceiver()
