@@ -19,10 +19,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from exporter.records import normalize  # noqa: E402
-from exporter.records.record import Record  # noqa: E402
-from exporter.signals.format import build_rules, check  # noqa: E402
-from exporter.signals.measure import SignalMeasurer, SignalSettings  # noqa: E402
+from exporter.records import normalize
+from exporter.records.record import Record
+from exporter.signals.format import build_rules, check
+from exporter.signals.measure import SignalMeasurer, SignalSettings
 
 WORDS = (
     "the deployment rolled out gradually and latency stayed within budget if retry count "
