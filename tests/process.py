@@ -50,7 +50,7 @@ class ExporterProcess:
 
     def samples(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         """Every sample of /metrics keyed by (name, sorted labels)."""
-        with urllib.request.urlopen(self.url("/metrics"), timeout=5) as response:
+        with urllib.request.urlopen(self.url("/metrics"), timeout=30) as response:
             text = response.read().decode()
         return {
             (sample.name, tuple(sorted(sample.labels.items()))): sample.value

@@ -19,7 +19,7 @@ import detection_streams as streams
 TINY = bench.Config(
     seeds=2, null_length=1500, slow_seeds=1, slow_null_length=200, change_runs=2,
     slow_change_runs=1, calibration_length=1500, calibration_length_embedding=400,
-    pool_size=40, cost_records=300, change_at=1400, horizon=600,
+    pool_size=40, cost_records=300, change_at=1400, horizon=600, repeats=1,
 )
 
 
@@ -68,7 +68,7 @@ def test_embedding_calibration_task_runs() -> None:
 
 def test_tiny_benchmark_end_to_end() -> None:
     results = bench.run_benchmark(TINY, workers=1, keys=("tokens", "refusal"),
-                                  calibration_keys=("tokens",))
+                                  calibration_keys=("tokens",), tokenizer=False)
     labels = {(row.key, row.detector, row.setting.split("=")[0]) for row in results.rows}
     assert ("tokens", "ours: rank CUSUM", "expected_run_time") in labels
     assert ("refusal", "river DDM", "defaults") in labels

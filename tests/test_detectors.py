@@ -35,7 +35,7 @@ CASES = {
     "rank_cusum": (lambda: RankCusum(SETTINGS, CACHE),
                    lambda r, n: tokens(r, n), lambda r, n: tokens(r, n, 1.6)),
     "bernoulli_cusum": (lambda: BernoulliCusum(SETTINGS, CACHE),
-                        lambda r, n: flags(r, n, 0.05), lambda r, n: flags(r, n, 0.25)),
+                        lambda r, n: flags(r, n, 0.1), lambda r, n: flags(r, n, 0.4)),
     "embedding_mmd": (lambda: EmbeddingMmd(SETTINGS),
                       lambda r, n: vectors(r, n, [1 / 3] * 3),
                       lambda r, n: vectors(r, n, [0.9, 0.05, 0.05])),
@@ -112,7 +112,10 @@ def test_exact_detection_indices_on_seeded_streams():
     assert first_event_index(RankCusum(SETTINGS, CACHE), data) == 1561
     rng = np.random.default_rng(2024)
     data = flags(rng, 1500, 0.02) + flags(rng, 1500, 0.08)
-    assert first_event_index(BernoulliCusum(SETTINGS, CACHE), data) == 1533
+    detector = BernoulliCusum(SETTINGS, CACHE)
+    assert first_event_index(detector, data) == 1531
+    # 4 refusals in the first 200 records: the baseline went on to 10 before detection began
+    assert detector.baseline_ready_at == 398
 
 
 def test_rank_detector_is_invariant_to_rescaling():
@@ -145,6 +148,16 @@ def test_mean_run_length_is_calibrated(name, generator):
         events += detector.events
     assert events >= 60
     assert 0.6 < armed / events / 300 < 1.6, (armed / events, events)
+
+
+def test_bernoulli_baseline_without_events_stops_on_time():
+    detector = BernoulliCusum(SETTINGS, CACHE)
+    for _ in range(200):
+        detector.update(False)
+    assert detector.baseline_ready_at == 200
+    for _ in range(30):
+        detector.update(True)
+    assert detector.drift_detected
 
 
 def test_factory_defaults_and_river_choice():

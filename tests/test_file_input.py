@@ -249,3 +249,16 @@ def test_file_appearing_later_is_read_from_its_beginning_even_with_start_at_end(
     append(tmp_path / "late.log", b"first\n")
     tail.poll_once()
     assert got.lines == [b"first"]
+
+
+def test_truncation_refilled_past_the_offset_before_the_next_poll(tmp_path):
+    log = tmp_path / "app.log"
+    append(log, b"old-1\nold-2\n")
+    tail, got, stats = make_input(str(log))
+    tail.poll_once()
+    with open(log, "r+b") as handle:
+        handle.truncate(0)
+    append(log, b"new-1\nnew-2\nnew-3\n")  # longer than the old offset already
+    tail.poll_once()
+    assert got.lines == [b"old-1", b"old-2", b"new-1", b"new-2", b"new-3"]
+    assert stats.truncations == 1

@@ -10,8 +10,8 @@ then read-only state), with two differences that alerting needs:
   divided by threshold) means the same on every stream: >= 1 is drift.
 
 Hysteresis: drift starts when the score reaches 1 and ends only after the
-score has stayed below `HYSTERESIS` for `window_size` consecutive
-observations; then the detector re-arms from a fresh statistic, so the time
+score has stayed below `release_level` (0.5 unless the detector's statistic
+rests higher without change) for `window_size` consecutive observations; then the detector re-arms from a fresh statistic, so the time
 to the next false event again has the calibrated distribution.
 """
 
@@ -93,6 +93,14 @@ class Detector(ABC):
         return self._drift_since
 
     @property
+    def release_level(self) -> float:
+        """Score below which a drift episode may end (after a window of calm records).
+
+        0.5 suits statistics that rest near 0 without change (CUSUMs); a detector whose
+        statistic rests higher under no change raises it (see EmbeddingMmd)."""
+        return HYSTERESIS
+
+    @property
     @abstractmethod
     def baseline_ready(self) -> bool: ...
 
@@ -165,7 +173,7 @@ class Detector(ABC):
                 )
                 del self._event_log[:-1000]
             return
-        self._calm = self._calm + 1 if self._score < HYSTERESIS else 0
+        self._calm = self._calm + 1 if self._score < self.release_level else 0
         if self._calm >= self.settings.window_size:
             self._in_drift = False
             self._drift_since = None

@@ -4,7 +4,9 @@ Two log-likelihood-ratio CUSUMs compare the baseline rate p0 with rates
 whose odds are `ratio` times higher and lower (about `ratio` times the rate
 for rare events). p0 is the Jeffreys estimate
 (events + 1/2) / (n + 1), so a baseline with no events still gives a usable,
-small rate. The threshold is simulated per baseline count: each simulated
+small rate. The baseline lasts `baseline_size` records, longer (up to 3x) when it saw
+the rarer outcome a few times but fewer than `min_events`. The threshold is simulated per
+baseline count: each simulated
 path draws its true rate from the Beta posterior of the baseline, so the
 uncertainty of a rate learned from ~20 events out of 1000 is paid for in
 the threshold instead of in false pages.
@@ -43,6 +45,13 @@ from exporter.detectors.calibration import (
 )
 
 DEFAULT_RATIO = 3.0
+# A rate learned from 4 events is off by +-50%: the detector would then report the
+# baseline's own error as drift, for good. When the baseline saw a few events but fewer
+# than this, learning goes on past baseline_size until it has (at most 3 x baseline_size
+# records). A baseline with no event at all stops on time: rate ~0 is the useful answer
+# there, and extending it would absorb the first burst into the baseline.
+DEFAULT_MIN_EVENTS = 10
+MAX_BASELINE_FACTOR = 3
 
 
 def jeffreys_rate(events: int, n: int) -> float:
@@ -101,11 +110,14 @@ class BernoulliCusum(Detector):
     kind = "bernoulli_cusum"
 
     def __init__(self, settings: DetectorSettings, cache: CalibrationCache,
-                 ratio: float = DEFAULT_RATIO) -> None:
+                 ratio: float = DEFAULT_RATIO, min_events: int = DEFAULT_MIN_EVENTS) -> None:
         if ratio <= 1.0:
             raise ValueError(f"ratio must be > 1, got {ratio}")
+        if min_events < 0:
+            raise ValueError(f"min_events must be >= 0, got {min_events}")
         self.cache = cache
         self.ratio = ratio
+        self.min_events = min_events
         super().__init__(settings)
 
     def _reset(self) -> None:
@@ -126,7 +138,11 @@ class BernoulliCusum(Detector):
     def _learn(self, x: Any) -> None:
         self._baseline_events += bool(x)
         self._baseline_n += 1
-        if self._baseline_n >= self.settings.baseline_size:
+        size = self.settings.baseline_size
+        rarer = min(self._baseline_events, self._baseline_n - self._baseline_events)
+        if self._baseline_n >= size and (
+            rarer == 0 or rarer >= self.min_events or self._baseline_n >= MAX_BASELINE_FACTOR * size
+        ):
             self._calibrate()
 
     def _calibrate(self) -> None:

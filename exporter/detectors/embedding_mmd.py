@@ -64,6 +64,7 @@ class EmbeddingMmd(Detector):
         self._ewma: np.ndarray | None = None
         self._threshold = math.inf
         self._null_median = 0.0
+        self._release = 0.5
         self._rng = np.random.default_rng(self.settings.seed)
 
     @property
@@ -126,11 +127,15 @@ class EmbeddingMmd(Detector):
         weight = self._weight
         for _ in range(length):
             ewma += weight * (pool[rng.integers(len(pool), size=paths)] - ewma)
-            np.maximum(maxima, ((ewma - means) ** 2).sum(axis=1), out=maxima)
+            current = ((ewma - means) ** 2).sum(axis=1)
+            np.maximum(maxima, current, out=maxima)
         # A baseline of identical outputs has a null distance of 0; the floor makes a
         # handful of different outputs (not a single one) count as drift there.
         self._threshold = max(threshold_from_maxima(maxima, level), 4.0 * weight * weight)
-        self._null_median = float(np.median(maxima))
+        self._null_median = float(np.median(current))
+        # The statistic is a squared distance: without change it rests well above 0, so an
+        # episode ends when the score is back below what 90% of no-change records show.
+        self._release = min(0.9, max(0.5, float(np.quantile(current, 0.9)) / self._threshold))
         self._baseline_mean = self._feature_sum / n
         self._ewma = self._baseline_mean.copy()
         self._reservoir = []
@@ -141,6 +146,10 @@ class EmbeddingMmd(Detector):
         self._ewma += self._weight * (phi - self._ewma)
         distance = float(((self._ewma - self._baseline_mean) ** 2).sum())
         return distance / self._threshold
+
+    @property
+    def release_level(self) -> float:
+        return self._release
 
     def _rearm(self) -> None:
         if self._baseline_mean is not None:
@@ -168,6 +177,7 @@ class EmbeddingMmd(Detector):
             "ewma": listed(self._ewma),
             "threshold": self._threshold,
             "null_median": self._null_median,
+            "release": self._release,
         }
 
     def _restore_state(self, state: dict[str, Any]) -> None:
@@ -184,3 +194,4 @@ class EmbeddingMmd(Detector):
         self._ewma = array(state["ewma"])
         self._threshold = float(state["threshold"])
         self._null_median = float(state["null_median"])
+        self._release = float(state.get("release", 0.5))
