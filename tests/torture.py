@@ -70,7 +70,8 @@ class Torture:
         )
         self.rng = random.Random(seed)
         self.result = TortureResult()
-        self.write_times: list[tuple[float, int]] = []  # (time, records written so far)
+        # (time, records this exporter process has processed), sampled while waiting
+        self.progress: list[tuple[float, float]] = []
         self.port: int | None = None
         self.exporter = self._start()
 
@@ -80,6 +81,7 @@ class Torture:
                                    self.workdir / f"exporter-{run}.log", port=self.port)
         self.port = exporter.port
         exporter.wait_ready(timeout=60)
+        self.progress = []
         return exporter
 
     def append(self, count: int) -> None:
@@ -87,15 +89,17 @@ class Torture:
         with open(self.logs / "app.jsonl", "ab") as handle:
             handle.write(b"".join(record(n) for n in range(start, start + count)))
         self.result.written += count
-        self.write_times.append((time.monotonic(), self.result.written))
 
     def caught_up(self, timeout: float = 60.0) -> None:
         """Wait until every file on disk has been read to its end by the exporter."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            samples = self.exporter.samples()
+            processed = sum(v for (name, _), v in samples.items() if name == "llm_records_total")
+            self.progress.append((time.monotonic(), processed))
             offsets = {
                 dict(labels)["path"]: value
-                for (name, labels), value in self.exporter.samples().items()
+                for (name, labels), value in samples.items()
                 if name == "llm_exporter_file_offset_bytes"
             }
             on_disk = {str(p): p.stat().st_size for p in self.logs.glob("app.jsonl*")}
@@ -130,16 +134,17 @@ class Torture:
         if after_catch_up:
             self.caught_up()
         if kill:
-            # duplicates after a kill are bounded by what was written in the last interval
             killed_at = time.monotonic()
-            written_before = [n for t, n in self.write_times
-                              if t < killed_at - CHECKPOINT_INTERVAL - 1.0]
             self.exporter.kill()
             self.result.sigkills += 1
             if after_catch_up:
-                bound = self.result.written - (written_before[-1] if written_before else 0)
+                # The documented bound: what the process processed during the last checkpoint
+                # interval (plus one read pass that may delay the checkpoint) is read again.
+                processed = self.progress[-1][1]
+                cutoff = killed_at - CHECKPOINT_INTERVAL - 1.0
+                earlier = max((v for t, v in self.progress if t <= cutoff), default=0.0)
                 seen = self.result.written - self.persisted()
-                self.result.duplicates_after_kill.append((seen, bound))
+                self.result.duplicates_after_kill.append((seen, int(processed - earlier)))
         else:
             assert self.exporter.stop() == 0
             self.result.sigterms += 1

@@ -11,8 +11,10 @@ then read-only state), with two differences that alerting needs:
 
 Hysteresis: drift starts when the score reaches 1 and ends only after the
 score has stayed below `release_level` (0.5 unless the detector's statistic
-rests higher without change) for `window_size` consecutive observations; then the detector re-arms from a fresh statistic, so the time
-to the next false event again has the calibrated distribution.
+rests higher without change) for `window_size` consecutive observations;
+then the detector re-arms from rest, so the time to the next false event
+again has the calibrated distribution (calibration targets the mean run
+length from rest).
 """
 
 from __future__ import annotations

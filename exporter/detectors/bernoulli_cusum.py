@@ -39,9 +39,10 @@ import numpy as np
 from exporter.detectors.base import Detector, DetectorSettings
 from exporter.detectors.calibration import (
     CalibrationCache,
+    Plan,
     plan,
     seeded,
-    threshold_from_maxima,
+    threshold_for_run_length,
 )
 
 DEFAULT_RATIO = 3.0
@@ -77,31 +78,35 @@ def increments(p0: float, ratio: float) -> tuple[tuple[float, float], tuple[floa
     )
 
 
-def simulate_maxima(events: int, n: int, ratio: float, paths: int, length: int,
+def simulate_maxima(events: int, n: int, ratio: float, how: Plan,
                     rng: np.random.Generator) -> np.ndarray:
+    paths = how.paths
     p0 = jeffreys_rate(events, n)
     (up_hit, up_miss), (down_hit, down_miss) = increments(p0, ratio)
     true_rates = rng.beta(events + 0.5, n - events + 0.5, size=paths)
     up = np.zeros(paths)
     down = np.zeros(paths)
     maxima = np.zeros(paths)
-    for _ in range(length):
+    running = []
+    for t in range(how.length):
         hit = rng.random(paths) < true_rates
         np.maximum(0.0, up + np.where(hit, up_hit, up_miss), out=up)
         np.maximum(0.0, down + np.where(hit, down_hit, down_miss), out=down)
         np.maximum(maxima, np.maximum(up, down), out=maxima)
-    return maxima
+        if how.is_checkpoint(t):
+            running.append(maxima.copy())
+    return np.stack(running)
 
 
 def bernoulli_threshold(events: int, n: int, ratio: float, expected_run_time: int,
                         cache: CalibrationCache) -> float:
     def compute() -> float:
-        paths, length, level = plan(expected_run_time)
+        how = plan(expected_run_time)
         rng = seeded("bernoulli_cusum", events, n, ratio, expected_run_time)
-        maxima = simulate_maxima(events, n, ratio, paths, length, rng)
+        running = simulate_maxima(events, n, ratio, how, rng)
         # never below one step: a single record must not be able to raise an alarm
         steps = [abs(step) for pair in increments(jeffreys_rate(events, n), ratio) for step in pair]
-        return max(threshold_from_maxima(maxima, level), max(steps))
+        return max(threshold_for_run_length(running, how), max(steps))
 
     return cache.get(("bernoulli_cusum", events, n, ratio, expected_run_time), compute)
 

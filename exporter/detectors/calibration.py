@@ -32,21 +32,73 @@ MAX_PATHS = 8000
 EXCEEDANCES_WANTED = 40
 
 
-def plan(expected_run_time: int) -> tuple[int, int, float]:
-    """(paths, path length, quantile level) for a target ERT.
+CHECKPOINTS = 16
 
-    Short paths for small ERTs keep the quantile away from the extreme low
-    tail; more paths for large ERTs keep enough exceedances above it.
-    """
-    length = int(min(PATH_LENGTH, max(200, 2 * expected_run_time)))
-    level = math.exp(-length / expected_run_time)
-    tail = max(1e-9, min(level, 1.0 - level))
+
+@dataclass(frozen=True)
+class Plan:
+    """How to simulate: `paths` paths of `length` records; each path's running maximum is
+    kept at CHECKPOINTS evenly spaced times (`checkpoint_times`)."""
+
+    paths: int
+    length: int
+    expected_run_time: int
+
+    @property
+    def checkpoint_times(self) -> np.ndarray:
+        return np.linspace(self.length / CHECKPOINTS, self.length, CHECKPOINTS).astype(int)
+
+    def is_checkpoint(self, t: int) -> bool:
+        """True after record t (0-based) when a checkpoint falls there."""
+        return (t + 1) % (self.length // CHECKPOINTS) == 0 and (t + 1) // (
+            self.length // CHECKPOINTS
+        ) <= CHECKPOINTS
+
+
+def plan(expected_run_time: int) -> Plan:
+    """Paths long enough to see alarms, and enough of them to estimate the tail."""
+    length = int(min(PATH_LENGTH, max(CHECKPOINTS * 16, 2 * expected_run_time)))
+    length -= length % CHECKPOINTS
+    survival = math.exp(-length / expected_run_time)
+    tail = max(1e-9, min(survival, 1.0 - survival))
     paths = int(min(MAX_PATHS, max(MIN_PATHS, EXCEEDANCES_WANTED / tail)))
-    return paths, length, level
+    return Plan(paths=paths, length=length, expected_run_time=expected_run_time)
 
 
-def threshold_from_maxima(maxima: np.ndarray, level: float) -> float:
-    return float(np.quantile(maxima, level, method="linear"))
+def mean_run_length(survival: np.ndarray, times: np.ndarray) -> float:
+    """E[run length] from the survival curve P(no alarm by t) at `times`, with an
+    exponential tail beyond the last time at the hazard seen over the second half."""
+    curve = np.concatenate([[1.0], survival])
+    grid = np.concatenate([[0], times])
+    inside = float(np.sum((curve[1:] + curve[:-1]) / 2 * np.diff(grid)))
+    half = len(times) // 2
+    last, middle = survival[-1], survival[half - 1]
+    if last <= 0.0:
+        return inside
+    if middle <= last:
+        return math.inf
+    hazard = math.log(middle / last) / (times[-1] - times[half - 1])
+    return inside + last / hazard
+
+
+def threshold_for_run_length(running_maxima: np.ndarray, how: Plan) -> float:
+    """The threshold whose mean run length *from rest* is the expected run time.
+
+    `running_maxima` has one row per checkpoint: each path's maximum so far. From rest
+    is how detectors start and re-arm (a CUSUM at 0, an EWMA at the baseline mean), so
+    the start-up transient is part of what the user waits between false events.
+    """
+    times = how.checkpoint_times
+    candidates = np.unique(running_maxima[-1])
+    low, high = 0, len(candidates) - 1
+    while low < high:  # mean run length grows with the threshold
+        middle = (low + high) // 2
+        survival = (running_maxima < candidates[middle]).mean(axis=1)
+        if mean_run_length(survival, times) >= how.expected_run_time:
+            high = middle
+        else:
+            low = middle + 1
+    return float(candidates[low])
 
 
 @dataclass

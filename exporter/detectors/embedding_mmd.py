@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from exporter.detectors.base import Detector
-from exporter.detectors.calibration import plan, seeded, threshold_from_maxima
+from exporter.detectors.calibration import plan, seeded, threshold_for_run_length
 
 FEATURES = 64
 RESERVOIR = 256
@@ -116,7 +116,8 @@ class EmbeddingMmd(Detector):
     def _calibrate(self) -> None:
         pool = np.stack(self._reservoir)
         n = self._baseline_n
-        paths, length, level = plan(self.settings.expected_run_time)
+        how = plan(self.settings.expected_run_time)
+        paths = how.paths
         rng = seeded("embedding_mmd", n, self.settings.window_size,
                      self.settings.expected_run_time, pool.sum())
         # a bootstrap baseline mean per path: n draws from the reservoir, as counts
@@ -124,14 +125,18 @@ class EmbeddingMmd(Detector):
         means = counts @ pool / n
         ewma = means.copy()
         maxima = np.zeros(paths)
+        running = []
         weight = self._weight
-        for _ in range(length):
+        for t in range(how.length):
             ewma += weight * (pool[rng.integers(len(pool), size=paths)] - ewma)
             current = ((ewma - means) ** 2).sum(axis=1)
             np.maximum(maxima, current, out=maxima)
+            if how.is_checkpoint(t):
+                running.append(maxima.copy())
         # A baseline of identical outputs has a null distance of 0; the floor makes a
         # handful of different outputs (not a single one) count as drift there.
-        self._threshold = max(threshold_from_maxima(maxima, level), 4.0 * weight * weight)
+        threshold = threshold_for_run_length(np.stack(running), how)
+        self._threshold = max(threshold, 4.0 * weight * weight)
         self._null_median = float(np.median(current))
         # The statistic is a squared distance: without change it rests well above 0, so an
         # episode ends when the score is back below what 90% of no-change records show.

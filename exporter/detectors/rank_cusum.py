@@ -39,9 +39,10 @@ from scipy.special import ndtri
 from exporter.detectors.base import Detector, DetectorSettings
 from exporter.detectors.calibration import (
     CalibrationCache,
+    Plan,
     plan,
     seeded,
-    threshold_from_maxima,
+    threshold_for_run_length,
 )
 
 DEFAULT_ALLOWANCE = 0.2  # CUSUM reference value k, in standard-normal units (see docs)
@@ -49,9 +50,11 @@ _SQRT2 = math.sqrt(2.0)
 _MASK = (1 << 64) - 1
 
 
-def simulate_maxima(n: int, allowance: float, paths: int, length: int,
+def simulate_maxima(n: int, allowance: float, how: Plan,
                     rng: np.random.Generator) -> np.ndarray:
-    """Path maxima of the four-sided rank CUSUM on uniform data, each path with its own baseline."""
+    """Running maxima (at the plan's checkpoints) of the four-sided rank CUSUM on uniform
+    data, each path with its own baseline."""
+    paths, length = how.paths, how.length
     z = np.empty((paths, length))
     for p in range(paths):
         baseline = np.sort(rng.random(n))
@@ -60,6 +63,7 @@ def simulate_maxima(n: int, allowance: float, paths: int, length: int,
     spread = (z * z - 1.0) / _SQRT2
     sums = np.zeros((4, paths))
     maxima = np.zeros(paths)
+    running = []
     for t in range(length):
         zt, st = z[:, t], spread[:, t]
         np.maximum(0.0, sums[0] + zt - allowance, out=sums[0])
@@ -67,16 +71,18 @@ def simulate_maxima(n: int, allowance: float, paths: int, length: int,
         np.maximum(0.0, sums[2] + st - allowance, out=sums[2])
         np.maximum(0.0, sums[3] - st - allowance, out=sums[3])
         np.maximum(maxima, sums.max(axis=0), out=maxima)
-    return maxima
+        if how.is_checkpoint(t):
+            running.append(maxima.copy())
+    return np.stack(running)
 
 
 def rank_threshold(n: int, allowance: float, expected_run_time: int,
                    cache: CalibrationCache) -> float:
     def compute() -> float:
-        paths, length, level = plan(expected_run_time)
+        how = plan(expected_run_time)
         rng = seeded("rank_cusum", n, allowance, expected_run_time)
-        maxima = simulate_maxima(n, allowance, paths, length, rng)
-        return max(threshold_from_maxima(maxima, level), 1.0)
+        running = simulate_maxima(n, allowance, how, rng)
+        return max(threshold_for_run_length(running, how), 1.0)
 
     return cache.get(("rank_cusum", n, allowance, expected_run_time), compute)
 
