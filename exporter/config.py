@@ -27,6 +27,10 @@ DEFAULT_STREAM_LABELS = {"model": "request.model|response.model", "route": "rout
 RESERVED_LABELS = frozenset(
     {
         "signal",
+        "source",
+        "system_fingerprint",
+        "path",
+        "code",
         "reason",
         "finish_reason",
         "served_model",

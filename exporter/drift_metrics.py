@@ -40,9 +40,17 @@ def drift_metrics(streams: StreamTable) -> Iterator[Metric]:
         "The same summary over the recent window, to compare with llm_signal_baseline.",
         labels=[*labels, "stat"],
     )
+    errors = CounterMetricFamily(
+        "llm_exporter_detector_errors",
+        "Observations a detector could not take (e.g. an embedding of another dimension).",
+        labels=["signal"],
+    )
+    error_totals: dict[str, int] = {}
     for stream in streams:
         if stream.detectors is None:
             continue
+        for signal, count in stream.detectors.errors.items():
+            error_totals[signal] = error_totals.get(signal, 0) + count
         for signal, detector in stream.detectors.detectors.items():
             values = [*stream.labels, signal]
             score.add_metric(values, detector.score)
@@ -54,4 +62,6 @@ def drift_metrics(streams: StreamTable) -> Iterator[Metric]:
                 baseline.add_metric([*values, stat], value)
             for stat, value in summary.get("window", {}).items():
                 window.add_metric([*values, stat], value)
-    yield from (score, detected, events, ready, baseline, window)
+    for signal, count in sorted(error_totals.items()):
+        errors.add_metric([signal], count)
+    yield from (score, detected, events, ready, baseline, window, errors)

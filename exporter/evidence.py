@@ -39,6 +39,11 @@ class Evidence:
         self.baseline: list[str] = []
         self._baseline_seen = 0
 
+    def baseline_complete(self) -> None:
+        """After a restart from saved detector state the baseline is long learned: new
+        outputs belong to the window, not to a new baseline sample."""
+        self._baseline_seen = self.baseline_size
+
     def _clip(self, text: str) -> str:
         limit = self.settings.max_chars
         return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -50,6 +50,8 @@ def write_atomically(path: Path, data: bytes) -> None:
 def _settings_of(pipeline: Pipeline) -> dict[str, Any]:
     factory = pipeline.detector_factory
     return {
+        # embedding settings shape the MMD detector's input (dimension, source)
+        "embedding": pipeline.config.signals.get("embedding") or {},
         "detector_settings": dataclasses.asdict(factory.settings),
         "methods": {s: dataclasses.asdict(c) for s, c in factory.signals.items()},
         "label_names": list(pipeline.streams.label_names),
@@ -146,7 +148,9 @@ class StateStore:
             try:
                 stream = pipeline.streams.get(tuple(entry["labels"]))
                 if stream.detectors is not None:
-                    stream.detectors.restore(entry["detectors"])
+                    stream.detectors.restore(entry["detectors"], pipeline.detector_factory)
+                    if stream.evidence is not None:
+                        stream.evidence.baseline_complete()
                     restored += 1
             except (KeyError, TypeError, ValueError) as exc:
                 self.load_failures += 1

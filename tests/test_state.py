@@ -72,3 +72,36 @@ def test_unwritable_state_dir_counts_a_failure(tmp_path):
     assert not store.save(fed_pipeline())
     assert store.save_failures == 1
     assert os.path.isfile(target)
+
+
+def test_state_saved_while_learning_restores_all_detectors(tmp_path):
+    """Thresholds are infinite while learning; JSON has no infinity."""
+    config = {"detectors": {"baseline_size": 1000, "expected_run_time": 1000}}
+    original = fed_pipeline(600, config)
+    assert StateStore(tmp_path).save(original)
+    restored = Pipeline(parse_config(config))
+    store = StateStore(tmp_path)
+    assert store.load(restored) == 1 and store.load_failures == 0
+    for signal, detector in detectors_of(restored).detectors.items():
+        assert detector.observations == detectors_of(original).detectors[signal].observations
+
+
+def test_changed_embedding_settings_ignore_the_old_state(tmp_path):
+    StateStore(tmp_path).save(fed_pipeline())
+    other = {**CONFIG, "signals": {"embedding": {"dimension": 512}}}
+    assert StateStore(tmp_path).load(Pipeline(parse_config(other))) == 0
+
+
+def test_user_vectors_of_another_dimension_are_counted_not_learned():
+    pipeline = Pipeline(parse_config({**CONFIG, "signals": {"embedding": {"path": "emb"}}}))
+    stats = InputStats("t", "test")
+    values = []
+    for i in range(120):
+        record = samples.chat(text=f"answer {i}")
+        if i % 10:  # every tenth record has no vector: it gets none, not a built-in one
+            record["emb"] = [float((i + k) % 5) + 1.0 for k in range(8 if i != 55 else 4)]
+        values.append(record)
+    assert pipeline.ingest_values(values, stats).accepted == 120
+    detectors = detectors_of(pipeline)
+    assert detectors.detectors["embedding"].baseline_ready
+    assert dict(detectors.errors) == {"embedding": 1}

@@ -19,11 +19,22 @@ length from rest).
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
 HYSTERESIS = 0.5
+
+
+def finite_or_none(value: float) -> float | None:
+    """JSON has no infinity (orjson writes null): thresholds of detectors still learning
+    are stored as None and read back as infinity."""
+    return value if math.isfinite(value) else None
+
+
+def from_stored(value: float | None) -> float:
+    return math.inf if value is None else float(value)
 
 
 @dataclass(frozen=True)

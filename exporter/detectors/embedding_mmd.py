@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from exporter.detectors.base import Detector
+from exporter.detectors.base import Detector, finite_or_none, from_stored
 from exporter.detectors.calibration import plan, seeded, threshold_for_run_length
 
 FEATURES = 64
@@ -102,8 +102,18 @@ class EmbeddingMmd(Detector):
             if slot < RESERVOIR:
                 self._reservoir[slot] = phi
 
-    def _learn(self, x: Any) -> None:
+    def _vector(self, x: Any) -> np.ndarray:
         vector = np.asarray(x, dtype=np.float64)
+        expected = (
+            self._projection.shape[1] if self._projection is not None
+            else self._bandwidth_sample[0].shape[0] if self._bandwidth_sample else None
+        )
+        if vector.ndim != 1 or (expected is not None and vector.shape[0] != expected):
+            raise ValueError(f"embedding of shape {vector.shape}, this stream's are ({expected},)")
+        return vector
+
+    def _learn(self, x: Any) -> None:
+        vector = self._vector(x)
         if self._projection is None:
             self._bandwidth_sample.append(vector)
             if len(self._bandwidth_sample) >= min(BANDWIDTH_SAMPLE, self.settings.baseline_size):
@@ -147,7 +157,7 @@ class EmbeddingMmd(Detector):
 
     def _observe(self, x: Any) -> float:
         assert self._ewma is not None and self._baseline_mean is not None
-        phi = self._features(np.asarray(x, dtype=np.float64))
+        phi = self._features(self._vector(x))
         self._ewma += self._weight * (phi - self._ewma)
         distance = float(((self._ewma - self._baseline_mean) ** 2).sum())
         return distance / self._threshold
@@ -180,7 +190,7 @@ class EmbeddingMmd(Detector):
             "baseline_n": self._baseline_n,
             "baseline_mean": listed(self._baseline_mean),
             "ewma": listed(self._ewma),
-            "threshold": self._threshold,
+            "threshold": finite_or_none(self._threshold),
             "null_median": self._null_median,
             "release": self._release,
         }
@@ -197,6 +207,6 @@ class EmbeddingMmd(Detector):
         self._baseline_n = int(state["baseline_n"])
         self._baseline_mean = array(state["baseline_mean"])
         self._ewma = array(state["ewma"])
-        self._threshold = float(state["threshold"])
+        self._threshold = from_stored(state["threshold"])
         self._null_median = float(state["null_median"])
         self._release = float(state.get("release", 0.5))

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 from scipy.special import ndtri
 
-from exporter.detectors.base import Detector, DetectorSettings
+from exporter.detectors.base import Detector, DetectorSettings, finite_or_none, from_stored
 from exporter.detectors.calibration import (
     CalibrationCache,
     Plan,
@@ -169,7 +169,7 @@ class RankCusum(Detector):
         return {
             "baseline": self._baseline,
             "sorted": self._sorted,
-            "threshold": self._threshold,
+            "threshold": finite_or_none(self._threshold),
             "sums": self._sums,
             "window": list(self._window),
             "draws": self._draws,
@@ -178,7 +178,7 @@ class RankCusum(Detector):
     def _restore_state(self, state: dict[str, Any]) -> None:
         self._baseline = list(state["baseline"])
         self._sorted = state["sorted"]
-        self._threshold = float(state["threshold"])
+        self._threshold = from_stored(state["threshold"])
         self._sums = list(state["sums"])
         self._window.extend(state["window"])
         self._draws = int(state["draws"])

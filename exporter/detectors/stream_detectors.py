@@ -9,6 +9,7 @@ report promises), not the index within the signal's own sub-sequence.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,7 +41,7 @@ class StreamDetectors:
     ready_at: dict[str, int] = field(default_factory=dict)
     # `baseline` command: once a detector's baseline is complete, stop feeding it
     learn_only: bool = False
-    errors: int = 0
+    errors: Counter[str] = field(default_factory=Counter)  # by signal
 
     @classmethod
     def create(cls, factory: DetectorFactory, learn_only: bool = False) -> StreamDetectors:
@@ -59,10 +60,11 @@ class StreamDetectors:
             was_ready = detector.baseline_ready
             try:
                 detector.update(value)
-            except Exception:  # a detector bug must not cost the record or the exporter
-                self.errors += 1
-                if self.errors <= 3 or self.errors % 1000 == 0:
-                    log.exception("detector for %s failed (%d failures)", signal, self.errors)
+            except Exception:  # a bug or bad input must not cost the record or the exporter
+                self.errors[signal] += 1
+                count = self.errors[signal]
+                if count <= 3 or count % 1000 == 0:
+                    log.exception("detector for %s failed (%d failures)", signal, count)
                 continue
             if detector.baseline_ready and not was_ready:
                 self.ready_at[signal] = index + 1
@@ -93,12 +95,21 @@ class StreamDetectors:
             "detectors": {s: d.snapshot() for s, d in self.detectors.items()},
         }
 
-    def restore(self, snapshot: dict[str, Any]) -> None:
+    def restore(self, snapshot: dict[str, Any], factory: DetectorFactory) -> None:
+        """All or nothing: detectors are rebuilt from the snapshot into fresh instances and
+        swapped in only when every one of them restored (a ValueError/KeyError/TypeError
+        leaves this stream as it was)."""
+        restored = {}
+        for signal, detector in self.detectors.items():
+            state = snapshot["detectors"].get(signal)
+            fresh = factory.make(signal)
+            if state is not None and fresh is not None and state.get("kind") == fresh.kind:
+                fresh.restore(state)
+                restored[signal] = fresh
+            else:
+                restored[signal] = detector
+        self.detectors = restored
         self.records = int(snapshot["records"])
         self.events = {k: list(v) for k, v in snapshot["events"].items()}
         self.last_change = {k: int(v) for k, v in snapshot["last_change"].items()}
         self.ready_at = {k: int(v) for k, v in snapshot.get("ready_at", {}).items()}
-        for signal, state in snapshot["detectors"].items():
-            detector = self.detectors.get(signal)
-            if detector is not None and state.get("kind") == detector.kind:
-                detector.restore(state)

@@ -104,9 +104,12 @@ class SignalMeasurer:
         if self.embedder is None:
             return None, None
         if self.settings.embedding_path is not None:
+            # One source per stream: a record without its vector gets none rather than a
+            # built-in one of another dimension and meaning.
             supplied = lookup_path(record.source, self.settings.embedding_path)
-            if supplied is not None:
-                return vector_from_record(supplied), "user"
+            if supplied is None:
+                return None, None
+            return vector_from_record(supplied), "user"
         return self.embedder.embed(record.output_text), "builtin"
 
     def measure(self, record: Record, key: tuple[str, ...], labels: dict[str, str]) -> Measurements:
