@@ -79,7 +79,13 @@ class Api:
         )
 
     async def reset_baseline(self, request: web.Request) -> web.Response:
-        """`{"match": {label: value}, "signals": [...]}`: re-learn after an intended change."""
+        """`{"match": {label: value}, "signals": [...]}`: re-learn after an intended change.
+
+        It mutes detection until the baselines are learned again, so when push has a bearer
+        token this route requires it too (basic auth, if configured, applies as well)."""
+        push = self.exporter.http_input
+        if push is not None and not push.authorized(request):
+            return _json({"error": "missing or invalid bearer token"}, status=401)
         try:
             body = orjson.loads(await request.read())
         except orjson.JSONDecodeError as exc:
@@ -87,8 +93,12 @@ class Api:
         match = body.get("match") if isinstance(body, dict) else None
         if not isinstance(match, dict) or not all(isinstance(v, str) for v in match.values()):
             return _json({"error": 'body must be {"match": {"label": "value", ...}}'}, 400)
-        signals = body.get("signals") or list(SIGNALS)
-        if not isinstance(signals, list) or not set(signals) <= set(SIGNALS):
+        signals = body.get("signals", list(SIGNALS))
+        if (
+            not isinstance(signals, list)
+            or not signals
+            or not all(isinstance(s, str) and s in SIGNALS for s in signals)
+        ):
             return _json({"error": f"signals must be a list drawn from {list(SIGNALS)}"}, 400)
         streams = self.exporter.pipeline.streams
         unknown = sorted(set(match) - set(streams.label_names))

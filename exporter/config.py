@@ -8,6 +8,7 @@ such as `max_stream` must never silently fall back to a default.
 from __future__ import annotations
 
 import contextlib
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -240,8 +241,18 @@ def _dotted(path: Any) -> str:
     return ".".join(str(part) for part in path)
 
 
+# YAML `40.0` is a float; jsonschema would call it an integer, and it would then break
+# a deque(maxlen=...) or range() at run time. Integers here are Python ints.
+_StrictValidator = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator,
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine(
+        "integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool)
+    ),
+)
+
+
 def _schema_errors(raw: Any) -> list[str]:
-    validator = jsonschema.Draft202012Validator(SCHEMA)
+    validator = _StrictValidator(SCHEMA)
     errors: list[str] = []
     for error in sorted(validator.iter_errors(raw), key=lambda e: list(map(str, e.absolute_path))):
         where = _dotted(error.absolute_path)
@@ -296,10 +307,16 @@ def _semantic_errors(raw: dict[str, Any], require_inputs: bool) -> list[str]:
     for key in ("extra_patterns", "exclude_patterns"):
         for index, pattern in enumerate(refusal.get(key) or ()):
             errors.extend(_regex_error(f"signals.refusal.{key}.{index}", pattern))
+    label_names = set(labels) if isinstance(labels, dict) else set(DEFAULT_STREAM_LABELS)
     for index, rule in enumerate((raw.get("signals") or {}).get("format_validity") or ()):
         if not isinstance(rule, dict):
             continue
         where = f"signals.format_validity.{index}"
+        for key in ("match", "match_re"):
+            for label in rule.get(key) or {}:
+                if label not in label_names:
+                    errors.append(f"{where}.{key}.{label}: not a stream label "
+                                  f"(stream labels: {', '.join(sorted(label_names))})")
         if rule.get("expect") == "regex":
             if not rule.get("pattern"):
                 errors.append(f"{where}.pattern: required when expect is regex")
@@ -323,6 +340,12 @@ def _detector_errors(section: dict[str, Any]) -> list[str]:
         if method is not None and method not in METHODS_BY_SIGNAL[signal]:
             allowed = " | ".join(METHODS_BY_SIGNAL[signal])
             errors.append(f"detectors.{signal}.method: must be one of {allowed}, got {method!r}")
+    if errors:
+        return errors
+    for signal in SIGNALS:
+        for name, value in (section.get(signal) or {}).items():
+            if isinstance(value, float) and not math.isfinite(value):
+                errors.append(f"detectors.{signal}.{name}: must be a finite number")
     if errors:
         return errors
     factory = DetectorFactory.from_config(section)

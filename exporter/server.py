@@ -26,7 +26,14 @@ DEFAULT_LISTEN_ADDRESS = ":9847"
 def make_app(
     exporter: Exporter, telemetry_path: str = "/metrics", web_config: WebConfig | None = None
 ) -> web.Application:
-    middlewares = [web_config.middleware()] if web_config is not None else []
+    # routes that check the push bearer token themselves (one Authorization header cannot
+    # carry basic auth and a bearer token at once)
+    own_auth = frozenset(
+        {"/v1/records", "/api/v1/baseline/reset"}
+        if exporter.http_input is not None and exporter.http_input.has_token
+        else ()
+    )
+    middlewares = [web_config.middleware(own_auth)] if web_config is not None else []
     app = web.Application(middlewares=middlewares)
     app[EXPORTER_KEY] = exporter
     api = Api(exporter, telemetry_path)

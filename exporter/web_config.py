@@ -14,6 +14,7 @@ digest, as the toolkit does.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -76,23 +77,34 @@ class WebConfig:
     _cache_key: bytes = field(default_factory=lambda: os.urandom(32))
 
     def check(self, user: str, password: str) -> bool:
+        secret = password.encode("utf-8", "surrogateescape")
+        if len(secret) > 72:  # bcrypt's limit; longer passwords cannot match
+            return False
         hashed = self.users.get(user)
         if hashed is None:
-            bcrypt.checkpw(password.encode(), _DUMMY_HASH)  # same cost for unknown users
+            bcrypt.checkpw(secret, _DUMMY_HASH)  # same cost for unknown users
             return False
-        token = hmac.new(self._cache_key, f"{user}\0{password}".encode(), hashlib.sha256).digest()
+        token = hmac.new(self._cache_key, user.encode("utf-8", "surrogateescape") + b"\0" + secret,
+                         hashlib.sha256).digest()
         if token in self._verified:
             return True
-        if bcrypt.checkpw(password.encode(), hashed):
+        if bcrypt.checkpw(secret, hashed):
             if len(self._verified) < 10_000:
                 self._verified.add(token)
             return True
         return False
 
-    def middleware(self) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    def middleware(
+        self, own_auth_paths: frozenset[str] = frozenset()
+    ) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+        """`own_auth_paths`: routes that check their own credentials (the push route with a
+        bearer token; one Authorization header cannot carry both)."""
+
         @web.middleware
         async def protect(request: web.Request, handler: Handler) -> web.StreamResponse:
-            if self.users and not self._authorized(request):
+            if self.users and request.path not in own_auth_paths and not await self._authorized(
+                request
+            ):
                 return web.Response(status=401, text="Unauthorized\n",
                                     headers={"WWW-Authenticate": 'Basic realm="llm-drift"'})
             response = await handler(request)
@@ -101,7 +113,7 @@ class WebConfig:
 
         return protect
 
-    def _authorized(self, request: web.Request) -> bool:
+    async def _authorized(self, request: web.Request) -> bool:
         scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "basic":
             return False
@@ -109,7 +121,8 @@ class WebConfig:
             user, _, password = base64.b64decode(encoded, validate=True).decode().partition(":")
         except (ValueError, UnicodeDecodeError):
             return False
-        return self.check(user, password)
+        # bcrypt takes tens of milliseconds: off the event loop, so scrapes are not stalled
+        return await asyncio.to_thread(self.check, user, password)
 
 
 _DUMMY_HASH = bcrypt.hashpw(b"not a password", bcrypt.gensalt(rounds=10))
@@ -125,6 +138,13 @@ def _context(tls: dict[str, Any], base: Path) -> ssl.SSLContext:
         context.maximum_version = _TLS_VERSIONS[tls["max_version"]]
     context.load_cert_chain(path("cert_file"), path("key_file"))
     auth = tls.get("client_auth_type", "NoClientCert")
+    if auth in ("RequireAnyClientCert", "RequestClientCert") and "client_ca_file" not in tls:
+        raise ssl.SSLError(f"client_auth_type {auth} needs client_ca_file here: Python's TLS "
+                           "cannot accept client certificates without verifying them")
+    if auth in ("VerifyClientCertIfGiven", "RequireAndVerifyClientCert") and (
+        "client_ca_file" not in tls
+    ):
+        raise ssl.SSLError(f"client_auth_type {auth} needs client_ca_file")
     if auth != "NoClientCert":
         if "client_ca_file" in tls:
             context.load_verify_locations(path("client_ca_file"))
@@ -151,6 +171,11 @@ def load_web_config(file: str) -> WebConfig:
         if not hashed.startswith(("$2a$", "$2b$", "$2y$")):
             raise WebConfigError(f"{file}: basic_auth_users.{user}: not a bcrypt hash")
         config.users[user] = hashed.replace("$2y$", "$2b$", 1).encode()
+        try:
+            bcrypt.checkpw(b"", config.users[user])
+        except ValueError as exc:
+            message = f"{file}: basic_auth_users.{user}: invalid bcrypt hash ({exc})"
+            raise WebConfigError(message) from exc
     if raw.get("tls_server_config"):
         try:
             config.ssl_context = _context(raw["tls_server_config"], source.parent)

@@ -152,3 +152,24 @@ def test_missing_file_is_reported(tmp_path):
     with pytest.raises(ConfigError) as caught:
         load_config(tmp_path / "nope.yaml")
     assert "cannot read config" in caught.value.errors[0]
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"evidence": {"texts": 40.0}}, "evidence.texts: 40.0 is not of type 'integer'"),
+        ({"detectors": {"output_tokens": {"allowance": float("nan")}}},
+         "detectors.output_tokens.allowance: must be a finite number"),
+        ({"detectors": {"refusal": {"ratio": float("inf")}}},
+         "detectors.refusal.ratio: must be a finite number"),
+        ({"detectors": {"output_tokens": {"allowance": "0.2"}}},
+         "detectors.output_tokens: invalid parameters: allowance must be a number"),
+        ({"detectors": {"embedding": {"treshold": 3}}}, "detectors.embedding: invalid parameters"),
+        ({"detectors": {"refusal": {"method": "kswin2"}}}, "detectors.refusal.method: must be one"),
+        ({"signals": {"format_validity": [{"match": {"rout": "/x"}, "expect": "json"}]}},
+         "signals.format_validity.0.match.rout: not a stream label"),
+        ({"stream_labels": {"model": "m", "source": "app"}}, "stream_labels.source: reserved"),
+    ],
+)
+def test_values_that_would_break_at_run_time_are_rejected(raw, message):
+    assert any(error.startswith(message) for error in errors_of(raw)), errors_of(raw)

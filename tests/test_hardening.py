@@ -148,3 +148,52 @@ def test_streams_beyond_the_cap_go_to_overflow():
     assert labels == {("gpt-4o", "/r0"): 1, ("gpt-4o", "/r1"): 1, ("gpt-4o", "/r2"): 1,
                       ("__other__", "__other__"): 7}
     assert pipeline.streams.overflow_records == 7
+
+
+async def test_concatenated_gzip_members_are_all_read(start):
+    import gzip
+
+    import orjson
+
+    client = await start(http_exporter())
+    body = b"".join(gzip.compress(orjson.dumps(samples.chat()) + b"\n") for _ in range(3))
+    response = await client.post("/v1/records", data=body, headers={"Content-Encoding": "gzip"})
+    assert (await response.json())["accepted"] == 3
+    truncated = gzip.compress(orjson.dumps(samples.chat()))[:-8]
+    bad = await client.post("/v1/records", data=truncated, headers={"Content-Encoding": "gzip"})
+    assert bad.status == 400
+    text = await (await client.get("/metrics")).text()
+    assert 'llm_exporter_http_push_responses_total{code="400",input="http"} 1.0' in text
+
+
+async def test_bearer_push_and_reset_work_beside_basic_auth(start, tmp_path):
+    token = tmp_path / "token"
+    token.write_text("tok")
+    hashed = bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=4)).decode()
+    web = load_web_config(write_web_config(tmp_path, f"basic_auth_users:\n  a: '{hashed}'\n"))
+    exporter = http_exporter(bearer_token_file=str(token))
+    client = await start(exporter, web)
+    bearer = {"Authorization": "Bearer tok"}
+    assert (await client.post("/v1/records", json=samples.chat(), headers=bearer)).status == 200
+    assert (await client.post("/v1/records", json=samples.chat())).status == 401
+    reset = {"match": {"route": "/chat"}}
+    assert (await client.post("/api/v1/baseline/reset", json=reset)).status == 401
+    ok = await client.post("/api/v1/baseline/reset", json=reset, headers=bearer)
+    assert ok.status == 200
+    # everything else still needs basic auth
+    assert (await client.get("/metrics", headers=bearer)).status == 401
+
+
+async def test_odd_credentials_are_401_not_500(start, tmp_path):
+    hashed = bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=4)).decode()
+    web = load_web_config(write_web_config(tmp_path, f"basic_auth_users:\n  a: '{hashed}'\n"))
+    client = await start(http_exporter(), web)
+    long = base64.b64encode(b"a:" + b"x" * 100).decode()
+    assert (await client.get("/metrics", headers={"Authorization": f"Basic {long}"})).status == 401
+    garbage = {"Authorization": "Basic %%%"}
+    assert (await client.get("/metrics", headers=garbage)).status == 401
+
+
+def test_malformed_bcrypt_hash_is_a_config_error(tmp_path):
+    with pytest.raises(WebConfigError, match="invalid bcrypt hash"):
+        load_web_config(write_web_config(tmp_path, "basic_auth_users: {a: '$2b$10$short'}\n"))

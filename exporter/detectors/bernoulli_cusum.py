@@ -116,9 +116,9 @@ class BernoulliCusum(Detector):
 
     def __init__(self, settings: DetectorSettings, cache: CalibrationCache,
                  ratio: float = DEFAULT_RATIO, min_events: int = DEFAULT_MIN_EVENTS) -> None:
-        if ratio <= 1.0:
-            raise ValueError(f"ratio must be > 1, got {ratio}")
-        if min_events < 0:
+        if not isinstance(ratio, int | float) or not 1.0 < ratio <= 1000.0:
+            raise ValueError(f"ratio must be a number in (1, 1000], got {ratio!r}")
+        if not isinstance(min_events, int) or min_events < 0:
             raise ValueError(f"min_events must be >= 0, got {min_events}")
         self.cache = cache
         self.ratio = ratio

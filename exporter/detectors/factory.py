@@ -72,7 +72,7 @@ class DetectorFactory:
         if spec.method == "bernoulli_cusum":
             return BernoulliCusum(self.settings, self.cache, **spec.params)
         if spec.method == "mmd":
-            return EmbeddingMmd(self.settings)
+            return EmbeddingMmd(self.settings, **spec.params)  # takes none: typos are errors
         if spec.method in RIVER_METHODS:
             return RiverDetector(self.settings, spec.method, spec.params)
         raise ValueError(f"unknown detector method {spec.method!r} for {signal}")

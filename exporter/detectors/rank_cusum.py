@@ -92,8 +92,10 @@ class RankCusum(Detector):
 
     def __init__(self, settings: DetectorSettings, cache: CalibrationCache,
                  allowance: float = DEFAULT_ALLOWANCE) -> None:
+        if not isinstance(allowance, int | float) or not 0.0 <= allowance < 2.0:
+            raise ValueError(f"allowance must be a number in [0, 2), got {allowance!r}")
         self.cache = cache
-        self.allowance = allowance
+        self.allowance = float(allowance)
         super().__init__(settings)
 
     def _reset(self) -> None:

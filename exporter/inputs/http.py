@@ -37,14 +37,20 @@ class HttpPushInput:
         self._token = _read_token(config.bearer_token_file)
         self.accepting = True
 
-    def _authorized(self, request: web.Request) -> bool:
+    @property
+    def has_token(self) -> bool:
+        return self._token is not None
+
+    def authorized(self, request: web.Request) -> bool:
+        """Bearer token check, also used by the baseline-reset API when a token is set."""
         if self._token is None:
             return True
         header = request.headers.get("Authorization", "")
         scheme, _, supplied = header.partition(" ")
         if scheme.lower() != "bearer":
             return False
-        return hmac.compare_digest(supplied.strip().encode(), self._token.encode())
+        given = supplied.strip().encode("utf-8", "surrogateescape")
+        return hmac.compare_digest(given, self._token.encode())
 
     async def _read_body(self, request: web.Request) -> bytes:
         limit = self.config.max_body_bytes
@@ -63,16 +69,26 @@ class HttpPushInput:
         return bytes(body)
 
     def _decompress(self, body: bytes, encoding: str) -> bytes:
+        """All members of a (possibly concatenated) gzip body, never more than the limit."""
         limit = self.config.max_decompressed_bytes
         wbits = 16 + zlib.MAX_WBITS if encoding != "deflate" else zlib.MAX_WBITS
-        decompressor = zlib.decompressobj(wbits)
-        try:
-            data = decompressor.decompress(body, limit + 1)
-        except zlib.error as exc:
-            raise web.HTTPBadRequest(text=f"body is not valid {encoding}: {exc}\n") from None
-        if len(data) > limit or decompressor.unconsumed_tail:
-            raise BodyTooLarge(f"decompressed body exceeds {limit} bytes")
-        return data
+        parts: list[bytes] = []
+        size = 0
+        remaining = body
+        while remaining:
+            decompressor = zlib.decompressobj(wbits)
+            try:
+                data = decompressor.decompress(remaining, limit + 1 - size)
+            except zlib.error as exc:
+                raise web.HTTPBadRequest(text=f"body is not valid {encoding}: {exc}\n") from None
+            size += len(data)
+            if size > limit or decompressor.unconsumed_tail:
+                raise BodyTooLarge(f"decompressed body exceeds {limit} bytes")
+            parts.append(data)
+            if not decompressor.eof:
+                raise web.HTTPBadRequest(text=f"body is a truncated {encoding} stream\n")
+            remaining = decompressor.unused_data
+        return b"".join(parts)
 
     def _ingest(self, body: bytes, content_type: str) -> IngestResult:
         stripped = body.strip()
@@ -87,7 +103,14 @@ class HttpPushInput:
         return self.pipeline.ingest_lines(stripped.split(b"\n"), self.stats)
 
     async def handle(self, request: web.Request) -> web.Response:
-        response = await self._handle(request)
+        try:
+            response = await self._handle(request)
+        except web.HTTPException as exc:
+            self.stats.responses[exc.status] += 1
+            raise
+        except Exception:
+            self.stats.responses[500] += 1
+            raise
         self.stats.responses[response.status] += 1
         return response
 
@@ -107,7 +130,7 @@ class HttpPushInput:
             self.stats.pending -= 1
 
     async def _accept(self, request: web.Request) -> web.Response:
-        if not self._authorized(request):
+        if not self.authorized(request):
             return _json(
                 {"error": "missing or invalid bearer token"},
                 status=401,
