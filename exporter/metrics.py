@@ -25,6 +25,7 @@ from exporter.drift_metrics import drift_metrics
 from exporter.inputs.file import FileInput
 from exporter.inputs.stats import InputStats
 from exporter.pipeline import Pipeline
+from exporter.records.record import FINISH_REASONS
 from exporter.signals.format import INVALID_REASONS
 from exporter.state import StateStore
 
@@ -85,8 +86,9 @@ class ExporterCollector:
         for stream in self.pipeline.streams:
             labels = list(stream.labels)
             records.add_metric(labels, stream.records)
-            for reason, count in stream.finish_reasons.items():
-                finish.add_metric([*labels, reason], count)
+            # every reason from 0, so rate() sees the first truncation of a stream
+            for reason in FINISH_REASONS:
+                finish.add_metric([*labels, reason], stream.finish_reasons[reason])
             for model, count in stream.served_models.items():
                 served.add_metric([*labels, model], count)
             for fingerprint, count in stream.system_fingerprints.items():
@@ -246,8 +248,10 @@ class ExporterCollector:
         )
         for file_input in self.file_inputs:
             for tail in list(file_input.tails.values()):
-                offset.add_metric([file_input.stats.name, tail.path], tail.committed_offset)
-                size.add_metric([file_input.stats.name, tail.path], tail.size)
+                # a renamed-away file still draining must not share its old path's series
+                path = tail.path if tail.matched else f"{tail.path} (rotated)"
+                offset.add_metric([file_input.stats.name, path], tail.committed_offset)
+                size.add_metric([file_input.stats.name, path], tail.size)
         yield from (offset, size)
 
     def _self_metrics(self) -> Iterator[Metric]:

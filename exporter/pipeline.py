@@ -23,7 +23,7 @@ from exporter.inputs.stats import InputStats
 from exporter.records import Record, RejectedRecord, normalize
 from exporter.records.labels import StreamLabeler
 from exporter.signals.measure import Measurements, SignalMeasurer, SignalSettings
-from exporter.streams import StreamState, StreamTable
+from exporter.streams import StreamTable
 
 log = logging.getLogger(__name__)
 # Reasons exported at 0 from the start so `rate()` and ratio alerts work before the first failure.
@@ -89,29 +89,47 @@ class Pipeline:
         started = time.perf_counter()
         try:
             records = normalize(value, fmt or self.config.format)
-            measured = [self._measure(record) for record in records]
         except RejectedRecord as error:
             self.reject(stats, error)
             raise
         except Exception as exc:  # a bug must cost one record, never the exporter
-            log.exception("internal error while processing a record")
-            error = RejectedRecord("internal_error", f"internal error: {type(exc).__name__}")
-            self.reject(stats, error)
-            raise error from exc
+            raise self._internal_error(stats, exc) from exc
+        # Each record of a multi-record value (an OTLP export) stands on its own: one bad
+        # span costs that span, and a stream is created only for a record that made it.
+        measured = []
+        first_error: RejectedRecord | None = None
+        for record in records:
+            try:
+                measured.append((record, self._measure(record)))
+            except RejectedRecord as error:
+                self.reject(stats, error)
+                first_error = first_error or error
+            except Exception as exc:
+                error = self._internal_error(stats, exc)
+                first_error = first_error or error
+        if not measured and first_error is not None:
+            raise first_error
         now = self.clock()
-        for record, stream, measurements in measured:
-            stream.observe(record, measurements, now)
+        for record, measurements in measured:
+            self.streams.get(self.labeler.key(record)).observe(record, measurements, now)
+        records = [record for record, _ in measured]
         self.records += len(records)
         stats.records += len(records)
         stats.last_record_timestamp = now
         self.processing_seconds += time.perf_counter() - started
         return len(records)
 
-    def _measure(self, record: Record) -> tuple[Record, StreamState, Measurements]:
-        stream = self.streams.get(self.labeler.key(record))
-        labels = dict(zip(self.labeler.names, stream.labels, strict=True))
+    def _internal_error(self, stats: InputStats, exc: Exception) -> RejectedRecord:
+        log.exception("internal error while processing a record")
+        error = RejectedRecord("internal_error", f"internal error: {type(exc).__name__}")
+        self.reject(stats, error)
+        return error
+
+    def _measure(self, record: Record) -> Measurements:
+        key = self.labeler.key(record)
+        labels = dict(zip(self.labeler.names, key, strict=True))
         try:
-            return record, stream, self.measurer.measure(record, stream.labels, labels)
+            return self.measurer.measure(record, key, labels)
         except ValueError as exc:
             raise RejectedRecord("invalid_embedding", str(exc)) from exc
 

@@ -54,7 +54,7 @@ class Exporter:
             self.state.load(self.pipeline)
             positions = self.state.load_positions()
             for file_input in self.file_inputs:
-                file_input.restore(positions.get(file_input.config.name, []))
+                file_input.restore(positions.get(_position_key(file_input), []))
             self.background.append(self._checkpoint_loop)
         self._tasks: list[asyncio.Task[None]] = []
         self.ready = False
@@ -101,13 +101,19 @@ class Exporter:
         position saved is the end of a line whose record has been processed."""
         if self.state is None:
             return False
-        positions = {f.config.name: f.checkpoint() for f in self.file_inputs}
+        positions = {_position_key(f): f.checkpoint() for f in self.file_inputs}
         return self.state.save(self.pipeline, positions)
 
     async def _checkpoint_loop(self) -> None:
         while True:
             await asyncio.sleep(self.config.checkpoint_interval)
             self.checkpoint()
+
+
+def _position_key(file_input: FileInput) -> str:
+    """Positions belong to the globs, not to the input's place in the list: adding an input
+    above another must not hand it the other's positions."""
+    return "\n".join(file_input.config.paths)
 
 
 async def _supervised(run: BackgroundTask) -> None:
