@@ -50,6 +50,8 @@ class Exporter:
         )
         self.registry = build_registry(self.collector)
         self.background: list[BackgroundTask] = [f.run for f in self.file_inputs]
+        for file_input in self.file_inputs:
+            file_input.on_truncation = self.checkpoint
         if self.state is not None:
             self.state.load(self.pipeline)
             positions = self.state.load_positions()

@@ -78,8 +78,9 @@ class FileTail:
     """Follows one file through its open handle. Owned by FileInput."""
 
     def __init__(self, path: str, handle: Any, offset: int, max_line_bytes: int,
-                 stats: InputStats) -> None:
+                 stats: InputStats, on_truncation: Callable[[], None] = lambda: None) -> None:
         self.path = path
+        self._on_truncation = on_truncation
         self.stats = stats
         self.splitter = LineSplitter(max_line_bytes)
         self._handle = handle
@@ -116,6 +117,9 @@ class FileTail:
             self.offset = 0
             self.splitter.reset()
             self.fingerprint = Fingerprint.read(self._handle)
+            # What was read before the truncation exists nowhere we read any more: make the
+            # state that counted it durable now, not at the next periodic checkpoint.
+            self._on_truncation()
         self._refresh_fingerprint()
         self._handle.seek(self.offset)
         total = 0
@@ -156,8 +160,10 @@ class FileInput:
         on_oversize: OversizeHandler,
         stats: InputStats,
         clock: Callable[[], float] = time.monotonic,
+        on_truncation: Callable[[], None] = lambda: None,
     ) -> None:
         self.config = config
+        self.on_truncation = on_truncation
         self.stats = stats
         self.clock = clock
         self._on_lines = on_lines
@@ -165,6 +171,9 @@ class FileInput:
         self.tails: dict[FileKey, FileTail] = {}
         self._saved: dict[FileKey, dict[str, Any]] = {}
         self._first_scan = True
+
+    def _truncated(self) -> None:
+        self.on_truncation()
 
     # --- checkpoints --------------------------------------------------------------
     def checkpoint(self) -> list[dict[str, Any]]:
@@ -224,7 +233,7 @@ class FileInput:
                 del self.tails[key]
             offset = self._start_offset(key, handle, stat.st_size)
             self.tails[key] = FileTail(path, handle, offset, self.config.max_line_bytes,
-                                       self.stats)
+                                       self.stats, self._truncated)
         except BaseException:
             handle.close()
             raise
