@@ -262,3 +262,30 @@ def test_truncation_refilled_past_the_offset_before_the_next_poll(tmp_path):
     tail.poll_once()
     assert got.lines == [b"old-1", b"old-2", b"new-1", b"new-2", b"new-3"]
     assert stats.truncations == 1
+
+
+def test_start_at_end_in_the_middle_of_a_line_skips_its_rest(tmp_path):
+    log = tmp_path / "app.log"
+    append(log, b"complete\nhalf-writ")
+    tail, got, _ = make_input(str(log), start_at="end")
+    tail.poll_once()
+    append(log, b"ten\nnext\n")
+    tail.poll_once()
+    assert got.lines == [b"next"] and got.oversized == 0
+
+
+def test_checkpoint_while_skipping_an_oversized_line_resumes_at_its_start(tmp_path):
+    log = tmp_path / "app.log"
+    append(log, b"ok\n" + b"x" * 300)
+    tail, got, _ = make_input(str(log), max_line_bytes=200)
+    tail.poll_once()
+    assert got.lines == [b"ok"] and got.oversized == 1
+    assert tail.checkpoint()[0]["offset"] == 3  # the start of the oversized line
+    append(log, b"y" * 10 + b"\nafter\n")
+    got2 = Collected()
+    config = FileInputConfig(name="file", paths=(str(log),), max_line_bytes=200)
+    fresh = FileInput(config, got2.on_lines, got2.on_oversize, InputStats("file", "file"))
+    fresh.restore(tail.checkpoint())
+    tail.close()
+    fresh.poll_once()
+    assert got2.lines == [b"after"] and got2.oversized == 1

@@ -214,6 +214,13 @@ class FileInput:
             return size
         return 0
 
+    @staticmethod
+    def _mid_line(handle: Any, offset: int) -> bool:
+        if offset == 0:
+            return False
+        handle.seek(offset - 1)
+        return handle.read(1) != b"\n"
+
     # --- discovery ----------------------------------------------------------------
     def _open(self, path: str) -> None:
         handle = open(path, "rb")  # noqa: SIM115 - held open across polls on purpose
@@ -232,8 +239,11 @@ class FileInput:
                 known.close()
                 del self.tails[key]
             offset = self._start_offset(key, handle, stat.st_size)
-            self.tails[key] = FileTail(path, handle, offset, self.config.max_line_bytes,
-                                       self.stats, self._truncated)
+            tail = FileTail(path, handle, offset, self.config.max_line_bytes, self.stats,
+                            self._truncated)
+            if self._mid_line(handle, offset):
+                tail.splitter.start_mid_line()
+            self.tails[key] = tail
         except BaseException:
             handle.close()
             raise

@@ -22,11 +22,20 @@ class LineSplitter:
         self.max_line_bytes = max_line_bytes
         self._pending = bytearray()
         self._skipping = False
+        self._skipped = 0  # bytes of the line being skipped, so far
+        self._discard_first = False  # started mid-line: drop up to the first newline, uncounted
 
     @property
     def pending_bytes(self) -> int:
-        """Bytes held back as an incomplete line (the reader must not checkpoint past them)."""
-        return len(self._pending)
+        """Bytes of the current, unfinished line: held back, or being skipped as oversized.
+        A reader must not checkpoint past them, or a restart would resume mid-line."""
+        return len(self._pending) + self._skipped
+
+    def start_mid_line(self) -> None:
+        """The reader starts inside a line (start_at: end while a writer is mid-line):
+        the rest of that line is not a record."""
+        self._skipping = True
+        self._discard_first = True
 
     def feed(self, chunk: bytes) -> SplitResult:
         lines: list[bytes] = []
@@ -38,6 +47,8 @@ class LineSplitter:
                 break
             if self._skipping:
                 self._skipping = False
+                self._skipped = 0
+                self._discard_first = False
             elif len(self._pending) + newline - start > self.max_line_bytes:
                 oversized += 1
                 self._pending.clear()
@@ -49,10 +60,14 @@ class LineSplitter:
                 else:
                     lines.append(chunk[start:newline])
             start = newline + 1
-        if not self._skipping:
+        if self._skipping:
+            if not self._discard_first:
+                self._skipped += len(chunk) - start
+        else:
             self._pending += chunk[start:]
             if len(self._pending) > self.max_line_bytes:
                 oversized += 1
+                self._skipped = len(self._pending)
                 self._pending.clear()
                 self._skipping = True
         return SplitResult(lines=lines, oversized=oversized)
@@ -66,3 +81,5 @@ class LineSplitter:
     def reset(self) -> None:
         self._pending.clear()
         self._skipping = False
+        self._skipped = 0
+        self._discard_first = False
