@@ -177,3 +177,15 @@ async def test_health_ready_landing_and_streams_api(push):
     streams = await (await client.get("/api/v1/streams")).json()
     assert streams["streams"][0]["labels"] == {"model": "claude-sonnet-4-5", "route": "/chat"}
     assert streams["streams"][0]["finish_reasons"] == {"tool_call": 1}
+
+
+async def test_large_body_is_processed_in_slices_with_positions_kept(push):
+    client, exporter = await push()
+    lines = [orjson.dumps(samples.chat())] * 600
+    lines[300] = b"{broken"
+    response = await client.post("/v1/records", data=b"\n".join(lines),
+                                 headers={"Content-Type": "application/x-ndjson"})
+    payload = await response.json()
+    assert payload["accepted"] == 599 and payload["rejected"] == 1
+    assert payload["errors"][0].startswith("record 300: invalid_json")
+    assert stream_counts(exporter) == {("gpt-4o", "/chat"): 599}

@@ -38,11 +38,11 @@ from exporter.inputs.lines import LineSplitter
 from exporter.inputs.stats import InputStats
 
 log = logging.getLogger(__name__)
-READ_CHUNK = 128 * 1024
+READ_CHUNK = 64 * 1024
 # Bytes read per file per poll before yielding to the event loop, so one busy
 # file cannot starve scrapes or other files; a poll that hit the budget is
 # followed at once by the next one, so throughput does not suffer.
-READ_BUDGET = 512 * 1024
+READ_BUDGET = 128 * 1024
 FINGERPRINT_BYTES = 1024
 ROTATED_GRACE_SECONDS = 5.0
 
