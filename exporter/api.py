@@ -26,7 +26,9 @@ def _cell(view: dict[str, Any] | None) -> str:
     if view is None:
         return "<td>-</td>"
     if not view["baseline_ready"]:
-        return '<td class="learning">learning</td>'
+        # e.g. format validity on a stream no format rule selects
+        label = "no data" if view["observations"] == 0 else "learning"
+        return f'<td class="learning">{label}</td>'
     if view["drift_detected"]:
         return f'<td class="drift">DRIFT {view["score"]:.2f}</td>'
     return f'<td class="ok">ok {view["score"]:.2f}</td>'

@@ -28,6 +28,7 @@ def signal_view(stream: StreamState, signal: str, with_evidence: bool) -> dict[s
     view: dict[str, Any] = {
         "detector": detector.kind,
         "baseline_ready": detector.baseline_ready,
+        "observations": detector.observations,
         "baseline_ready_at": stream.detectors.ready_at.get(signal),
         "drift_detected": detector.drift_detected,
         "score": round(detector.score, 4),
