@@ -45,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Prometheus exporter that detects drift in LLM request/response streams.",
     )
     parser.add_argument("--version", action="version", version=f"llm-drift-exporter {__version__}")
-    parser.add_argument(
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
         "--log.level",
         dest="log_level",
         default="info",
@@ -54,25 +55,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = commands.add_parser("run", help="run the exporter until SIGTERM/SIGINT")
+    run = commands.add_parser("run", help="run the exporter until SIGTERM/SIGINT", parents=[common])
     run.add_argument("--config", required=True, help="YAML config file")
     _add_web_flags(run)
 
-    replay = commands.add_parser("replay", help="feed files through the pipeline and report")
+    replay = commands.add_parser("replay", help="feed files through the pipeline and report", parents=[common])
     replay.add_argument("--config", required=True, help="YAML config file")
     replay.add_argument("--report-json", dest="report_json", help="write the JSON report here")
     replay.add_argument("paths", nargs="+", metavar="PATH", help="JSON-lines files to replay")
 
     baseline = commands.add_parser(
-        "baseline", help="learn baselines from known-good files into state_dir, then exit"
+        "baseline", help="learn baselines from known-good files into state_dir, then exit",
+        parents=[common],
     )
     baseline.add_argument("--config", required=True, help="YAML config file (with state_dir)")
     baseline.add_argument("paths", nargs="+", metavar="PATH", help="known-good JSON-lines files")
 
-    check = commands.add_parser("check-config", help="validate a config file")
+    check = commands.add_parser("check-config", help="validate a config file", parents=[common])
     check.add_argument("file", help="YAML config file")
 
-    demo = commands.add_parser("demo", help="serve metrics for built-in synthetic LLM traffic")
+    demo = commands.add_parser("demo", help="serve metrics for built-in synthetic LLM traffic", parents=[common])
     _add_web_flags(demo)
     return parser
 

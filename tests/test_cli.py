@@ -87,3 +87,9 @@ def test_demo_serves_live_metrics_within_seconds(tmp_path):
             assert b"/extract" in response.read()
     finally:
         assert demo.stop() == 0
+
+
+def test_log_level_is_accepted_after_the_command(tmp_path):
+    config = tmp_path / "ok.yaml"
+    config.write_text("inputs: [{type: http}]\n")
+    assert main(["check-config", str(config), "--log.level", "debug"]) == 0
