@@ -59,13 +59,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", required=True, help="YAML config file")
     _add_web_flags(run)
 
-    replay = commands.add_parser("replay", help="feed files through the pipeline and report", parents=[common])
+    replay = commands.add_parser(
+        "replay", help="feed files through the pipeline and report", parents=[common]
+    )
     replay.add_argument("--config", required=True, help="YAML config file")
     replay.add_argument("--report-json", dest="report_json", help="write the JSON report here")
     replay.add_argument("paths", nargs="+", metavar="PATH", help="JSON-lines files to replay")
 
     baseline = commands.add_parser(
-        "baseline", help="learn baselines from known-good files into state_dir, then exit",
+        "baseline",
+        help="learn baselines from known-good files into state_dir, then exit",
         parents=[common],
     )
     baseline.add_argument("--config", required=True, help="YAML config file (with state_dir)")
@@ -74,7 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check-config", help="validate a config file", parents=[common])
     check.add_argument("file", help="YAML config file")
 
-    demo = commands.add_parser("demo", help="serve metrics for built-in synthetic LLM traffic", parents=[common])
+    demo = commands.add_parser(
+        "demo", help="serve metrics for built-in synthetic LLM traffic", parents=[common]
+    )
     _add_web_flags(demo)
     return parser
 
