@@ -168,24 +168,28 @@ def run(records: int, rotations: int, truncations: int, restarts: int, seed: int
                   + [("sigkill-caught-up", "sigkill-busy")[i % 2] for i in range(kills)]
                   + ["sigterm"] * (restarts - kills))
     rng.shuffle(operations)
-    batches = len(operations) + 1
-    per_batch = records // batches
-    for index in range(batches):
-        count = per_batch if index < batches - 1 else records - per_batch * (batches - 1)
-        # several appends per batch, some while the exporter is busy reading
-        for part in _split(count, rng):
-            torture.append(part)
-            time.sleep(rng.choice((0.0, 0.0, 0.01)))
-        if index < len(operations):
-            operation = operations[index]
-            if operation == "rotate":
-                torture.rotate()
-            elif operation == "truncate":
-                torture.truncate()
-            else:
-                torture.restart(kill=operation.startswith("sigkill"),
-                                after_catch_up=operation != "sigkill-busy")
-    result = torture.finish()
+    try:
+        batches = len(operations) + 1
+        per_batch = records // batches
+        for index in range(batches):
+            count = per_batch if index < batches - 1 else records - per_batch * (batches - 1)
+            # several appends per batch, some while the exporter is busy reading
+            for part in _split(count, rng):
+                torture.append(part)
+                time.sleep(rng.choice((0.0, 0.0, 0.01)))
+            if index < len(operations):
+                operation = operations[index]
+                if operation == "rotate":
+                    torture.rotate()
+                elif operation == "truncate":
+                    torture.truncate()
+                else:
+                    torture.restart(kill=operation.startswith("sigkill"),
+                                    after_catch_up=operation != "sigkill-busy")
+        result = torture.finish()
+    finally:
+        if torture.exporter.process.poll() is None:  # a failed run must not leave it behind
+            torture.exporter.process.kill()
     result.seconds = time.monotonic() - started
     return result
 
