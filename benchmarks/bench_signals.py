@@ -71,7 +71,7 @@ def main() -> None:
     args = parser.parse_args()
     measurer = SignalMeasurer(SignalSettings())
     json_rule = build_rules([{"expect": "json"}])[0]
-    labels = {"model": "gpt-4o", "route": "/chat"}
+    names = ("model", "route")
     print("| signal | ~50 tokens | ~500 tokens | ~2000 tokens |")
     print("| --- | ---: | ---: | ---: |")
     rows: dict[str, list[float]] = {}
@@ -86,9 +86,9 @@ def main() -> None:
             "format_validity (json)": (lambda r: check(json_rule, r), with_usage),
             "embedding (built-in)": (lambda r: measurer.embedder.embed(r.output_text), with_usage),
             "all signals, usage present": (
-                lambda r: measurer.measure(r, ("gpt-4o", "/chat"), labels), with_usage),
+                lambda r: measurer.measure(r, ("gpt-4o", "/chat"), names), with_usage),
             "all signals, tokenizer": (
-                lambda r: measurer.measure(r, ("gpt-4o", "/chat"), labels), without),
+                lambda r: measurer.measure(r, ("gpt-4o", "/chat"), names), without),
         }
         for name, (fn, batch) in work.items():
             rows.setdefault(name, []).append(per_record_us(fn, batch))

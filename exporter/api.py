@@ -10,16 +10,13 @@ from aiohttp import web
 
 from exporter import __version__
 from exporter.detectors import SIGNALS
+from exporter.inputs.http import json_dumps
 from exporter.service import Exporter
 from exporter.stream_view import streams_view
 
 
 def _json(payload: object, status: int = 200) -> web.Response:
-    return web.Response(
-        body=orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY),
-        status=status,
-        content_type="application/json",
-    )
+    return web.json_response(payload, status=status, dumps=json_dumps)
 
 
 def _cell(view: dict[str, Any] | None) -> str:

@@ -1,4 +1,4 @@
-"""The one config schema, its validation and the typed view the rest of the code reads.
+"""Config validation (schema in config_schema.py) and the typed view the rest of the code reads.
 
 Validation collects every error (not just the first) as `path.to.key: message`
 so a user fixes a config in one round; unknown keys are errors because a typo
@@ -17,8 +17,8 @@ from typing import Any
 import jsonschema
 import yaml
 
+from exporter.config_schema import SCHEMA
 from exporter.detectors.factory import METHODS_BY_SIGNAL, SIGNALS, DetectorFactory
-from exporter.records.detect import FORMATS
 from exporter.signals.format import load_schema_validator
 
 # `model` is the model the application asked for (labels.py explains the fallbacks), so
@@ -48,142 +48,6 @@ RESERVED_LABELS = frozenset(
     }
 )
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
-
-_POSITIVE_INT = {"type": "integer", "minimum": 1}
-_FORMAT = {"enum": list(FORMATS)}
-_MATCHERS = {"type": "object", "additionalProperties": {"type": "string"}}
-# Method parameters are checked by constructing the detector (see _detector_errors).
-_SIGNAL_DETECTOR = {
-    "type": "object",
-    "properties": {"method": {"type": "string"}, "enabled": {"type": "boolean"}},
-}
-
-SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "additionalProperties": False,
-    "properties": {
-        "inputs": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["type"],
-                "properties": {"type": {"enum": ["file", "http"]}},
-                "allOf": [
-                    {
-                        "if": {"properties": {"type": {"const": "file"}}},
-                        "then": {
-                            "additionalProperties": False,
-                            "required": ["paths"],
-                            "properties": {
-                                "type": {},
-                                "name": {"type": "string", "minLength": 1},
-                                "paths": {
-                                    "type": "array",
-                                    "minItems": 1,
-                                    "items": {"type": "string", "minLength": 1},
-                                },
-                                "start_at": {"enum": ["end", "beginning"]},
-                                "format": _FORMAT,
-                                "poll_interval": {"type": "number", "exclusiveMinimum": 0},
-                                "max_line_bytes": _POSITIVE_INT,
-                            },
-                        },
-                    },
-                    {
-                        "if": {"properties": {"type": {"const": "http"}}},
-                        "then": {
-                            "additionalProperties": False,
-                            "properties": {
-                                "type": {},
-                                "name": {"type": "string", "minLength": 1},
-                                "bearer_token_file": {"type": ["string", "null"]},
-                                "format": _FORMAT,
-                                "max_body_bytes": _POSITIVE_INT,
-                                "max_decompressed_bytes": _POSITIVE_INT,
-                                "max_pending_requests": _POSITIVE_INT,
-                            },
-                        },
-                    },
-                ],
-            },
-        },
-        "format": _FORMAT,
-        "stream_labels": {
-            "type": "object",
-            "minProperties": 1,
-            "additionalProperties": {"type": "string", "minLength": 1},
-        },
-        "max_streams": _POSITIVE_INT,
-        "state_dir": {"type": ["string", "null"]},
-        "checkpoint_interval": {"type": "number", "exclusiveMinimum": 0},
-        "signals": {
-            "type": "object",
-            "additionalProperties": False,
-            "properties": {
-                "refusal": {
-                    "type": "object",
-                    "additionalProperties": False,
-                    "properties": {
-                        "extra_patterns": {"type": "array", "items": {"type": "string"}},
-                        "exclude_patterns": {"type": "array", "items": {"type": "string"}},
-                    },
-                },
-                "format_validity": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "additionalProperties": False,
-                        "required": ["expect"],
-                        "properties": {
-                            "match": _MATCHERS,
-                            "match_re": _MATCHERS,
-                            "expect": {"enum": ["json", "json_schema", "regex"]},
-                            "schema_file": {"type": ["string", "null"]},
-                            "pattern": {"type": ["string", "null"]},
-                            "allow_fenced": {"type": "boolean"},
-                            "tools": {"type": "boolean"},
-                        },
-                    },
-                },
-                "embedding": {
-                    "type": "object",
-                    "additionalProperties": False,
-                    "properties": {
-                        "enabled": {"type": "boolean"},
-                        "path": {"type": ["string", "null"]},
-                        "dimension": {"enum": [2**k for k in range(4, 13)]},
-                    },
-                },
-                "tokens": {
-                    "type": "object",
-                    "additionalProperties": False,
-                    "properties": {"encodings_dir": {"type": ["string", "null"]}},
-                },
-            },
-        },
-        "detectors": {
-            "type": "object",
-            "additionalProperties": False,
-            "properties": {
-                "expected_run_time": {"type": "integer", "minimum": 10},
-                "baseline_size": {"type": "integer", "minimum": 20},
-                "window_size": _POSITIVE_INT,
-                **{signal: _SIGNAL_DETECTOR for signal in SIGNALS},
-            },
-        },
-        "evidence": {
-            "type": "object",
-            "additionalProperties": False,
-            "properties": {
-                "enabled": {"type": "boolean"},
-                "texts": _POSITIVE_INT,
-                "examples": _POSITIVE_INT,
-                "max_chars": {"type": "integer", "minimum": 10},
-            },
-        },
-    },
-}
-
 
 @dataclass(frozen=True)
 class FileInputConfig:

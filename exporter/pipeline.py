@@ -100,7 +100,8 @@ class Pipeline:
         first_error: RejectedRecord | None = None
         for record in records:
             try:
-                measured.append((record, self._measure(record)))
+                key = self.labeler.key(record)
+                measured.append((record, key, self._measure(record, key)))
             except RejectedRecord as error:
                 self.reject(stats, error)
                 first_error = first_error or error
@@ -110,9 +111,9 @@ class Pipeline:
         if not measured and first_error is not None:
             raise first_error
         now = self.clock()
-        for record, measurements in measured:
-            self.streams.get(self.labeler.key(record)).observe(record, measurements, now)
-        records = [record for record, _ in measured]
+        for record, key, measurements in measured:
+            self.streams.get(key).observe(record, measurements, now)
+        records = [record for record, _, _ in measured]
         self.records += len(records)
         stats.records += len(records)
         stats.last_record_timestamp = now
@@ -125,11 +126,9 @@ class Pipeline:
         self.reject(stats, error)
         return error
 
-    def _measure(self, record: Record) -> Measurements:
-        key = self.labeler.key(record)
-        labels = dict(zip(self.labeler.names, key, strict=True))
+    def _measure(self, record: Record, key: tuple[str, ...]) -> Measurements:
         try:
-            return self.measurer.measure(record, key, labels)
+            return self.measurer.measure(record, key, self.labeler.names)
         except ValueError as exc:
             raise RejectedRecord("invalid_embedding", str(exc)) from exc
 

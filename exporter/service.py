@@ -40,6 +40,7 @@ class Exporter:
                     on_lines=self._line_handler(stats, spec.format),
                     on_oversize=self._oversize_handler(stats, spec.max_line_bytes),
                     stats=stats,
+                    on_truncation=self.checkpoint,
                 )
             )
         for spec in config.http_inputs:
@@ -50,8 +51,6 @@ class Exporter:
         )
         self.registry = build_registry(self.collector)
         self.background: list[BackgroundTask] = [f.run for f in self.file_inputs]
-        for file_input in self.file_inputs:
-            file_input.on_truncation = self.checkpoint
         if self.state is not None:
             self.state.load(self.pipeline)
             positions = self.state.load_positions()

@@ -63,7 +63,9 @@ class StreamState:
 
 
 def _bounded_increment(counter: Counter[str], raw: str | None) -> None:
-    value = sanitize_label_value(raw or "")
+    value = raw or ""
+    if value not in counter:  # clean values are their own keys: sanitize only new ones
+        value = sanitize_label_value(value)
     if value not in counter and len(counter) >= MAX_SERVED_MODELS_PER_STREAM:
         value = OVERFLOW_VALUE
     counter[value] += 1
@@ -101,9 +103,6 @@ class StreamTable:
             stream.detectors, stream.evidence = self._make_parts()
         self._streams[key] = stream
         return stream
-
-    def find(self, key: tuple[str, ...]) -> StreamState | None:
-        return self._streams.get(key)
 
     def matching(self, matchers: dict[str, str]) -> list[StreamState]:
         """Streams whose labels equal every given value (unknown label names match nothing)."""

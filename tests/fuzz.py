@@ -107,7 +107,8 @@ def run(count: int, seed: int = 0) -> dict[str, int]:
             body = b"\n".join(batch)
             content_type = rng.choice(["application/json", "application/x-ndjson"])
             if body.strip():
-                result = push._ingest(body, content_type)
+                for result in push.ingest_slices(body, content_type):  # noqa: B007
+                    pass
                 rejected_lines += result.rejected
     counted = sum(pipeline.rejections.values())
     assert counted == rejected_lines, (pipeline.rejections, rejected_lines)

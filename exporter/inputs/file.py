@@ -172,9 +172,6 @@ class FileInput:
         self._saved: dict[FileKey, dict[str, Any]] = {}
         self._first_scan = True
 
-    def _truncated(self) -> None:
-        self.on_truncation()
-
     # --- checkpoints --------------------------------------------------------------
     def checkpoint(self) -> list[dict[str, Any]]:
         """Positions of open files, and of closed ones still on disk (a rotated file that
@@ -240,7 +237,7 @@ class FileInput:
                 del self.tails[key]
             offset = self._start_offset(key, handle, stat.st_size)
             tail = FileTail(path, handle, offset, self.config.max_line_bytes, self.stats,
-                            self._truncated)
+                            self.on_truncation)
             if self._mid_line(handle, offset):
                 tail.splitter.start_mid_line()
             self.tails[key] = tail

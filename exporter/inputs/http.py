@@ -12,6 +12,7 @@ import asyncio
 import hmac
 import logging
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -105,30 +106,27 @@ class HttpPushInput:
                 return (value if isinstance(value, list) else [value]), True
         return stripped.split(b"\n"), False
 
-    def _ingest(self, body: bytes, content_type: str) -> IngestResult:
+    def ingest_slices(self, body: bytes, content_type: str) -> Iterator[IngestResult]:
+        """Ingest the body slice by slice; yields the running result after each slice, so a
+        caller on the event loop can hand control back between slices (a 10 MB push must
+        not hold up scrapes and tailing for seconds)."""
         items, decoded = self._split(body, content_type)
-        if decoded:
-            return self.pipeline.ingest_values(items, self.stats)
-        return self.pipeline.ingest_lines(items, self.stats)
-
-    async def _ingest_yielding(self, body: bytes, content_type: str) -> IngestResult:
-        """Like `_ingest`, but hands the event loop back between slices, so a 10 MB push
-        does not hold up scrapes and tailing for seconds."""
-        items, decoded = self._split(body, content_type)
+        ingest = self.pipeline.ingest_values if decoded else self.pipeline.ingest_lines
         result = IngestResult()
         for start in range(0, len(items), YIELD_EVERY):
-            part = items[start : start + YIELD_EVERY]
-            if decoded:
-                done = self.pipeline.ingest_values(part, self.stats)
-            else:
-                done = self.pipeline.ingest_lines(part, self.stats)
+            done = ingest(items[start : start + YIELD_EVERY], self.stats)
             result.accepted += done.accepted
+            result.rejected += done.rejected
             for error in done.errors:
                 index, _, rest = error.partition(": ")
                 position = start + int(index.removeprefix("record "))
                 if len(result.errors) < MAX_REPORTED_ERRORS:
                     result.errors.append(f"record {position}: {rest}")
-            result.rejected += done.rejected
+            yield result
+
+    async def _ingest_yielding(self, body: bytes, content_type: str) -> IngestResult:
+        result = IngestResult()
+        for result in self.ingest_slices(body, content_type):  # noqa: B007 - the last one
             await asyncio.sleep(0)
         return result
 
@@ -185,12 +183,12 @@ class HttpPushInput:
 
 
 def _json(payload: object, status: int, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(
-        body=orjson.dumps(payload) + b"\n",
-        status=status,
-        content_type="application/json",
-        headers=headers,
-    )
+    return web.json_response(payload, status=status, headers=headers, dumps=json_dumps)
+
+
+def json_dumps(payload: object) -> str:
+    """orjson for aiohttp's json_response (numpy values included, e.g. evidence)."""
+    return orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY).decode()
 
 
 def _read_token(path: str | None) -> str | None:

@@ -131,3 +131,9 @@ class FormatChecker:
         if key not in self._by_stream:
             self._by_stream[key] = next((r for r in self.rules if r.selects(labels)), None)
         return self._by_stream[key]
+
+    def rule_for_key(self, key: tuple[str, ...], names: tuple[str, ...]) -> FormatRule | None:
+        """Per-record entry: the label dict is built only the first time a stream is seen."""
+        if key in self._by_stream:
+            return self._by_stream[key]
+        return self.rule_for(key, dict(zip(names, key, strict=True)))

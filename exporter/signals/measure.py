@@ -112,11 +112,14 @@ class SignalMeasurer:
             return vector_from_record(supplied), "user"
         return self.embedder.embed(record.output_text), "builtin"
 
-    def measure(self, record: Record, key: tuple[str, ...], labels: dict[str, str]) -> Measurements:
-        """All signals of one record. May raise ValueError for a bad user-supplied embedding."""
+    def measure(
+        self, record: Record, key: tuple[str, ...], names: tuple[str, ...]
+    ) -> Measurements:
+        """All signals of one record (`key`: its stream-label values, `names`: the label names).
+        May raise ValueError for a bad user-supplied embedding."""
         tokens, method, encoding = self._output_tokens(record)
         refusal = self.refusals.classify(record)
-        rule = self.formats.rule_for(key, labels)
+        rule = self.formats.rule_for_key(key, names)
         checked = rule is not None and refusal is None
         invalid = check(rule, record) if checked and rule is not None else None
         vector, source = self._embedding(record)
