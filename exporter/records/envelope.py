@@ -26,6 +26,9 @@ class Envelope:
         return as_str(self.request.get("model"))
 
 
+_TIMESTAMP_KEYS = ("timestamp", "time", "ts", "@timestamp", "created_at", "created")
+
+
 def _body(part: Any) -> dict[str, Any]:
     part = as_dict(load_json(part))
     body = load_json(part.get("body"))
@@ -46,9 +49,9 @@ def unwrap(obj: dict[str, Any]) -> Envelope:
     else:
         request, response = {}, obj
     timestamp = None
-    for key in ("timestamp", "time", "ts", "@timestamp", "created_at", "created"):
-        timestamp = as_timestamp(obj.get(key))
-        if timestamp is not None:
+    for key in _TIMESTAMP_KEYS:
+        raw = obj.get(key)
+        if raw is not None and (timestamp := as_timestamp(raw)) is not None:
             break
     if timestamp is None:
         timestamp = as_timestamp(response.get("created_at", response.get("created")))

@@ -27,6 +27,7 @@ from exporter.records.record import Record
 
 MAX_LABEL_VALUE_LENGTH = 128
 MISSING = "unknown"
+_CLEAN_CACHE_SIZE = 4096
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
 
 
@@ -62,10 +63,11 @@ def _lookup(obj: Any, parts: tuple[str, ...]) -> Any:
     if not parts:
         return obj
     if isinstance(obj, dict):
-        keys = {k for k in obj if isinstance(k, str)}
+        if len(parts) == 1:  # the common case: no dotted key can be longer than the path
+            return obj.get(parts[0])
         for cut in range(len(parts), 0, -1):
-            key = ".".join(parts[:cut])
-            if key in keys:
+            key = ".".join(parts[:cut]) if cut > 1 else parts[0]
+            if key in obj:
                 found = _lookup(obj[key], parts[cut:])
                 if found is not None:
                     return found
@@ -96,18 +98,23 @@ class LabelSpec:
         paths = tuple(tuple(p.strip().split(".")) for p in spec.split("|") if p.strip())
         return cls(name=name, paths=paths)
 
+    def raw_value(self, record: Record) -> str | None:
+        """The first non-empty scalar along the paths (see the module docstring), unsanitized;
+        the later candidates are looked up only when the first path finds nothing."""
+        paths, source = self.paths, record.source
+        text = _scalar(_lookup(source, paths[0])) if paths else None
+        if text:
+            return text
+        if self.name == "model" and (text := _scalar(record.requested_model)):
+            return text
+        for path in paths[1:]:
+            if text := _scalar(_lookup(source, path)):
+                return text
+        return _scalar(record.served_model) if self.name == "model" else None
+
     def value(self, record: Record) -> str:
-        candidates: list[Any] = [_lookup(record.source, path) for path in self.paths[:1]]
-        if self.name == "model":
-            candidates.append(record.requested_model)
-        candidates.extend(_lookup(record.source, path) for path in self.paths[1:])
-        if self.name == "model":
-            candidates.append(record.served_model)
-        for candidate in candidates:
-            text = _scalar(candidate)
-            if text:
-                return sanitize_label_value(text)
-        return MISSING
+        text = self.raw_value(record)
+        return sanitize_label_value(text) if text else MISSING
 
 
 class StreamLabeler:
@@ -116,6 +123,19 @@ class StreamLabeler:
     def __init__(self, specs: dict[str, str]) -> None:
         self.specs = tuple(LabelSpec.parse(name, spec) for name, spec in specs.items())
         self.names = tuple(spec.name for spec in self.specs)
+        # raw value -> label value: a stream's values repeat on every record, and sanitizing
+        # costs more than the lookup; bounded, so request ids used as labels cannot grow it
+        self._clean: dict[str | None, str] = {None: MISSING}
 
     def key(self, record: Record) -> tuple[str, ...]:
-        return tuple(spec.value(record) for spec in self.specs)
+        return tuple(self._sanitized(spec.raw_value(record)) for spec in self.specs)
+
+    def _sanitized(self, raw: str | None) -> str:
+        clean = self._clean.get(raw)
+        if clean is None:
+            assert raw is not None
+            clean = sanitize_label_value(raw)
+            if len(self._clean) >= _CLEAN_CACHE_SIZE:
+                self._clean = {None: MISSING}
+            self._clean[raw] = clean
+        return clean

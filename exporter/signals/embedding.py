@@ -42,11 +42,14 @@ import numpy as np
 
 __all__ = ["MAX_CHARS", "FeatureShift", "TextEmbedder", "top_features", "vector_from_record"]
 
-MAX_CHARS = 4096  # longer texts: first 3/4 and last 1/4 of this; the end (sign-off, "}") counts
-_PACK = 16  # texts per numpy pass in embed_many
-_TABLE = 2 * MAX_CHARS + 8  # powers of base: enough for a pass (packs stop at MAX_CHARS)
+# Longer texts: the first 3/4 and the last 1/4 of this. The opening shows topic, language and
+# format, the end sign-offs and a closing "}"; length has its own signal. Cost is linear in it.
+MAX_CHARS = 512
+_PASS_CHARS = 16384  # chars per numpy pass in embed_many: large enough that per-call costs vanish
+_PACK = 64  # texts per numpy pass at most (the tf table below takes 2**_SLOT_BITS slots each)
+_TABLE = _PASS_CHARS + 2 * MAX_CHARS + 16  # powers of base: enough for any pass
 _BIGRAM_WEIGHT, _NGRAM_WEIGHT = 0.5, 0.5  # vs words; best topic/language separation measured
-_SLOT_BITS = 14  # hash bits of the per-text table that counts occurrences for tf weighting
+_SLOT_BITS = 13  # hash bits of the per-text table that counts occurrences for tf weighting
 _RSQRT = 1.0 / np.sqrt(np.maximum(np.arange(8 * MAX_CHARS, dtype=np.float64), 1.0))
 _SPACE, _WORD, _CJK, _PUNCT = 0, 1, 2, 3
 _U = np.uint32
@@ -127,16 +130,16 @@ class TextEmbedder:
 
     def embed_many(self, texts: Iterable[str]) -> np.ndarray:
         """Embeddings of many texts, shape ``(n, dimension)``, bit-identical to `embed` on each.
-        Texts of up to 1 K chars share numpy passes (<= 16 and 4 K chars a pass): about 3x
-        faster per 200-char text. Longer ones go alone; sharing would only add bookkeeping."""
+        Texts share numpy passes (up to 16 K chars and 64 texts a pass), so the fixed cost of
+        a numpy call, most of `embed` on a short text, is paid once per pass: the pipeline
+        embeds each read chunk this way (``benchmarks/bench_embedding.py``)."""
         out, batch, size = [], [], 0
         for text in map(_prepare, texts):
-            cost = len(text) if len(text) <= MAX_CHARS // 4 else MAX_CHARS
-            if batch and (size + cost > MAX_CHARS or len(batch) == _PACK):
+            if batch and (size + len(text) > _PASS_CHARS or len(batch) == _PACK):
                 out.append(self._embed_packed(batch))
                 batch, size = [], 0
             batch.append(text)
-            size += cost
+            size += len(text) + 1
         if batch:
             out.append(self._embed_packed(batch))
         return np.concatenate(out) if out else np.zeros((0, self.dimension), np.float32)
@@ -150,11 +153,12 @@ class TextEmbedder:
         code = _codepoints(" " + " ".join(texts) + "    ")
         cls = _CLASSES.take(code)
         weighted = code * self._pow[: code.size]
-        doc = None
+        doc = starts = None
         if n_docs > 1:
             spans = [len(t) + 1 for t in texts]
             spans[0], spans[-1] = spans[0] + 1, spans[-1] + 3
             doc = np.arange(n_docs).repeat(spans)
+            starts = np.cumsum(spans[:-1])  # each text's first char (after the first's)
         uni, bi, where = self._token_features(cls, weighted, doc)
         # char 3/4/5-grams of words; any non-word char counts as char 1, the "<" and ">" marks
         word = cls == _WORD
@@ -176,9 +180,12 @@ class TextEmbedder:
         x = x.astype(np.intp)
         slot = x >> (32 - _SLOT_BITS)
         index = x >> self._bucket_shift
-        if doc is not None:  # keep texts apart: offset by each feature's text number
-            where.append(valid.nonzero()[1] + 1)  # the n-gram's first word char
-            doc = doc.take(np.concatenate(where))
+        if doc is not None and starts is not None:  # keep texts apart: offset by text number
+            # n-gram i starts at char i + 1, so text t's n-grams begin at index starts[t] - 1;
+            # counting valid ones per text gives their text numbers without a nonzero() pass
+            per_text = np.add.reduceat(valid, np.r_[0, starts - 1], axis=1, dtype=np.intp)
+            gram_doc = np.tile(np.arange(n_docs), 3).repeat(per_text.ravel())
+            doc = np.concatenate((doc.take(np.concatenate(where)), gram_doc))
             slot += doc << _SLOT_BITS
             index += doc * (2 * dim)
         # sublinear tf: each occurrence of a feature weighs 1/sqrt(count), so it totals sqrt(count)

@@ -23,7 +23,7 @@ USAGE = "usage"
 TOKENIZER = "tokenizer"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Measurements:
     output_tokens: int
     token_method: str  # usage | tokenizer
@@ -35,6 +35,8 @@ class Measurements:
     format_invalid: str | None  # reason, or None when valid or unchecked
     embedding: np.ndarray | None
     embedding_source: str | None  # user | builtin
+    # the text the built-in embedding is still to be computed from (see `embed_pending`)
+    pending_text: str | None = None
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,7 @@ class SignalMeasurer:
         count, encoding = self.tokens.count(text, record.served_model or record.requested_model)
         return count, TOKENIZER, encoding
 
-    def _embedding(self, record: Record) -> tuple[np.ndarray | None, str | None]:
+    def _embedding(self, record: Record, defer: bool) -> tuple[np.ndarray | None, str | None]:
         if self.embedder is None:
             return None, None
         if self.settings.embedding_path is not None:
@@ -110,19 +112,26 @@ class SignalMeasurer:
             if supplied is None:
                 return None, None
             return vector_from_record(supplied), "user"
+        if defer:
+            return None, "builtin"
         return self.embedder.embed(record.output_text), "builtin"
 
     def measure(
-        self, record: Record, key: tuple[str, ...], names: tuple[str, ...]
+        self,
+        record: Record,
+        key: tuple[str, ...],
+        names: tuple[str, ...],
+        defer_embedding: bool = False,
     ) -> Measurements:
         """All signals of one record (`key`: its stream-label values, `names`: the label names).
-        May raise ValueError for a bad user-supplied embedding."""
+        May raise ValueError for a bad user-supplied embedding. `defer_embedding` leaves the
+        built-in embedding to `embed_pending`, which embeds many records' texts at once."""
         tokens, method, encoding = self._output_tokens(record)
         refusal = self.refusals.classify(record)
         rule = self.formats.rule_for_key(key, names)
         checked = rule is not None and refusal is None
         invalid = check(rule, record) if checked and rule is not None else None
-        vector, source = self._embedding(record)
+        vector, source = self._embedding(record, defer_embedding)
         return Measurements(
             output_tokens=tokens,
             token_method=method,
@@ -134,4 +143,14 @@ class SignalMeasurer:
             format_invalid=invalid,
             embedding=vector,
             embedding_source=source,
+            pending_text=record.output_text if vector is None and source else None,
         )
+
+    def embed_pending(self, batch: list[Measurements]) -> None:
+        """Fill in the built-in embeddings that `measure` deferred, in shared numpy passes."""
+        pending = [m for m in batch if m.pending_text is not None]
+        if not pending or self.embedder is None:
+            return
+        vectors = self.embedder.embed_many(m.pending_text or "" for m in pending)
+        for measurements, vector in zip(pending, vectors, strict=True):
+            measurements.embedding, measurements.pending_text = vector, None
