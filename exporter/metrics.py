@@ -1,33 +1,38 @@
 """The Collector that turns exporter state into metric families at scrape time.
 
-It only reads in-memory state (no I/O, no locks held long), so a scrape stays
-cheap with thousands of streams; families are built fresh each scrape in the
-style of prometheus_client's own collectors.
+It only reads in-memory state (no I/O, no locks held long). The few families that
+are not per stream are built fresh each scrape in the style of prometheus_client's
+own collectors; the per-stream families (the bulk: ~150 series per stream) come
+from `stream_source` as pre-rendered text (see `exporter.exposition`), so a scrape
+of thousands of streams stays cheap and a supervisor of several worker processes
+can plug in its own source.
 """
 
 from __future__ import annotations
 
 import platform
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 
 from prometheus_client import PlatformCollector, ProcessCollector
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
-    HistogramMetricFamily,
     InfoMetricFamily,
     Metric,
 )
+from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import CollectorRegistry
 
 from exporter import __version__
-from exporter.drift_metrics import drift_metrics
+from exporter.exposition import TEXT, Dialect, StreamChunks
 from exporter.inputs.file import FileInput
 from exporter.inputs.stats import InputStats
 from exporter.pipeline import Pipeline
-from exporter.records.record import FINISH_REASONS
-from exporter.signals.format import INVALID_REASONS
 from exporter.state import StateStore
+from exporter.stream_families import StreamRenderer, merge_streams
+
+# Where a scrape gets the per-stream families: one StreamChunks per process owning streams.
+StreamSource = Callable[[Dialect], Awaitable[list[StreamChunks]]]
 
 
 class ExporterCollector:
@@ -48,117 +53,18 @@ class ExporterCollector:
             "python_version": platform.python_version(),
             **(build_labels or {}),
         }
+        self.renderer = StreamRenderer(pipeline.streams)
+        # this process's streams; a supervisor of worker processes sets its own source
+        self.stream_source: StreamSource = self._local_streams
+
+    async def _local_streams(self, dialect: Dialect) -> list[StreamChunks]:
+        return [self.renderer.render(dialect)]
 
     def collect(self) -> Iterable[Metric]:
-        yield from self._stream_metrics()
-        yield from self._signal_metrics()
-        yield from drift_metrics(self.pipeline.streams)
+        """The families that are not per stream (per-stream ones: `stream_source`)."""
         yield from self._rejections()
         yield from self._input_metrics()
         yield from self._self_metrics()
-
-    def _stream_metrics(self) -> Iterator[Metric]:
-        names = list(self.pipeline.streams.label_names)
-        records = CounterMetricFamily(
-            "llm_records", "LLM records accepted, per stream.", labels=names
-        )
-        finish = CounterMetricFamily(
-            "llm_finish_reasons",
-            "Records by normalized finish reason (stop, length, content_filter, tool_call, "
-            "refusal, error, other).",
-            labels=[*names, "finish_reason"],
-        )
-        served = CounterMetricFamily(
-            "llm_served_model_records",
-            "Records by the model version the provider reports having served.",
-            labels=[*names, "served_model"],
-        )
-        fingerprints = CounterMetricFamily(
-            "llm_system_fingerprint_records",
-            "Records by the provider's system_fingerprint, where reported.",
-            labels=[*names, "system_fingerprint"],
-        )
-        last = GaugeMetricFamily(
-            "llm_last_record_timestamp_seconds",
-            "Time of the last record of the stream (record timestamp, else arrival time).",
-            labels=names,
-        )
-        for stream in self.pipeline.streams:
-            labels = list(stream.labels)
-            records.add_metric(labels, stream.records)
-            # every reason from 0, so rate() sees the first truncation of a stream
-            for reason in FINISH_REASONS:
-                finish.add_metric([*labels, reason], stream.finish_reasons[reason])
-            for model, count in stream.served_models.items():
-                served.add_metric([*labels, model], count)
-            for fingerprint, count in stream.system_fingerprints.items():
-                fingerprints.add_metric([*labels, fingerprint], count)
-            if stream.last_record_time is not None:
-                last.add_metric(labels, stream.last_record_time)
-        yield from (records, finish, served, fingerprints, last)
-
-    def _signal_metrics(self) -> Iterator[Metric]:
-        names = list(self.pipeline.streams.label_names)
-        histograms = {
-            attr: HistogramMetricFamily(name, help_text, labels=names)
-            for attr, name, help_text in (
-                ("output_tokens", "llm_output_tokens",
-                 "Visible output tokens per record (provider usage minus reasoning, else counted "
-                 "with the tokenizer)."),
-                ("input_tokens", "llm_input_tokens", "Input tokens per record, where reported."),
-                ("reasoning_tokens", "llm_reasoning_tokens",
-                 "Hidden reasoning tokens per record, where reported separately."),
-            )
-        }
-        methods = CounterMetricFamily(
-            "llm_output_token_counts",
-            "Records by how output tokens were obtained: provider usage, or the tokenizer "
-            "(with the encoding used).",
-            labels=[*names, "method", "encoding"],
-        )
-        refusals = CounterMetricFamily(
-            "llm_refusals", "Records judged refusals.", labels=names
-        )
-        by_kind = CounterMetricFamily(
-            "llm_refusals_by_kind",
-            "Refusals by how they were recognized: structured, phrase, custom.",
-            labels=[*names, "kind"],
-        )
-        checked = CounterMetricFamily(
-            "llm_format_checked",
-            "Records checked against the stream's format expectation (refusals excluded).",
-            labels=names,
-        )
-        invalid = CounterMetricFamily(
-            "llm_format_invalid", "Checked records that failed, by reason.",
-            labels=[*names, "reason"],
-        )
-        embedded = CounterMetricFamily(
-            "llm_embeddings",
-            "Records embedded, by source of the vector: user (supplied) or builtin.",
-            labels=[*names, "source"],
-        )
-        for stream in self.pipeline.streams:
-            labels = list(stream.labels)
-            totals = stream.signals
-            for attr, family in histograms.items():
-                histogram = getattr(totals, attr)
-                if histogram.observations:
-                    family.add_metric(labels, histogram.cumulative(), histogram.total)
-            for (method, encoding), count in totals.token_methods.items():
-                methods.add_metric([*labels, method, encoding], count)
-            refusals.add_metric(labels, sum(totals.refusals.values()))
-            for kind in ("structured", "phrase", "custom"):
-                by_kind.add_metric([*labels, kind], totals.refusals[kind])
-            if totals.format_checked:
-                checked.add_metric(labels, totals.format_checked)
-                # every reason from 0, so rate() sees the first failure of each kind
-                for reason in INVALID_REASONS:
-                    invalid.add_metric([*labels, reason], totals.format_invalid[reason])
-            for source, count in totals.embeddings.items():
-                embedded.add_metric([*labels, source], count)
-        yield from histograms.values()
-        yield from (methods, refusals, by_kind, checked, invalid, embedded)
 
     def _rejections(self) -> Iterator[Metric]:
         rejected = CounterMetricFamily(
@@ -307,10 +213,37 @@ class ExporterCollector:
         )
 
 
+class StreamFamilies:
+    """This process's per-stream families as MetricFamily objects, parsed back from their
+    text, so that `generate_latest(exporter.registry)` and `get_sample_value` still see
+    every family. Slow with many streams: `/metrics` writes the text directly instead."""
+
+    def __init__(self, renderer: StreamRenderer) -> None:
+        self.renderer = renderer
+
+    def collect(self) -> Iterable[Metric]:
+        text = merge_streams([self.renderer.render(TEXT)], TEXT).decode()
+        return text_string_to_metric_families(text)
+
+
 def build_registry(collector: ExporterCollector) -> CollectorRegistry:
-    """A private registry per exporter instance: tests and the demo can run several side by side."""
+    """Every family of one exporter, in `/metrics` order, for programmatic use. A private
+    registry per exporter instance: tests and the demo can run several side by side."""
     registry = CollectorRegistry(auto_describe=True)
+    registry.register(StreamFamilies(collector.renderer))
+    _register_rest(registry, collector)
+    return registry
+
+
+def build_rest_registry(collector: ExporterCollector) -> CollectorRegistry:
+    """What `/metrics` serves after the per-stream families: the collector's own families,
+    then process and platform metrics."""
+    registry = CollectorRegistry(auto_describe=True)
+    _register_rest(registry, collector)
+    return registry
+
+
+def _register_rest(registry: CollectorRegistry, collector: ExporterCollector) -> None:
     registry.register(collector)
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
-    return registry

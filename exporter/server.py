@@ -12,9 +12,9 @@ import signal
 from collections.abc import AsyncIterator
 
 from aiohttp import web
-from prometheus_client.aiohttp import make_aiohttp_handler
 
 from exporter.api import Api
+from exporter.scrape import make_metrics_handler
 from exporter.service import Exporter
 from exporter.web_config import WebConfig
 
@@ -37,7 +37,7 @@ def make_app(
     app = web.Application(middlewares=middlewares)
     app[EXPORTER_KEY] = exporter
     api = Api(exporter, telemetry_path)
-    app.router.add_get(telemetry_path, make_aiohttp_handler(exporter.registry))
+    app.router.add_get(telemetry_path, make_metrics_handler(exporter.collector))
     app.router.add_get("/", api.landing)
     app.router.add_get("/-/healthy", api.healthy)
     app.router.add_get("/-/ready", api.ready)
