@@ -1,0 +1,116 @@
+"""The `/metrics` handler: what prometheus_client's aiohttp handler answered for the same
+state (Content-Type by Accept, samples, `name[]`), gzip when accepted, and the stream
+source seam a multi-process supervisor plugs into."""
+
+from __future__ import annotations
+
+import gzip
+
+import pytest
+from aiohttp import ClientResponse
+from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client.exposition import choose_encoder
+
+from exporter.exposition import Dialect, StreamChunks
+from exporter.scrape import COMPRESS_OFF_LOOP_BYTES
+from exporter.server import make_app
+from exporter.service import Exporter
+from exporter.stream_families import StreamRenderer
+from tests.test_exposition import ODD_MODELS, add_raw_stream, exporter_with, sample_set
+
+PROMETHEUS_ACCEPT = (
+    "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.6,"
+    "application/openmetrics-text;version=0.0.1;q=0.5,"
+    "text/plain;version=1.0.0;escaping=allow-utf-8;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2"
+)
+ACCEPTS = ("", "application/openmetrics-text", PROMETHEUS_ACCEPT, "text/plain;version=0.0.4")
+IDENTITY = {"Accept-Encoding": "identity"}
+
+
+@pytest.fixture
+async def serve(aiohttp_client):
+    async def start(exporter: Exporter) -> TestClient:
+        return await aiohttp_client(TestServer(make_app(exporter)))
+
+    return start
+
+
+def legacy_body(exporter: Exporter, accept: str) -> bytes:
+    from legacy_exposition import legacy_registry  # on sys.path through tests.test_exposition
+
+    encoder, _ = choose_encoder(accept)
+    return encoder(legacy_registry(exporter.pipeline.streams, exporter.collector))
+
+
+def steady(samples: set[tuple]) -> set[tuple]:
+    """Without the process metrics, whose values move between two scrapes."""
+    return {s for s in samples if not s[0].startswith("process_")}
+
+
+async def body_of(response: ClientResponse) -> bytes:
+    assert response.status == 200
+    return await response.read()
+
+
+@pytest.mark.parametrize("accept", ACCEPTS)
+async def test_answers_as_prometheus_client_did(serve, accept: str) -> None:
+    exporter = exporter_with(ODD_MODELS[:1], errors=1)
+    add_raw_stream(exporter.pipeline.streams, ("line\nbreak", "/raw"))
+    client = await serve(exporter)
+    response = await client.get("/metrics", headers={"Accept": accept, **IDENTITY})
+    body = await body_of(response)
+    assert response.headers["Content-Type"] == choose_encoder(accept)[1]
+    assert "Content-Encoding" not in response.headers
+    openmetrics = response.headers["Content-Type"].startswith("application/openmetrics-text")
+    assert body.endswith(b"# EOF\n") == openmetrics
+    old = legacy_body(exporter, accept)
+    if openmetrics:  # the parsers below read the stream part without its end marker
+        body, old = body.removesuffix(b"# EOF\n"), old.removesuffix(b"# EOF\n")
+    new_samples = sample_set(body, openmetrics)
+    assert steady(new_samples) == steady(sample_set(old, openmetrics))
+    assert any(s[0] == "process_cpu_seconds" for s in new_samples)
+
+
+async def test_gzip_when_accepted_and_off_the_loop_when_large(serve) -> None:
+    exporter = exporter_with(["learned"])
+    for i in range(100):
+        add_raw_stream(exporter.pipeline.streams, (f"raw-{i}", "/raw"))
+    client = await serve(exporter)
+    plain = await body_of(await client.get("/metrics", headers=IDENTITY))
+    assert len(plain) > COMPRESS_OFF_LOOP_BYTES
+    response = await client.get("/metrics", headers={"Accept-Encoding": "br, gzip;q=0.9"},
+                                auto_decompress=False)
+    packed = await body_of(response)
+    assert response.headers["Content-Encoding"] == "gzip"
+    assert len(packed) < len(plain) / 5
+    unpacked = gzip.decompress(packed)
+    assert steady(sample_set(unpacked, False)) == steady(sample_set(plain, False))
+
+
+async def test_name_filter(serve) -> None:
+    exporter = exporter_with(["a", "b"])
+    client = await serve(exporter)
+    query = "name[]=llm_records_total&name[]=llm_output_tokens_sum&name[]=llm_exporter_streams"
+    body = await body_of(await client.get(f"/metrics?{query}", headers=IDENTITY))
+    names = {s[2] for s in sample_set(body, False)}
+    assert names == {"llm_records_total", "llm_output_tokens_sum", "llm_exporter_streams"}
+    assert body.count(b"# TYPE ") == 3
+
+
+async def test_stream_source_seam_merges_other_processes(serve) -> None:
+    """A supervisor replaces `stream_source` with chunks from its workers; detector errors
+    are summed across them."""
+    exporter = exporter_with(["local"], errors=1)
+    workers = [exporter_with(["w1"], errors=2), exporter_with(["w2"], errors=3)]
+    renderers = [StreamRenderer(w.pipeline.streams) for w in workers]
+
+    async def from_workers(dialect: Dialect) -> list[StreamChunks]:
+        return [r.render(dialect) for r in renderers]
+
+    exporter.collector.stream_source = from_workers
+    client = await serve(exporter)
+    body = await body_of(await client.get("/metrics", headers=IDENTITY))
+    records = [s for s in sample_set(body, False) if s[2] == "llm_records_total"]
+    models = {dict(s[3])["model"] for s in records}
+    assert models == {"w1", "w2"}
+    assert b'llm_exporter_detector_errors_total{signal="embedding"} 5.0\n' in body
