@@ -2,28 +2,41 @@
 
 Memory: tracemalloc over the pipeline after every stream has completed its
 baselines (steady state), for a growing number of streams; the slope is the
-cost of one more stream. Scrape: time to render the exposition of the
-exporter's registry (what a `/metrics` request does) with N streams.
+cost of one more stream. Scrape: the whole work of a `/metrics` request with N
+streams (exporter.scrape.MetricsEndpoint.body: negotiation, stream families, the
+other families, gzip when accepted), in both formats, with and without gzip, side
+by side with the path it replaced (prometheus_client's generate_latest over
+MetricFamily objects, benchmarks/legacy_exposition.py, compressed as aiohttp did:
+zlib's default level) in the same run.
 
-    python benchmarks/bench_scale.py [--streams 1 10 50] [--scrape-streams 1000]
+    python benchmarks/bench_scale.py [--streams 1 10 50] [--scrape-streams 1000] [--no-memory]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
+import statistics
 import sys
 import time
 import tracemalloc
+import zlib
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from prometheus_client import generate_latest
+from legacy_exposition import legacy_registry
+from prometheus_client.exposition import choose_encoder
 
 from exporter.config import parse_config
 from exporter.inputs.stats import InputStats
+from exporter.scrape import MetricsEndpoint
 from exporter.service import Exporter
+
+ACCEPTS = {"text": "", "openmetrics": "application/openmetrics-text"}
+REPEATS = 7
 
 WORDS = "invoice refund parcel status login plan card delivery order account".split()
 
@@ -66,15 +79,71 @@ def memory_per_stream(counts: list[int], baseline: int) -> list[tuple[int, float
     return rows
 
 
-def scrape_ms(streams: int) -> float:
+def timed(work: Callable[[], Awaitable[bytes]]) -> tuple[float, float, int]:
+    """Median and best ms of REPEATS runs after a warm-up, and the body size."""
+
+    async def run() -> tuple[list[float], bytes]:
+        body = await work()
+        times = []
+        for _ in range(REPEATS):
+            started = time.perf_counter()
+            body = await work()
+            times.append((time.perf_counter() - started) * 1000)
+        return times, body
+
+    times, body = asyncio.run(run())
+    return statistics.median(times), min(times), len(body)
+
+
+def scrape_table(streams: int) -> None:
     exporter = exporter_with(streams, 5, 1000)
-    generate_latest(exporter.registry)
-    started = time.perf_counter()
-    for _ in range(5):
-        body = generate_latest(exporter.registry)
-    elapsed = (time.perf_counter() - started) / 5 * 1000
-    print(f"  exposition with {streams} streams: {len(body) / 1e6:.1f} MB")
-    return elapsed
+    families = sum(1 for _ in MetricsEndpoint(exporter.collector).rest.collect())
+    old = legacy_registry(exporter.pipeline.streams, exporter.collector)
+
+    def old_path(accept: str, level: int | None) -> Callable[[], Awaitable[bytes]]:
+        encoder, _ = choose_encoder(accept)
+
+        async def work() -> bytes:
+            body = encoder(old)
+            if level is None:
+                return body
+            packer = zlib.compressobj(level, zlib.DEFLATED, 31)
+            return packer.compress(body) + packer.flush()
+
+        return work
+
+    def new_path(accept: str, gzip: int | None) -> Callable[[], Awaitable[bytes]]:
+        endpoint = MetricsEndpoint(exporter.collector, gzip_level=gzip or 1)
+        encoding = "gzip" if gzip is not None else ""
+
+        async def work() -> bytes:
+            return (await endpoint.body(accept, encoding))[0]
+
+        return work
+
+    rows = []
+    for fmt, accept in ACCEPTS.items():
+        for label, make, level in (
+            ("before", old_path, None), ("before", old_path, zlib.Z_DEFAULT_COMPRESSION),
+            ("after", new_path, None), ("after", new_path, 1), ("after", new_path, 6),
+        ):
+            gzip = "-" if level is None else ("6 (default)" if level < 0 else str(level))
+            rows.append((label, fmt, gzip, *timed(make(accept, level))))
+    body = asyncio.run(MetricsEndpoint(exporter.collector).body(""))[0]
+    lines = sum(1 for line in body.splitlines() if not line.startswith(b"#"))
+    print(f"/metrics with {streams} streams ({lines:,} samples; {families} families outside "
+          f"the streams; median and best of {REPEATS}):")
+    print("| path | format | gzip level | ms (median) | ms (best) | bytes |")
+    print("| --- | --- | --- | ---: | ---: | ---: |")
+    for label, fmt, gzip, median, best, size in rows:
+        print(f"| {label} | {fmt} | {gzip} | {median:.1f} | {best:.1f} | {size:,} |")
+    base = {(fmt, gzip): median for label, fmt, gzip, median, _, _ in rows if label == "before"}
+    for fmt in ACCEPTS:
+        after = {gzip: median for label, f, gzip, median, _, _ in rows
+                 if label == "after" and f == fmt}
+        print(f"speed-up {fmt}: {base[(fmt, '-')] / after['-']:.1f}x uncompressed, "
+              f"{base[(fmt, '6 (default)')] / after['1']:.1f}x gzipped (before at level 6, "
+              f"after at level 1)")
 
 
 def main() -> None:
@@ -82,7 +151,11 @@ def main() -> None:
     parser.add_argument("--streams", type=int, nargs="+", default=[1, 10, 40])
     parser.add_argument("--baseline", type=int, default=1000)
     parser.add_argument("--scrape-streams", type=int, default=1000)
+    parser.add_argument("--no-memory", action="store_true", help="only the scrape table")
     args = parser.parse_args()
+    scrape_table(args.scrape_streams)
+    if args.no_memory:
+        return
     rows = memory_per_stream(args.streams, args.baseline)
     print(f"memory in steady state (baseline_size {args.baseline}, all baselines learned):")
     print("| streams | traced KiB | KiB per stream (slope from the first row) |")
@@ -91,8 +164,6 @@ def main() -> None:
     for count, kib in rows:
         slope = (kib - first_kib) / (count - first_count) if count != first_count else 0.0
         print(f"| {count} | {kib:,.0f} | {slope:,.1f} |")
-    print(f"/metrics render time with {args.scrape_streams} streams: "
-          f"{scrape_ms(args.scrape_streams):.1f} ms")
 
 
 if __name__ == "__main__":
