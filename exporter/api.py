@@ -12,7 +12,6 @@ from exporter import __version__
 from exporter.detectors import SIGNALS
 from exporter.inputs.http import json_dumps
 from exporter.service import Exporter
-from exporter.stream_view import streams_view
 
 
 def _json(payload: object, status: int = 200) -> web.Response:
@@ -69,11 +68,10 @@ class Api:
         return web.Response(text="Not ready\n", status=503)
 
     async def streams(self, request: web.Request) -> web.Response:
-        streams = self.exporter.pipeline.streams
         return _json(
             {
-                "label_names": list(streams.label_names),
-                "streams": streams_view(streams, self._with_evidence),
+                "label_names": list(self.exporter.pipeline.streams.label_names),
+                "streams": await self.exporter.stream_views(self._with_evidence),
             }
         )
 
@@ -103,20 +101,18 @@ class Api:
         unknown = sorted(set(match) - set(streams.label_names))
         if unknown:
             return _json({"error": f"unknown stream labels {unknown}"}, status=400)
-        matched = streams.matching(match)
-        for stream in matched:
-            stream.reset_baselines(tuple(signals))
+        matched = await self.exporter.reset_baselines(match, tuple(signals))
         names = streams.label_names
         return _json(
             {
-                "reset": [dict(zip(names, s.labels, strict=True)) for s in matched],
+                "reset": [dict(zip(names, labels, strict=True)) for labels in matched],
                 "signals": signals,
             }
         )
 
     async def landing(self, request: web.Request) -> web.Response:
         streams = self.exporter.pipeline.streams
-        views = streams_view(streams, self._with_evidence)
+        views = await self.exporter.stream_views(self._with_evidence)
         header = "".join(f"<th>{html.escape(n)}</th>" for n in streams.label_names)
         header += "<th>records</th>" + "".join(f"<th>{s}</th>" for s in SIGNALS)
         rows, details = [], []
@@ -142,7 +138,7 @@ margin:.3em 0;padding-left:.6em}}</style></head>
 <body><h1>llm-drift-exporter</h1><p>Version {__version__}</p>
 <ul><li><a href="{path}">Metrics</a></li><li><a href="api/v1/streams">Streams (JSON)</a></li>
 <li><a href="-/healthy">Health</a></li></ul>
-<h2>Streams ({len(streams)})</h2>
+<h2>Streams ({len(views)})</h2>
 <table><tr>{header}</tr>{"".join(rows)}</table>
 {"<h2>What changed</h2>" + "".join(details) if details else ""}
 </body></html>"""

@@ -135,8 +135,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"cannot start: {exc}", file=sys.stderr)
         return 1
-    asyncio.run(serve(exporter, args.listen_address, args.telemetry_path, web_config))
-    return 0
+    clean = asyncio.run(serve(exporter, args.listen_address, args.telemetry_path, web_config))
+    return 0 if clean else 1
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

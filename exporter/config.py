@@ -78,6 +78,7 @@ class Config:
     format: str = "auto"
     stream_labels: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_STREAM_LABELS))
     max_streams: int = 1000
+    workers: int = 1  # >1: detector work sharded over that many processes by stream key
     state_dir: str | None = None
     checkpoint_interval: float = 30.0
     signals: dict[str, Any] = field(default_factory=dict)
@@ -257,6 +258,7 @@ def _build(raw: dict[str, Any]) -> Config:
         format=raw.get("format", "auto"),
         stream_labels=dict(raw.get("stream_labels") or DEFAULT_STREAM_LABELS),
         max_streams=raw.get("max_streams", 1000),
+        workers=raw.get("workers", 1),
         state_dir=raw.get("state_dir"),
         checkpoint_interval=raw.get("checkpoint_interval", 30.0),
         signals=raw.get("signals") or {},

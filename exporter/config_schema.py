@@ -77,6 +77,7 @@ SCHEMA: dict[str, Any] = {
             "additionalProperties": {"type": "string", "minLength": 1},
         },
         "max_streams": _POSITIVE_INT,
+        "workers": {"type": "integer", "minimum": 1, "maximum": 64},
         "state_dir": {"type": ["string", "null"]},
         "checkpoint_interval": {"type": "number", "exclusiveMinimum": 0},
         "signals": {

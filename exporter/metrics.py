@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import platform
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 from prometheus_client import PlatformCollector, ProcessCollector
 from prometheus_client.core import (
@@ -56,6 +57,9 @@ class ExporterCollector:
         self.renderer = StreamRenderer(pipeline.streams)
         # this process's streams; a supervisor of worker processes sets its own source
         self.stream_source: StreamSource = self._local_streams
+        # with worker processes: what each said at the last scrape (processing seconds,
+        # tokenizers loaded), set by the supervisor's stream source before `collect`
+        self.worker_status: list[dict[str, Any]] = []
 
     async def _local_streams(self, dialect: Dialect) -> list[StreamChunks]:
         return [self.renderer.render(dialect)]
@@ -174,7 +178,10 @@ class ExporterCollector:
             "Where each tiktoken encoding was loaded from (offline; sha256-verified).",
             labels=["encoding", "source"],
         )
-        for encoding, source in sorted(measurer.tokens.loaded_sources().items()):
+        loaded = dict(measurer.tokens.loaded_sources())
+        for status in self.worker_status:
+            loaded.update(status["tokenizers"])
+        for encoding, source in sorted(loaded.items()):
             tokenizer.add_metric([encoding, source], {})
         yield tokenizer
         yield InfoMetricFamily(
@@ -208,8 +215,14 @@ class ExporterCollector:
             )
         yield CounterMetricFamily(
             "llm_exporter_processing_seconds",
-            "CPU-bound time spent normalizing and accounting records.",
-            value=self.pipeline.processing_seconds,
+            "CPU-bound time spent normalizing and accounting records (all processes).",
+            value=self.pipeline.processing_seconds
+            + sum(status["processing_seconds"] for status in self.worker_status),
+        )
+        yield GaugeMetricFamily(
+            "llm_exporter_workers",
+            "Worker processes the streams are sharded over (0: all work in this process).",
+            value=self.pipeline.config.workers if self.pipeline.config.workers > 1 else 0,
         )
 
 

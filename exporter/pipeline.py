@@ -39,6 +39,9 @@ KNOWN_REJECTION_REASONS = (
 )
 MAX_REPORTED_ERRORS = 10
 Measured = tuple[Record, tuple[str, ...], Measurements]
+StreamKey = tuple[str, ...]
+Pick = tuple[int, StreamKey]  # (index of a record within its JSON value, its stream key)
+RoutedItem = tuple[int, bytes, list[Pick]]  # (position in the batch, JSON, records to take)
 
 
 @dataclass
@@ -57,15 +60,23 @@ class IngestResult:
 
 class Pipeline:
     def __init__(
-        self, config: Config, clock: Callable[[], float] = time.time, learn_only: bool = False
+        self,
+        config: Config,
+        clock: Callable[[], float] = time.time,
+        learn_only: bool = False,
+        detect: bool = True,
     ) -> None:
+        """`detect=False`: streams are only admitted (labels, cap), not observed: the pipeline
+        of a supervisor whose worker processes own the streams' state."""
         self.config = config
         self.learn_only = learn_only
         self.clock = clock
         self.labeler = StreamLabeler(config.stream_labels)
         self.detector_factory = DetectorFactory.from_config(config.detectors)
         self.evidence_settings = EvidenceSettings.from_config(config.evidence)
-        self.streams = StreamTable(self.labeler.names, config.max_streams, self._stream_parts)
+        self.streams = StreamTable(
+            self.labeler.names, config.max_streams, self._stream_parts if detect else None
+        )
         self.measurer = SignalMeasurer(SignalSettings.from_config(config.signals))
         self.rejections: Counter[str] = Counter({reason: 0 for reason in KNOWN_REJECTION_REASONS})
         self.records = 0
@@ -90,8 +101,9 @@ class Pipeline:
         started = time.perf_counter()
         try:
             measured = self._measure_value(value, stats, fmt)
-        finally:
+        except RejectedRecord:
             self.processing_seconds += time.perf_counter() - started
+            raise
         self._commit(measured, stats, started)
         return len(measured)
 
@@ -199,5 +211,56 @@ class Pipeline:
                 continue
             measured.extend(records)
             result.accepted += len(records)
+        self._commit(measured, stats, started)
+        return result
+
+    # --- sharding over worker processes (exporter/workers) ---------------------------
+    def route_value(self, value: Any, stats: InputStats, fmt: str | None = None) -> list[Pick]:
+        """The supervisor's half of a record: its usable records and their admitted stream
+        keys (the stream cap applied here, in one place for all workers). Nothing is
+        measured. Raises RejectedRecord (counted) when no record of `value` is usable."""
+        try:
+            records = normalize(value, fmt or self.config.format)
+        except RejectedRecord as error:
+            self.reject(stats, error)
+            raise
+        except Exception as exc:
+            raise self._internal_error(stats, exc) from exc
+        picks: list[Pick] = []
+        first_error: RejectedRecord | None = None
+        for index, record in enumerate(records):
+            try:
+                picks.append((index, self.streams.get(self.labeler.key(record)).labels))
+            except Exception as exc:
+                first_error = first_error or self._internal_error(stats, exc)
+        if not picks and first_error is not None:
+            raise first_error
+        return picks
+
+    def ingest_routed(
+        self, items: Iterable[RoutedItem], stats: InputStats, fmt: str | None = None
+    ) -> IngestResult:
+        """A worker's half: measure and observe the picked records under the keys the
+        supervisor admitted them with. The JSON was decoded and normalized there already,
+        so a failure here is a bug and counts as internal_error."""
+        started = time.perf_counter()
+        result = IngestResult()
+        measured: list[Measured] = []
+        for position, raw, picks in items:
+            try:
+                records = normalize(orjson.loads(raw), fmt or self.config.format)
+            except Exception as exc:
+                result.add_error(position, self._internal_error(stats, exc))
+                continue
+            for index, key in picks:
+                try:
+                    record = records[index]
+                    measured.append((record, key, self._measure(record, key)))
+                    result.accepted += 1
+                except RejectedRecord as error:
+                    self.reject(stats, error)
+                    result.add_error(position, error)
+                except Exception as exc:
+                    result.add_error(position, self._internal_error(stats, exc))
         self._commit(measured, stats, started)
         return result

@@ -69,8 +69,9 @@ async def serve(
     listen_address: str,
     telemetry_path: str = "/metrics",
     web_config: WebConfig | None = None,
-) -> None:
-    """Serve until SIGTERM or SIGINT, then shut down cleanly."""
+) -> bool:
+    """Serve until SIGTERM or SIGINT, then shut down cleanly; False when it stopped
+    because a worker process died (the caller exits non-zero)."""
     host, port = parse_listen_address(listen_address)
     runner = web.AppRunner(
         make_app(exporter, telemetry_path, web_config), auto_decompress=False,
@@ -86,7 +87,12 @@ async def serve(
         site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
         await site.start()
         log.info("listening on %s (metrics at %s)", listen_address, telemetry_path)
-        await stop.wait()
-        log.info("shutting down")
+        waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(exporter.failed())]
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for wait in waits:
+            wait.cancel()
+        failure = exporter.failed_reason
+        log.info("shutting down" if failure is None else f"shutting down: {failure}")
     finally:
         await runner.cleanup()
+    return failure is None

@@ -11,15 +11,20 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from exporter.config import Config
+from exporter.exposition import Dialect, StreamChunks
 from exporter.inputs.file import FileInput
 from exporter.inputs.http import HttpPushInput
 from exporter.inputs.stats import InputStats
 from exporter.metrics import ExporterCollector, build_registry
 from exporter.pipeline import Pipeline
 from exporter.records import RejectedRecord
-from exporter.state import StateStore
+from exporter.state import StateStore, settings_of
+from exporter.stream_view import streams_view
+from exporter.workers.pool import WorkerFailed, WorkerPool, shard_of
+from exporter.workers.router import ShardedIngest
 
 log = logging.getLogger(__name__)
 BackgroundTask = Callable[[], Awaitable[None]]
@@ -28,7 +33,10 @@ BackgroundTask = Callable[[], Awaitable[None]]
 class Exporter:
     def __init__(self, config: Config, clock: Callable[[], float] = time.time) -> None:
         self.config = config
-        self.pipeline = Pipeline(config, clock=clock)
+        # workers > 1: this process supervises; worker processes own the streams' state
+        self.pool = WorkerPool(config) if config.workers > 1 else None
+        self.pipeline = Pipeline(config, clock=clock, detect=self.pool is None)
+        self.sharded = ShardedIngest(self.pipeline, self.pool) if self.pool else None
         self.input_stats: list[InputStats] = []
         self.file_inputs: list[FileInput] = []
         self.http_input: HttpPushInput | None = None
@@ -40,11 +48,14 @@ class Exporter:
                     on_lines=self._line_handler(stats, spec.format),
                     on_oversize=self._oversize_handler(stats, spec.max_line_bytes),
                     stats=stats,
-                    on_truncation=self.checkpoint,
+                    on_truncation=self._checkpoint_now,
+                    throttle=self.pool.capacity if self.pool is not None else None,
                 )
             )
         for spec in config.http_inputs:
-            self.http_input = HttpPushInput(spec, self.pipeline, self._stats(spec.name, "http"))
+            self.http_input = HttpPushInput(
+                spec, self.pipeline, self._stats(spec.name, "http"), self.sharded
+            )
         self.state = StateStore(config.state_dir) if config.state_dir else None
         self.collector = ExporterCollector(
             self.pipeline, self.input_stats, state=self.state, file_inputs=self.file_inputs
@@ -52,12 +63,14 @@ class Exporter:
         self.registry = build_registry(self.collector)
         self.background: list[BackgroundTask] = [f.run for f in self.file_inputs]
         if self.state is not None:
-            self.state.load(self.pipeline)
+            if self.pool is None:
+                self.state.load(self.pipeline)
             positions = self.state.load_positions()
             for file_input in self.file_inputs:
                 file_input.restore(positions.get(_position_key(file_input), []))
             self.background.append(self._checkpoint_loop)
         self._tasks: list[asyncio.Task[None]] = []
+        self._checkpoints: set[asyncio.Task[bool]] = set()
         self.ready = False
 
     def _stats(self, name: str, kind: str) -> InputStats:
@@ -66,6 +79,10 @@ class Exporter:
         return stats
 
     def _line_handler(self, stats: InputStats, fmt: str | None) -> Callable[[list[bytes]], None]:
+        sharded = self.sharded
+        if sharded is not None:
+            return lambda lines: sharded.submit_lines(lines, stats, fmt)
+
         def handle(lines: list[bytes]) -> None:
             self.pipeline.ingest_lines(lines, stats, fmt)
 
@@ -79,6 +96,10 @@ class Exporter:
         return handle
 
     async def start(self) -> None:
+        if self.pool is not None:
+            await self.pool.start()
+            await self._restore_shards()
+            self.collector.stream_source = self._worker_streams
         for run in self.background:
             self._tasks.append(asyncio.create_task(_supervised(run)))
         self.ready = True
@@ -93,22 +114,114 @@ class Exporter:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
-        self.checkpoint()
+        if self.sharded is not None:
+            await self.sharded.drain()
+        if self.pool is None or not self.pool.failed.is_set():
+            await self.checkpoint_async()  # not with a dead worker: its streams are gone
         for file_input in self.file_inputs:
             file_input.close()
+        if self.pool is not None:
+            await self.pool.stop()
+
+    async def failed(self) -> None:
+        """Returns only if a worker process dies (see `failed_reason`)."""
+        if self.pool is None:
+            await asyncio.Event().wait()
+        assert self.pool is not None
+        await self.pool.failed.wait()
+
+    @property
+    def failed_reason(self) -> str | None:
+        return self.pool.failure if self.pool is not None else None
 
     def checkpoint(self) -> bool:
         """Save positions and detector state together; runs between polls, so every
-        position saved is the end of a line whose record has been processed."""
+        position saved is the end of a line whose record has been processed. In-process
+        only; with worker processes see `checkpoint_async`."""
         if self.state is None:
             return False
         positions = {_position_key(f): f.checkpoint() for f in self.file_inputs}
         return self.state.save(self.pipeline, positions)
 
+    async def checkpoint_async(self) -> bool:
+        if self.state is None or self.pool is None:
+            return self.checkpoint()
+        # Positions now; each worker answers the snapshot after every batch sent before it
+        # (requests are answered in order), so the state covers all lines up to them.
+        positions = {_position_key(f): f.checkpoint() for f in self.file_inputs}
+        try:
+            parts = await self.pool.broadcast("snapshot")
+        except WorkerFailed as exc:
+            self.state.save_failures += 1
+            log.error("cannot save detector state: %s", exc)
+            return False
+        streams = [entry for part in parts for entry in part]
+        return self.state.save_entries(settings_of(self.pipeline), streams, positions)
+
+    def _checkpoint_now(self) -> None:
+        """After a truncation: the new positions must be saved at once."""
+        if self.pool is None:
+            self.checkpoint()
+            return
+        task = asyncio.ensure_future(self.checkpoint_async())
+        self._checkpoints.add(task)
+        task.add_done_callback(self._checkpoints.discard)
+
     async def _checkpoint_loop(self) -> None:
         while True:
             await asyncio.sleep(self.config.checkpoint_interval)
-            self.checkpoint()
+            await self.checkpoint_async()
+
+    # --- with worker processes: what the web layer asks of the streams ------------------
+    async def _restore_shards(self) -> None:
+        """Hand each worker the saved state of the streams it owns."""
+        assert self.pool is not None
+        if self.state is None:
+            return
+        by_shard: dict[int, list[dict[str, Any]]] = {}
+        for entry in self.state.load_entries(self.pipeline):
+            try:
+                key = self.pipeline.streams.get(tuple(entry["labels"])).labels
+            except (KeyError, TypeError):
+                self.state.load_failures += 1
+                continue
+            by_shard.setdefault(shard_of(key, self.pool.size), []).append(entry)
+        try:
+            answers = await asyncio.gather(
+                *(self.pool.call(shard, "restore", entries) for shard, entries in by_shard.items())
+            )
+        except WorkerFailed:
+            return  # the pool has failed; `serve` sees it and stops
+        self.state.load_failures += sum(failures for _, failures in answers)
+        if answers:
+            log.info("restored detector state of %d stream(s) into %d workers",
+                     sum(restored for restored, _ in answers), self.pool.size)
+
+    async def _worker_streams(self, dialect: Dialect) -> list[StreamChunks]:
+        assert self.pool is not None
+        answers = await self.pool.broadcast("render", dialect)
+        self.collector.worker_status = [
+            {k: v for k, v in answer.items() if k != "chunks"} for answer in answers
+        ]
+        return [answer["chunks"] for answer in answers]
+
+    async def stream_views(self, with_evidence: bool) -> list[dict[str, Any]]:
+        if self.pool is None:
+            return streams_view(self.pipeline.streams, with_evidence)
+        parts = await self.pool.broadcast("streams", with_evidence)
+        return [view for part in parts for view in part]
+
+    async def reset_baselines(
+        self, match: dict[str, str], signals: tuple[str, ...]
+    ) -> list[tuple[str, ...]]:
+        """Reset the matching streams' baselines; their label values."""
+        if self.pool is None:
+            matched = self.pipeline.streams.matching(match)
+            for stream in matched:
+                stream.reset_baselines(signals)
+            return [stream.labels for stream in matched]
+        parts = await self.pool.broadcast("reset", match, signals)
+        return [tuple(labels) for part in parts for labels in part]
 
 
 def _position_key(file_input: FileInput) -> str:

@@ -47,7 +47,7 @@ def write_atomically(path: Path, data: bytes) -> None:
         os.close(directory)
 
 
-def _settings_of(pipeline: Pipeline) -> dict[str, Any]:
+def settings_of(pipeline: Pipeline) -> dict[str, Any]:
     factory = pipeline.detector_factory
     return {
         # embedding settings shape the MMD detector's input (dimension, source)
@@ -71,16 +71,22 @@ class StateStore:
         return self.directory / DETECTORS_FILE
 
     def save(self, pipeline: Pipeline, positions: dict[str, Any] | None = None) -> bool:
+        return self.save_entries(settings_of(pipeline), snapshot_streams(pipeline), positions)
+
+    def save_entries(
+        self,
+        settings: dict[str, Any],
+        streams: list[dict[str, Any]],
+        positions: dict[str, Any] | None = None,
+    ) -> bool:
+        """Write one checkpoint from its parts (with worker processes, each worker's
+        `snapshot_streams` are collected into one document, whatever the worker count)."""
         document = {
             "version": FORMAT_VERSION,
             "saved_at": time.time(),
             "positions": positions or {},
-            **_settings_of(pipeline),
-            "streams": [
-                {"labels": list(stream.labels), "detectors": stream.detectors.snapshot()}
-                for stream in pipeline.streams
-                if stream.detectors is not None
-            ],
+            **settings,
+            "streams": streams,
         }
         try:
             data = orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY)
@@ -131,6 +137,16 @@ class StateStore:
         File positions are read by `load_positions` (they stay valid when detector
         settings change, so reading resumes where it stopped either way).
         """
+        entries = self.load_entries(pipeline)
+        restored, failures = restore_streams(pipeline, entries)
+        self.load_failures += failures
+        if entries:
+            log.info("restored detector state of %d stream(s) from %s",
+                     restored, self.detectors_path)
+        return restored
+
+    def load_entries(self, pipeline: Pipeline) -> list[dict[str, Any]]:
+        """The saved streams' entries, if they were saved with `pipeline`'s settings."""
         path = self.detectors_path
         leftover = path.with_name(f".{path.name}.tmp")
         if leftover.exists():
@@ -138,22 +154,37 @@ class StateStore:
             leftover.unlink(missing_ok=True)
         document = self._read()
         if document is None:
-            return 0
-        if {k: document.get(k) for k in _settings_of(pipeline)} != _settings_of(pipeline):
+            return []
+        settings = settings_of(pipeline)
+        if {k: document.get(k) for k in settings} != settings:
             log.warning("detector settings or stream labels changed since %s was saved; "
                         "baselines re-learn", path)
-            return 0
-        restored = 0
-        for entry in document.get("streams", []):
-            try:
-                stream = pipeline.streams.get(tuple(entry["labels"]))
-                if stream.detectors is not None:
-                    stream.detectors.restore(entry["detectors"], pipeline.detector_factory)
-                    if stream.evidence is not None:
-                        stream.evidence.baseline_complete()
-                    restored += 1
-            except (KeyError, TypeError, ValueError) as exc:
-                self.load_failures += 1
-                log.error("skipping unusable state of stream %s: %s", entry.get("labels"), exc)
-        log.info("restored detector state of %d stream(s) from %s", restored, path)
-        return restored
+            return []
+        entries = document.get("streams", [])
+        return entries if isinstance(entries, list) else []
+
+
+def snapshot_streams(pipeline: Pipeline) -> list[dict[str, Any]]:
+    return [
+        {"labels": list(stream.labels), "detectors": stream.detectors.snapshot()}
+        for stream in pipeline.streams
+        if stream.detectors is not None
+    ]
+
+
+def restore_streams(pipeline: Pipeline, entries: list[Any]) -> tuple[int, int]:
+    """Restore saved streams into `pipeline`: (restored, unusable entries)."""
+    restored = failures = 0
+    for entry in entries:
+        try:
+            stream = pipeline.streams.get(tuple(entry["labels"]))
+            if stream.detectors is not None:
+                stream.detectors.restore(entry["detectors"], pipeline.detector_factory)
+                if stream.evidence is not None:
+                    stream.evidence.baseline_complete()
+                restored += 1
+        except (KeyError, TypeError, ValueError) as exc:
+            failures += 1
+            labels = entry.get("labels") if isinstance(entry, dict) else None
+            log.error("skipping unusable state of stream %s: %s", labels, exc)
+    return restored, failures

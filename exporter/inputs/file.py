@@ -29,7 +29,7 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -161,8 +161,12 @@ class FileInput:
         stats: InputStats,
         clock: Callable[[], float] = time.monotonic,
         on_truncation: Callable[[], None] = lambda: None,
+        throttle: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
+        """`throttle`: awaited before each read pass, so reading keeps pace with worker
+        processes that handle the lines (they are handed over without waiting)."""
         self.config = config
+        self.throttle = throttle
         self.on_truncation = on_truncation
         self.stats = stats
         self.clock = clock
@@ -302,6 +306,8 @@ class FileInput:
 
     async def run(self) -> None:
         while True:
+            if self.throttle is not None:
+                await self.throttle()
             behind = self.poll_once()
             await asyncio.sleep(0 if behind else self.config.poll_interval)
 

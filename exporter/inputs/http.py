@@ -14,7 +14,7 @@ import logging
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
@@ -23,6 +23,9 @@ from exporter.config import HttpInputConfig
 from exporter.inputs.stats import InputStats
 from exporter.pipeline import MAX_REPORTED_ERRORS, IngestResult, Pipeline
 from exporter.records import RejectedRecord
+
+if TYPE_CHECKING:
+    from exporter.workers.router import ShardedIngest
 
 log = logging.getLogger(__name__)
 YIELD_EVERY = 256  # records processed between two returns to the event loop
@@ -34,9 +37,18 @@ class BodyTooLarge(Exception):
 
 
 class HttpPushInput:
-    def __init__(self, config: HttpInputConfig, pipeline: Pipeline, stats: InputStats) -> None:
+    def __init__(
+        self,
+        config: HttpInputConfig,
+        pipeline: Pipeline,
+        stats: InputStats,
+        sharded: ShardedIngest | None = None,
+    ) -> None:
+        """`sharded`: with worker processes, slices go to them and the handler awaits
+        their answers instead of processing on the event loop."""
         self.config = config
         self.pipeline = pipeline
+        self.sharded = sharded
         self.stats = stats
         self._token = _read_token(config.bearer_token_file)
         self.accepting = True
@@ -114,20 +126,21 @@ class HttpPushInput:
         ingest = self.pipeline.ingest_values if decoded else self.pipeline.ingest_lines
         result = IngestResult()
         for start in range(0, len(items), YIELD_EVERY):
-            done = ingest(items[start : start + YIELD_EVERY], self.stats)
-            result.accepted += done.accepted
-            result.rejected += done.rejected
-            for error in done.errors:
-                index, _, rest = error.partition(": ")
-                position = start + int(index.removeprefix("record "))
-                if len(result.errors) < MAX_REPORTED_ERRORS:
-                    result.errors.append(f"record {position}: {rest}")
+            _add_slice(result, ingest(items[start : start + YIELD_EVERY], self.stats), start)
             yield result
 
     async def _ingest_yielding(self, body: bytes, content_type: str) -> IngestResult:
         result = IngestResult()
-        for result in self.ingest_slices(body, content_type):  # noqa: B007 - the last one
-            await asyncio.sleep(0)
+        if self.sharded is None:
+            for result in self.ingest_slices(body, content_type):  # noqa: B007 - the last one
+                await asyncio.sleep(0)
+            return result
+        items, decoded = self._split(body, content_type)
+        for start in range(0, len(items), YIELD_EVERY):
+            done = await self.sharded.ingest(
+                items[start : start + YIELD_EVERY], self.stats, decode=not decoded
+            )
+            _add_slice(result, done, start)
         return result
 
     async def handle(self, request: web.Request) -> web.Response:
@@ -198,3 +211,14 @@ def _read_token(path: str | None) -> str | None:
     if not token:
         raise ValueError(f"bearer_token_file {path} is empty")
     return token
+
+
+def _add_slice(result: IngestResult, done: IngestResult, start: int) -> None:
+    """Fold a slice's result into the body's, its record numbers shifted by `start`."""
+    result.accepted += done.accepted
+    result.rejected += done.rejected
+    for error in done.errors:
+        index, _, rest = error.partition(": ")
+        position = start + int(index.removeprefix("record "))
+        if len(result.errors) < MAX_REPORTED_ERRORS:
+            result.errors.append(f"record {position}: {rest}")

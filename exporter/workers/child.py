@@ -1,0 +1,127 @@
+"""A worker process: `python -m exporter.workers.child`, started by the supervisor.
+
+It owns the detectors, totals and evidence of the streams the supervisor sends it, and
+answers requests one at a time, in order, over stdin/stdout (exporter.workers.protocol):
+a request is `(id, kind, args)`, a reply `(id, ok, value)`. In order matters: a snapshot
+requested after a batch includes that batch, which is what makes a checkpoint's file
+positions and detector state describe the same moment.
+
+It ignores SIGINT and SIGTERM (a terminal's Ctrl-C reaches the whole process group): the
+supervisor decides when it stops, and it stops on its own when stdin closes, so it never
+outlives a supervisor that was killed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any, BinaryIO
+
+from exporter.exposition import Dialect
+from exporter.inputs.stats import InputStats
+from exporter.pipeline import Pipeline, RoutedItem
+from exporter.state import restore_streams, snapshot_streams
+from exporter.stream_families import StreamRenderer
+from exporter.stream_view import streams_view
+from exporter.workers.protocol import read_blocking, write_blocking
+
+log = logging.getLogger(__name__)
+
+
+class Worker:
+    """The request handlers of one worker process, over its own Pipeline."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+        self.renderer = StreamRenderer(pipeline.streams)
+        self.stats = InputStats(name="worker", kind="worker")
+        self.handlers: dict[str, Callable[..., Any]] = {
+            "ingest": self.ingest,
+            "render": self.render,
+            "snapshot": self.snapshot,
+            "restore": self.restore,
+            "streams": self.streams,
+            "reset": self.reset,
+        }
+
+    def ingest(self, fmt: str | None, items: list[RoutedItem]) -> dict[str, Any]:
+        before = Counter(self.pipeline.rejections)
+        result = self.pipeline.ingest_routed(items, self.stats, fmt)
+        rejected = Counter(self.pipeline.rejections)
+        rejected.subtract(before)
+        return {
+            "accepted": result.accepted,
+            "rejected": result.rejected,
+            "errors": result.errors,
+            "reasons": {reason: n for reason, n in rejected.items() if n},
+            "finished_at": time.time(),
+        }
+
+    def render(self, dialect: Dialect) -> dict[str, Any]:
+        measurer = self.pipeline.measurer
+        return {
+            "chunks": self.renderer.render(dialect),
+            "processing_seconds": self.pipeline.processing_seconds,
+            "tokenizers": measurer.tokens.loaded_sources(),
+        }
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        return snapshot_streams(self.pipeline)
+
+    def restore(self, entries: list[dict[str, Any]]) -> tuple[int, int]:
+        return restore_streams(self.pipeline, entries)
+
+    def streams(self, with_evidence: bool) -> list[dict[str, Any]]:
+        return streams_view(self.pipeline.streams, with_evidence)
+
+    def reset(self, match: dict[str, str], signals: tuple[str, ...]) -> list[list[str]]:
+        matched = self.pipeline.streams.matching(match)
+        for stream in matched:
+            stream.reset_baselines(signals)
+        return [list(stream.labels) for stream in matched]
+
+    def handle(self, request: tuple[int, str, tuple[Any, ...]]) -> tuple[int, bool, Any]:
+        request_id, kind, args = request
+        try:
+            return request_id, True, self.handlers[kind](*args)
+        except Exception as exc:  # answer, never die: the supervisor reports it
+            log.exception("worker request %s failed", kind)
+            return request_id, False, f"{type(exc).__name__}: {exc}"
+
+
+def serve(requests: BinaryIO, replies: BinaryIO) -> None:
+    """Answer requests until stdin closes or a `stop` request; the first message is the
+    Config (a frozen dataclass) this worker's Pipeline is built from."""
+    ok, config = read_blocking(requests)
+    if not ok:
+        return
+    worker = Worker(Pipeline(config))
+    while True:
+        ok, request = read_blocking(requests)
+        if not ok or request[1] == "stop":
+            return
+        write_blocking(replies, worker.handle(request))
+
+
+def main() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    level = os.environ.get("LLM_EXPORTER_LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(
+        level=getattr(logging, level, logging.INFO), stream=sys.stderr,
+        format=f"ts=%(asctime)s level=%(levelname)s logger=%(name)s worker={os.getpid()} "
+        "msg=%(message)s",
+    )
+    # the protocol owns the real stdout; a stray print() must not corrupt a frame
+    replies = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    serve(sys.stdin.buffer, replies)
+
+
+if __name__ == "__main__":
+    main()
