@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections import Counter
 
+from prometheus_client.openmetrics.exposition import escape_label_name
+
 from exporter.drift_metrics import (
     DETECTOR_ERRORS,
     DRIFT_FAMILIES,
@@ -70,29 +72,35 @@ STREAM_FAMILIES: tuple[FamilySpec, ...] = (
 )
 # families summed over streams: (spec, label names)
 SUMMED_FAMILIES = ((DETECTOR_ERRORS, SIGNAL),)
+_DRIFT_AT = len(STREAM_FAMILIES) - len(DRIFT_FAMILIES)
 # every combination of varying label names a stream family uses
 SHAPES = ((), ("finish_reason",), ("served_model",), ("system_fingerprint",), ("le",),
           ("encoding", "method"), ("kind",), ("reason",), ("source",), SIGNAL, SIGNAL_STAT)
+_EXTRA_NAMES = tuple(sorted({name for shape in SHAPES for name in shape}))
 Segments = dict[tuple[str, ...], tuple[str, ...]]
 
 
 class StreamRenderer:
-    """Writes the stream families of one StreamTable. Holds, per name escaping, each
-    stream's label text cut into segments (built on first sight of the stream; labels
-    never change), so a scrape formats numbers and little else."""
+    """Writes the stream families of one StreamTable. Holds each stream's label text cut
+    into segments (built on first sight of the stream; labels never change), so a scrape
+    formats numbers and little else. Kept per spelling of the label names: escapings
+    that spell them alike (underscores and allow-utf-8 for legacy names) share it."""
 
     def __init__(self, table: StreamTable) -> None:
         self.table = table
-        self._segments: dict[str, dict[tuple[str, ...], Segments]] = {}
+        self._segments: dict[tuple[str, ...], dict[tuple[str, ...], Segments]] = {}
 
     def render(self, dialect: Dialect) -> StreamChunks:
         names = [family_names(spec, dialect).samples for spec in STREAM_FAMILIES]
         out: list[list[str]] = [[] for _ in STREAM_FAMILIES]
         errors: Counter[tuple[str, ...]] = Counter()
-        cached = self._segments.setdefault(dialect.escaping, {})
         label_names = self.table.label_names
+        spelling = tuple(escape_label_name(name, dialect.escaping)
+                         for name in (*label_names, *_EXTRA_NAMES))
+        cached = self._segments.setdefault(spelling, {})
         streams = list(self.table)
-        drift_at = len(STREAM_FAMILIES) - len(DRIFT_FAMILIES)
+        head, drift = out[:_DRIFT_AT], out[_DRIFT_AT:]
+        head_names, drift_names = names[:_DRIFT_AT], names[_DRIFT_AT:]
         for stream in streams:
             segments = cached.get(stream.labels)
             if segments is None:
@@ -100,10 +108,10 @@ class StreamRenderer:
                 segments = {shape: label_segments(pairs, shape, dialect.escaping)
                             for shape in SHAPES}
                 cached[stream.labels] = segments
-            _render_stream(stream, segments, names, out)
-            render_drift(stream, segments, names[drift_at:], out[drift_at:], errors)
+            _render_stream(stream, segments, head_names, head)
+            render_drift(stream, segments, drift_names, drift, errors)
         if len(cached) > len(streams):  # streams went away: forget their text
-            self._segments[dialect.escaping] = {s.labels: cached[s.labels] for s in streams}
+            self._segments[spelling] = {s.labels: cached[s.labels] for s in streams}
         return StreamChunks(dialect, ["".join(lines).encode() for lines in out],
                             {DETECTOR_ERRORS.name: errors})
 
@@ -122,7 +130,7 @@ def _render_stream(
     exported them: finish reasons and invalid reasons from 0 so rate() sees the first
     one, histograms only once observed, invalid reasons only where a format is checked."""
     (records, finish, served, fingerprints, last, out_tokens, in_tokens, reasoning, methods,
-     refusals, by_kind, checked, invalid, embedded) = out[:14]
+     refusals, by_kind, checked, invalid, embedded) = out
     (plain,) = segments[()]
     records.append(f"{names[0][0]}{plain}{number(stream.records)}\n")
     a, b = segments[("finish_reason",)]
