@@ -45,8 +45,10 @@ class Evidence:
         self._baseline_seen = self.baseline_size
 
     def _clip(self, text: str) -> str:
+        # "...", not "…": one non-Latin-1 character makes Python store the whole string at
+        # two bytes a character, and these texts are most of a stream's memory
         limit = self.settings.max_chars
-        return text if len(text) <= limit else text[: limit - 1] + "…"
+        return text if len(text) <= limit else text[: limit - 3] + "..."
 
     def add(self, text: str) -> None:
         clipped = self._clip(text)

@@ -11,6 +11,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,14 +66,17 @@ class Pipeline:
         clock: Callable[[], float] = time.time,
         learn_only: bool = False,
         detect: bool = True,
+        calibration: Executor | None = None,
     ) -> None:
         """`detect=False`: streams are only admitted (labels, cap), not observed: the pipeline
-        of a supervisor whose worker processes own the streams' state."""
+        of a supervisor whose worker processes own the streams' state. `calibration`: where
+        detector thresholds are simulated (None: inline, deterministic in time too)."""
         self.config = config
         self.learn_only = learn_only
         self.clock = clock
         self.labeler = StreamLabeler(config.stream_labels)
         self.detector_factory = DetectorFactory.from_config(config.detectors)
+        self.detector_factory.executor = calibration
         self.evidence_settings = EvidenceSettings.from_config(config.evidence)
         self.streams = StreamTable(
             self.labeler.names, config.max_streams, self._stream_parts if detect else None
@@ -146,6 +150,13 @@ class Pipeline:
         if measured:
             stats.last_record_timestamp = now
         self.processing_seconds += time.perf_counter() - started
+
+    def settle(self) -> None:
+        """Wait for every threshold simulation still running and let its detector catch up
+        (a caller that needs the state as of now: the baseline command, tests)."""
+        for stream in self.streams:
+            if stream.detectors is not None:
+                stream.detectors.settle(wait=True)
 
     def _internal_error(self, stats: InputStats, exc: Exception) -> RejectedRecord:
         log.exception("internal error while processing a record")

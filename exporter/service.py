@@ -11,6 +11,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from exporter.config import Config
@@ -35,7 +36,11 @@ class Exporter:
         self.config = config
         # workers > 1: this process supervises; worker processes own the streams' state
         self.pool = WorkerPool(config) if config.workers > 1 else None
-        self.pipeline = Pipeline(config, clock=clock, detect=self.pool is None)
+        # thresholds are simulated on a thread (numpy lets go of the GIL), not on the loop
+        self.calibration = ThreadPoolExecutor(1, "calibration") if self.pool is None else None
+        self.pipeline = Pipeline(
+            config, clock=clock, detect=self.pool is None, calibration=self.calibration
+        )
         self.sharded = ShardedIngest(self.pipeline, self.pool) if self.pool else None
         self.input_stats: list[InputStats] = []
         self.file_inputs: list[FileInput] = []
@@ -122,6 +127,8 @@ class Exporter:
             file_input.close()
         if self.pool is not None:
             await self.pool.stop()
+        if self.calibration is not None:
+            self.calibration.shutdown(wait=False, cancel_futures=True)
 
     async def failed(self) -> None:
         """Returns only if a worker process dies (see `failed_reason`)."""

@@ -165,11 +165,13 @@ class StateStore:
 
 
 def snapshot_streams(pipeline: Pipeline) -> list[dict[str, Any]]:
-    return [
-        {"labels": list(stream.labels), "detectors": stream.detectors.snapshot()}
-        for stream in pipeline.streams
-        if stream.detectors is not None
-    ]
+    entries = []
+    for stream in pipeline.streams:
+        if stream.detectors is not None:
+            stream.detectors.settle()
+            entries.append({"labels": list(stream.labels),
+                            "detectors": stream.detectors.snapshot()})
+    return entries
 
 
 def restore_streams(pipeline: Pipeline, entries: list[Any]) -> tuple[int, int]:

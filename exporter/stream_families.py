@@ -102,6 +102,8 @@ class StreamRenderer:
         head, drift = out[:_DRIFT_AT], out[_DRIFT_AT:]
         head_names, drift_names = names[:_DRIFT_AT], names[_DRIFT_AT:]
         for stream in streams:
+            if stream.detectors is not None:
+                stream.detectors.settle()  # calibrations finished off-thread count now
             segments = cached.get(stream.labels)
             if segments is None:
                 pairs = tuple(zip(label_names, stream.labels, strict=True))

@@ -48,6 +48,8 @@ def signal_view(stream: StreamState, signal: str, with_evidence: bool) -> dict[s
 
 def stream_view(stream: StreamState, names: tuple[str, ...], with_evidence: bool = True
                 ) -> dict[str, Any]:
+    if stream.detectors is not None:
+        stream.detectors.settle()
     signals = {}
     for signal in SIGNALS:
         view = signal_view(stream, signal, with_evidence)

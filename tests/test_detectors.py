@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 
 from exporter.detectors import HYSTERESIS, DetectorFactory, DetectorSettings
 from exporter.detectors.bernoulli_cusum import BernoulliCusum
 from exporter.detectors.calibration import CalibrationCache
-from exporter.detectors.embedding_mmd import EmbeddingMmd
+from exporter.detectors.embedding_mmd import EmbeddingMmd, random_features
 from exporter.detectors.rank_cusum import RankCusum
 from exporter.detectors.river_adapter import BINARY, UNIVARIATE, RiverDetector
 
@@ -168,3 +171,75 @@ def test_factory_defaults_and_river_choice():
     river = factory.make("refusal")
     assert river.kind == "river" and river.params == {"delta": 0.001}
     assert DetectorFactory.from_config({"embedding": {"enabled": False}}).make("embedding") is None
+
+
+def _stream(kind: str, rng: np.random.Generator, n: int, shift_at: int) -> list:
+    before, after = rng.normal(size=(shift_at, 8)), rng.normal(loc=0.8, size=(n - shift_at, 8))
+    if kind == "embedding":
+        return list(np.vstack([before, after]))
+    if kind == "rate":
+        return [bool(v) for v in rng.random(n) < np.where(np.arange(n) < shift_at, 0.1, 0.4)]
+    return list(np.concatenate([before[:, 0], after[:, 0]]))
+
+
+@pytest.mark.parametrize("kind", ["tokens", "rate", "embedding"])
+def test_calibrating_on_a_thread_gives_the_same_detections(kind):
+    """Observations that arrive while the threshold is simulated off-thread are held and
+    observed once it is known: the same events at the same indexes as inline."""
+    settings = DetectorSettings(expected_run_time=2_000, baseline_size=200, window_size=20)
+    factory = DetectorFactory.from_config({"baseline_size": 200, "window_size": 20,
+                                           "expected_run_time": 2_000})
+    signal = {"tokens": "output_tokens", "rate": "refusal", "embedding": "embedding"}[kind]
+    values = _stream(kind, np.random.default_rng(4), 1200, 600)
+    inline, threaded = factory.make(signal), factory.make(signal)
+    assert inline is not None and threaded is not None and inline.settings == settings
+    with ThreadPoolExecutor(1) as executor:
+        threaded.executor = executor
+        gate = threading.Event()
+        executor.submit(gate.wait)  # the simulation queues behind this until released
+        for value in values:
+            inline.update(value)
+            threaded.update(value)
+        assert not threaded.baseline_ready  # everything after the baseline is held
+        gate.set()
+        threaded.settle(wait=True)
+    assert threaded.baseline_ready and inline.events >= 1
+    assert threaded.event_log == inline.event_log
+    assert threaded.score == inline.score and threaded.snapshot() == inline.snapshot()
+
+
+def test_a_quiet_stream_turns_ready_when_read():
+    factory = DetectorFactory.from_config({"baseline_size": 50})
+    detector = factory.make("output_tokens")
+    assert detector is not None
+    with ThreadPoolExecutor(1) as executor:
+        detector.executor = executor
+        for value in range(50):
+            detector.update(float(value))
+        assert not detector.baseline_ready  # simulating; no record comes after
+        executor.submit(lambda: None).result()  # the simulation has finished
+        detector.settle()
+        assert detector.baseline_ready and detector.baseline_ready_at == 50
+
+
+def test_embedding_state_saved_with_a_projection_matrix_still_restores():
+    """0.1 saved each stream's projection (W / sigma) and phases; now W is shared and only
+    sigma is kept. Such a state file must restore to the same features."""
+    settings = DetectorSettings(expected_run_time=1_000, baseline_size=100)
+    rng = np.random.default_rng(2)
+    detector = EmbeddingMmd(settings)
+    for vector in rng.normal(size=(150, 16)):
+        detector.update(vector)
+    snapshot = detector.snapshot()
+    state = snapshot["state"]
+    directions, phase = random_features(16, settings.seed)
+    state["projection"] = (directions / state.pop("bandwidth")).tolist()
+    state["phase"] = phase.tolist()
+    del state["dimension"]
+    restored = EmbeddingMmd(settings)
+    restored.restore(snapshot)
+    probe = rng.normal(size=16)
+    assert np.allclose(restored._features(probe), detector._features(probe), atol=1e-12)
+    restored.update(probe)
+    detector.update(probe)
+    assert restored.score == pytest.approx(detector.score, rel=1e-9)

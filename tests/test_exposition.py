@@ -71,6 +71,7 @@ def exporter_with(models: Iterable[str], errors: int = 0) -> Exporter:
             records.append(samples.responses(model=model))
     result = exporter.pipeline.ingest_values(records, stats)
     assert result.accepted == len(records), result.errors
+    exporter.pipeline.settle()  # thresholds are simulated on a thread in a running exporter
     if errors:
         stream = next(iter(exporter.pipeline.streams))
         assert stream.detectors is not None

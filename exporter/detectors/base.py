@@ -21,10 +21,14 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Callable
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 HYSTERESIS = 0.5
+MAX_HELD = 20_000  # observations kept while a calibration runs; later ones are skipped
+T = TypeVar("T")
 
 
 def finite_or_none(value: float) -> float | None:
@@ -52,6 +56,10 @@ class Detector(ABC):
 
     def __init__(self, settings: DetectorSettings) -> None:
         self.settings = settings
+        # Where thresholds are simulated: None = at once, in `update` (replay, tests: the
+        # same records give the same events); a thread pool in a running exporter, so a
+        # baseline completing does not stall scrapes (see `_calibrate_with`).
+        self.executor: Executor | None = None
         self._reset()
 
     def _reset(self) -> None:
@@ -63,11 +71,19 @@ class Detector(ABC):
         self._score = 0.0
         self._baseline_ready_at: int | None = None
         self._drift_since: int | None = None
+        self._calibrating: Future[Any] | None = None
+        self._apply: Callable[[Any], None] | None = None
+        self._held: list[Any] = []  # observations that arrived while calibrating
 
     # --- the contract -------------------------------------------------------------
     def update(self, x: Any) -> None:
         """Feed one observation; learning the baseline first, detecting after."""
         self._observations += 1
+        if self._calibrating is not None:
+            if len(self._held) < MAX_HELD:
+                self._held.append(x)
+            self.settle()
+            return
         if not self.baseline_ready:
             self._learn(x)
             if self.baseline_ready:
@@ -75,6 +91,41 @@ class Detector(ABC):
             return
         self._score = self._observe(x)
         self._apply_hysteresis()
+
+    def _calibrate_with(self, job: Callable[[], T], apply: Callable[[T], None]) -> None:
+        """Run a threshold simulation (`job`, pure: it must not touch the detector) and
+        `apply` its result: at once without an executor, else on the executor, holding
+        the observations that arrive meanwhile and observing them, in order, once the
+        result is in. Either way the same observations meet the same threshold."""
+        if self.executor is None:
+            apply(job())
+            return
+        self._calibrating, self._apply = self.executor.submit(job), apply
+
+    @property
+    def calibrating(self) -> bool:
+        """The baseline is complete and its threshold is being simulated off-thread."""
+        return self._calibrating is not None
+
+    def settle(self, wait: bool = False) -> None:
+        """Take a finished calibration's result and observe what was held meanwhile.
+        `update` calls it; so do readers (a scrape), so a stream that went quiet still
+        turns ready; `wait` blocks for a running one. Only call it from the thread that
+        calls `update`."""
+        future = self._calibrating
+        if future is None or not (wait or future.done()):
+            return
+        assert self._apply is not None
+        held, apply = self._held, self._apply
+        self._calibrating, self._apply, self._held = None, None, []
+        apply(future.result())
+        now = self._observations
+        self._baseline_ready_at = now - len(held)
+        for offset, x in enumerate(held):  # the indexes they arrived at, for the event log
+            self._observations = now - len(held) + offset + 1
+            self._score = self._observe(x)
+            self._apply_hysteresis()
+        self._observations = now
 
     @property
     def drift_detected(self) -> bool:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -151,12 +152,17 @@ class BernoulliCusum(Detector):
             self._calibrate()
 
     def _calibrate(self) -> None:
+        self._calibrate_with(self._threshold_job(), self._apply_threshold)
+
+    def _threshold_job(self) -> Callable[[], float]:
+        events, n, ratio = self._baseline_events, self._baseline_n, self.ratio
+        ert, cache = self.settings.expected_run_time, self.cache
+        return lambda: bernoulli_threshold(events, n, ratio, ert, cache)
+
+    def _apply_threshold(self, threshold: float) -> None:
         p0 = jeffreys_rate(self._baseline_events, self._baseline_n)
         self._steps = increments(p0, self.ratio)
-        self._threshold = bernoulli_threshold(
-            self._baseline_events, self._baseline_n, self.ratio,
-            self.settings.expected_run_time, self.cache,
-        )
+        self._threshold = threshold
         self._ready = True
 
     def _observe(self, x: Any) -> float:
@@ -196,8 +202,8 @@ class BernoulliCusum(Detector):
     def _restore_state(self, state: dict[str, Any]) -> None:
         self._baseline_events = int(state["baseline_events"])
         self._baseline_n = int(state["baseline_n"])
-        if state["ready"]:
-            self._calibrate()
+        if state["ready"]:  # thresholds are not stored: simulated again (cached), at once
+            self._apply_threshold(self._threshold_job()())
         self._up = float(state["up"])
         self._down = float(state["down"])
         self._window.extend(bool(v) for v in state["window"])

@@ -36,17 +36,32 @@ True
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
 import numpy as np
 
-from exporter.detectors.base import Detector, finite_or_none, from_stored
+from exporter.detectors.base import Detector, DetectorSettings, finite_or_none, from_stored
 from exporter.detectors.calibration import plan, seeded, threshold_for_run_length
 
 FEATURES = 64
 RESERVOIR = 256
 BANDWIDTH_SAMPLE = 64
+_SCALE = math.sqrt(2.0 / FEATURES)
+
+
+@functools.lru_cache(maxsize=16)
+def random_features(dimension: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Directions W (FEATURES x dimension, standard normal) and phases b of the random
+    Fourier features, read-only. A stream's features are cos(W x / sigma + b) with its own
+    bandwidth sigma: the draws depend only on (dimension, seed), so every stream shares
+    one copy instead of holding a 128 KiB matrix of its own."""
+    rng = seeded("rff", dimension, seed)
+    directions = rng.normal(size=(FEATURES, dimension))
+    phase = rng.uniform(0.0, 2.0 * math.pi, size=FEATURES)
+    directions.flags.writeable = phase.flags.writeable = False
+    return directions, phase
 
 
 class EmbeddingMmd(Detector):
@@ -55,7 +70,8 @@ class EmbeddingMmd(Detector):
     def _reset(self) -> None:
         super()._reset()
         self._bandwidth_sample: list[np.ndarray] = []
-        self._projection: np.ndarray | None = None
+        self._bandwidth: float | None = None  # sigma; None until the sample is in
+        self._directions: np.ndarray | None = None  # shared, see `random_features`
         self._phase: np.ndarray | None = None
         self._reservoir: list[np.ndarray] = []
         self._feature_sum = np.zeros(FEATURES)
@@ -76,18 +92,22 @@ class EmbeddingMmd(Detector):
         return 2.0 / (self.settings.window_size + 1.0)
 
     def _features(self, x: np.ndarray) -> np.ndarray:
-        assert self._projection is not None and self._phase is not None
-        return math.sqrt(2.0 / FEATURES) * np.cos(self._projection @ x + self._phase)
+        assert self._directions is not None and self._phase is not None
+        assert self._bandwidth is not None
+        return _SCALE * np.cos((self._directions @ x) / self._bandwidth + self._phase)
+
+    def _use_bandwidth(self, sigma: float, dimension: int) -> None:
+        self._bandwidth = sigma
+        self._directions, self._phase = random_features(dimension, self.settings.seed)
 
     def _make_features(self, dimension: int) -> None:
         sample = np.stack(self._bandwidth_sample)
         squared = ((sample[:, None, :] - sample[None, :, :]) ** 2).sum(-1)
         positive = squared[np.triu_indices(len(sample), k=1)]
         positive = positive[positive > 0]
-        sigma = math.sqrt(float(np.median(positive))) if positive.size else 1.0
-        rng = seeded("rff", dimension, self.settings.seed)
-        self._projection = rng.normal(size=(FEATURES, dimension)) / sigma
-        self._phase = rng.uniform(0.0, 2.0 * math.pi, size=FEATURES)
+        self._use_bandwidth(
+            math.sqrt(float(np.median(positive))) if positive.size else 1.0, dimension
+        )
         for vector in self._bandwidth_sample:
             self._add_baseline_feature(self._features(vector))
         self._bandwidth_sample = []
@@ -105,7 +125,7 @@ class EmbeddingMmd(Detector):
     def _vector(self, x: Any) -> np.ndarray:
         vector = np.asarray(x, dtype=np.float64)
         expected = (
-            self._projection.shape[1] if self._projection is not None
+            self._directions.shape[1] if self._directions is not None
             else self._bandwidth_sample[0].shape[0] if self._bandwidth_sample else None
         )
         if vector.ndim != 1 or (expected is not None and vector.shape[0] != expected):
@@ -114,7 +134,7 @@ class EmbeddingMmd(Detector):
 
     def _learn(self, x: Any) -> None:
         vector = self._vector(x)
-        if self._projection is None:
+        if self._directions is None:
             self._bandwidth_sample.append(vector)
             if len(self._bandwidth_sample) >= min(BANDWIDTH_SAMPLE, self.settings.baseline_size):
                 self._make_features(vector.shape[0])
@@ -124,34 +144,13 @@ class EmbeddingMmd(Detector):
             self._calibrate()
 
     def _calibrate(self) -> None:
-        pool = np.stack(self._reservoir)
-        n = self._baseline_n
-        how = plan(self.settings.expected_run_time)
-        paths = how.paths
-        rng = seeded("embedding_mmd", n, self.settings.window_size,
-                     self.settings.expected_run_time, pool.sum())
-        # a bootstrap baseline mean per path: n draws from the reservoir, as counts
-        counts = rng.multinomial(n, np.full(len(pool), 1.0 / len(pool)), size=paths)
-        means = counts @ pool / n
-        ewma = means.copy()
-        maxima = np.zeros(paths)
-        running = []
-        weight = self._weight
-        for t in range(how.length):
-            ewma += weight * (pool[rng.integers(len(pool), size=paths)] - ewma)
-            current = ((ewma - means) ** 2).sum(axis=1)
-            np.maximum(maxima, current, out=maxima)
-            if how.is_checkpoint(t):
-                running.append(maxima.copy())
-        # A baseline of identical outputs has a null distance of 0; the floor makes a
-        # handful of different outputs (not a single one) count as drift there.
-        threshold = threshold_for_run_length(np.stack(running), how)
-        self._threshold = max(threshold, 4.0 * weight * weight)
-        self._null_median = float(np.median(current))
-        # The statistic is a squared distance: without change it rests well above 0, so an
-        # episode ends when the score is back below what 90% of no-change records show.
-        self._release = min(0.9, max(0.5, float(np.quantile(current, 0.9)) / self._threshold))
-        self._baseline_mean = self._feature_sum / n
+        pool, n = np.stack(self._reservoir), self._baseline_n
+        settings, weight = self.settings, self._weight
+        self._calibrate_with(lambda: simulate_null(pool, n, weight, settings), self._apply_null)
+
+    def _apply_null(self, null: tuple[float, float, float]) -> None:
+        self._threshold, self._null_median, self._release = null
+        self._baseline_mean = self._feature_sum / self._baseline_n
         self._ewma = self._baseline_mean.copy()
         self._reservoir = []
 
@@ -182,8 +181,8 @@ class EmbeddingMmd(Detector):
             return None if a is None else a.tolist()
 
         return {
-            "projection": listed(self._projection),
-            "phase": listed(self._phase),
+            "bandwidth": self._bandwidth,
+            "dimension": None if self._directions is None else self._directions.shape[1],
             "bandwidth_sample": [v.tolist() for v in self._bandwidth_sample],
             "reservoir": [v.tolist() for v in self._reservoir],
             "feature_sum": self._feature_sum.tolist(),
@@ -199,8 +198,14 @@ class EmbeddingMmd(Detector):
         def array(v: list[float] | None) -> np.ndarray | None:
             return None if v is None else np.asarray(v, dtype=np.float64)
 
-        self._projection = array(state["projection"])
-        self._phase = array(state["phase"])
+        dimension, sigma = state.get("dimension"), state.get("bandwidth")
+        if "projection" in state and state["projection"] is not None:  # saved by 0.1
+            projection = np.asarray(state["projection"], dtype=np.float64)
+            dimension = projection.shape[1]
+            directions, _ = random_features(dimension, self.settings.seed)
+            sigma = float(directions[0, 0] / projection[0, 0])
+        if sigma is not None and dimension is not None:
+            self._use_bandwidth(float(sigma), int(dimension))
         self._bandwidth_sample = [np.asarray(v) for v in state["bandwidth_sample"]]
         self._reservoir = [np.asarray(v) for v in state["reservoir"]]
         self._feature_sum = np.asarray(state["feature_sum"], dtype=np.float64)
@@ -210,3 +215,34 @@ class EmbeddingMmd(Detector):
         self._threshold = from_stored(state["threshold"])
         self._null_median = float(state["null_median"])
         self._release = float(state.get("release", 0.5))
+
+
+def simulate_null(
+    pool: np.ndarray, n: int, weight: float, settings: DetectorSettings
+) -> tuple[float, float, float]:
+    """(threshold, median no-change distance, release level) for a baseline of `n`
+    records whose features `pool` samples. Pure, so it can run on another thread."""
+    how = plan(settings.expected_run_time)
+    paths = how.paths
+    rng = seeded("embedding_mmd", n, settings.window_size, settings.expected_run_time,
+                 pool.sum())
+    # a bootstrap baseline mean per path: n draws from the reservoir, as counts
+    counts = rng.multinomial(n, np.full(len(pool), 1.0 / len(pool)), size=paths)
+    means = counts @ pool / n
+    ewma = means.copy()
+    maxima = np.zeros(paths)
+    running = []
+    current = maxima
+    for t in range(how.length):
+        ewma += weight * (pool[rng.integers(len(pool), size=paths)] - ewma)
+        current = ((ewma - means) ** 2).sum(axis=1)
+        np.maximum(maxima, current, out=maxima)
+        if how.is_checkpoint(t):
+            running.append(maxima.copy())
+    # A baseline of identical outputs has a null distance of 0; the floor makes a
+    # handful of different outputs (not a single one) count as drift there.
+    threshold = max(threshold_for_run_length(np.stack(running), how), 4.0 * weight * weight)
+    # The statistic is a squared distance: without change it rests well above 0, so an
+    # episode ends when the score is back below what 90% of no-change records show.
+    release = min(0.9, max(0.5, float(np.quantile(current, 0.9)) / threshold))
+    return threshold, float(np.median(current)), release

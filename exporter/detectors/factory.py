@@ -7,6 +7,7 @@ rates, online MMD for embeddings. river's detectors can be chosen per signal.
 
 from __future__ import annotations
 
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +46,8 @@ class DetectorFactory:
     settings: DetectorSettings
     signals: dict[str, SignalDetectorConfig]
     cache: CalibrationCache = field(default_factory=CalibrationCache)
+    # threshold simulations run here when set (a running exporter), else inline
+    executor: Executor | None = None
 
     @classmethod
     def from_config(cls, section: dict[str, Any]) -> DetectorFactory:
@@ -64,6 +67,12 @@ class DetectorFactory:
         return cls(settings=settings, signals=signals)
 
     def make(self, signal: str) -> Detector | None:
+        detector = self._make(signal)
+        if detector is not None:
+            detector.executor = self.executor
+        return detector
+
+    def _make(self, signal: str) -> Detector | None:
         spec = self.signals[signal]
         if not spec.enabled:
             return None

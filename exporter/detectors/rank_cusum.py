@@ -114,11 +114,15 @@ class RankCusum(Detector):
     def _learn(self, x: Any) -> None:
         self._baseline.append(float(x))
         if len(self._baseline) >= self.settings.baseline_size:
-            self._sorted = sorted(self._baseline)
-            self._baseline = []
-            self._threshold = rank_threshold(
-                len(self._sorted), self.allowance, self.settings.expected_run_time, self.cache
+            ordered = sorted(self._baseline)
+            n, allowance, ert, cache = (
+                len(ordered), self.allowance, self.settings.expected_run_time, self.cache
             )
+
+            def apply(threshold: float) -> None:
+                self._sorted, self._baseline, self._threshold = ordered, [], threshold
+
+            self._calibrate_with(lambda: rank_threshold(n, allowance, ert, cache), apply)
 
     def _uniform(self) -> float:
         """Tie-breaking uniform from a counter (splitmix64), so a snapshot is just the counter."""

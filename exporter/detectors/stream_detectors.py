@@ -42,6 +42,9 @@ class StreamDetectors:
     # `baseline` command: once a detector's baseline is complete, stop feeding it
     learn_only: bool = False
     errors: Counter[str] = field(default_factory=Counter)  # by signal
+    # signal -> record that completed its baseline while the threshold is simulated
+    _completed_at: dict[str, int] = field(default_factory=dict)
+    _held_at: dict[str, list[int]] = field(default_factory=dict)  # indexes of held records
 
     @classmethod
     def create(cls, factory: DetectorFactory, learn_only: bool = False) -> StreamDetectors:
@@ -56,8 +59,9 @@ class StreamDetectors:
             value = signal_value(signal, m)
             if value is None or (self.learn_only and detector.baseline_ready):
                 continue
-            before = (detector.events, detector.drift_detected)
-            was_ready = detector.baseline_ready
+            if detector.calibrating:  # held by the detector: remember where it arrived
+                self._held_at.setdefault(signal, []).append(index)
+            before = (detector.events, detector.drift_detected, detector.baseline_ready)
             try:
                 detector.update(value)
             except Exception:  # a bug or bad input must not cost the record or the exporter
@@ -66,14 +70,44 @@ class StreamDetectors:
                 if count <= 3 or count % 1000 == 0:
                     log.exception("detector for %s failed (%d failures)", signal, count)
                 continue
-            if detector.baseline_ready and not was_ready:
-                self.ready_at[signal] = index + 1
-            if detector.events != before[0]:
-                history = self.events.setdefault(signal, [])
-                history.append({"record": index, "score": round(detector.score, 4)})
-                del history[:-MAX_EVENTS_KEPT]
-            if (detector.events, detector.drift_detected) != before:
-                self.last_change[signal] = index
+            if not before[2] and detector.calibrating:
+                # the record that completed the baseline; the threshold comes later
+                self._completed_at.setdefault(signal, index + 1)
+            self._account(signal, detector, before, index)
+
+    def _account(
+        self, signal: str, detector: Detector, before: tuple[int, bool, bool], index: int
+    ) -> None:
+        """Log what changed in `detector` since `before` (events, drift, ready), with
+        stream record indexes; held observations keep the index they arrived with."""
+        events, in_drift, was_ready = before
+        changed_at = index
+        if detector.events != events:
+            at, score = index, detector.score
+            if detector.baseline_ready and not was_ready:  # found among held observations
+                held_at = self._held_at.get(signal, [])
+                first = detector.event_log[events - detector.events]
+                k = int(first["record"]) - (detector.observations - len(held_at))
+                at = held_at[k] if 0 <= k < len(held_at) else index
+                score = first["score"]
+                changed_at = at if detector.events - events == 1 else index
+            history = self.events.setdefault(signal, [])
+            history.append({"record": at, "score": round(score, 4)})
+            del history[:-MAX_EVENTS_KEPT]
+        if detector.baseline_ready and not was_ready:
+            self.ready_at[signal] = self._completed_at.pop(signal, index + 1)
+            self._held_at.pop(signal, None)
+        if (detector.events, detector.drift_detected) != (events, in_drift):
+            self.last_change[signal] = changed_at
+
+    def settle(self, wait: bool = False) -> None:
+        """Finish calibrations that completed off-thread (before reading the state);
+        `wait`: also those still running."""
+        for signal, detector in self.detectors.items():
+            if detector.calibrating:
+                before = (detector.events, detector.drift_detected, False)
+                detector.settle(wait)
+                self._account(signal, detector, before, self.records - 1)
 
     def reset_baselines(self, signals: tuple[str, ...] = SIGNALS) -> list[str]:
         done = []
@@ -82,6 +116,8 @@ class StreamDetectors:
             if detector is not None:
                 detector.reset_baseline()
                 self.ready_at.pop(signal, None)
+                self._completed_at.pop(signal, None)
+                self._held_at.pop(signal, None)
                 self.last_change[signal] = self.records
                 done.append(signal)
         return done

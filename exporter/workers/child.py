@@ -20,6 +20,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, BinaryIO
 
 from exporter.exposition import Dialect
@@ -100,7 +101,8 @@ def serve(requests: BinaryIO, replies: BinaryIO) -> None:
     ok, config = read_blocking(requests)
     if not ok:
         return
-    worker = Worker(Pipeline(config))
+    # Thresholds are simulated on a thread, so a scrape is answered while one runs.
+    worker = Worker(Pipeline(config, calibration=ThreadPoolExecutor(1, "calibration")))
     while True:
         ok, request = read_blocking(requests)
         if not ok or request[1] == "stop":

@@ -1,0 +1,50 @@
+"""Thresholds simulated on a thread (a running exporter) against inline (replay): the same
+stream state, events at the same record indexes, in every view the user reads."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from exporter.config import parse_config
+from exporter.inputs.stats import InputStats
+from exporter.pipeline import Pipeline
+from exporter.state import snapshot_streams
+from exporter.stream_view import streams_view
+from tests import samples
+
+CONFIG = parse_config({
+    "detectors": {"baseline_size": 100, "window_size": 20, "expected_run_time": 5000},
+    "signals": {"format_validity": [{"match": {"route": "/chat"}, "expect": "json"}]},
+})
+
+
+def records() -> list[dict]:
+    fine = [samples.chat(text='{"answer": "Your invoice is attached."}') for _ in range(180)]
+    prose = [samples.chat(text="Sure! Here is the answer you asked for, in words.")
+             for _ in range(60)]
+    refusals = [samples.chat(text="I'm sorry, but I can't help with that request.")
+                for _ in range(80)]
+    return fine + prose + refusals
+
+
+def test_same_views_and_event_indexes_as_inline() -> None:
+    inline = Pipeline(CONFIG, clock=lambda: 1.0)
+    inline.ingest_values(records(), InputStats("t", "test"))
+    with ThreadPoolExecutor(1) as executor:
+        threaded = Pipeline(CONFIG, clock=lambda: 1.0, calibration=executor)
+        gate = threading.Event()
+        executor.submit(gate.wait)  # every simulation waits until all records are in
+        threaded.ingest_values(records(), InputStats("t", "test"))
+        stream = next(iter(threaded.streams))
+        assert stream.detectors is not None
+        assert not any(d.baseline_ready for d in stream.detectors.detectors.values())
+        gate.set()
+        executor.submit(lambda: None).result()  # queued after them: all have finished
+        views = streams_view(threaded.streams)  # a reader settles finished calibrations
+    expected = streams_view(inline.streams)
+    events = expected[0]["signals"]["refusal"]["events"]
+    assert events and events[0]["record"] >= 240
+    assert expected[0]["signals"]["format_validity"]["events"]
+    assert views == expected
+    assert snapshot_streams(threaded) == snapshot_streams(inline)
