@@ -120,8 +120,14 @@ class Torture:
         (self.logs / "app.jsonl").rename(self.logs / f"app.jsonl.{self.result.rotations}")
 
     def truncate(self) -> None:
-        """copytruncate, after the exporter has read everything (else the writer loses data)."""
+        """copytruncate, after the exporter has read everything and checkpointed it. Data
+        truncated away before that is gone if the exporter then dies before it sees the
+        truncation (it checkpoints at once when it does): copytruncate's window, documented
+        in the README, like the lines a writer adds between the copy and the truncate."""
         self.caught_up()
+        deadline = time.monotonic() + 10 * CHECKPOINT_INTERVAL
+        while self.persisted() != self.result.written and time.monotonic() < deadline:
+            time.sleep(0.02)
         live = self.logs / "app.jsonl"
         if not live.exists():
             return
