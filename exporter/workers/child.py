@@ -29,7 +29,7 @@ from exporter.pipeline import Pipeline, RoutedItem
 from exporter.state import restore_streams, snapshot_streams
 from exporter.stream_families import StreamRenderer
 from exporter.stream_view import streams_view
-from exporter.workers.protocol import read_blocking, write_blocking
+from exporter.workers.protocol import READY, read_blocking, write_blocking
 
 log = logging.getLogger(__name__)
 
@@ -97,12 +97,14 @@ class Worker:
 
 def serve(requests: BinaryIO, replies: BinaryIO) -> None:
     """Answer requests until stdin closes or a `stop` request; the first message is the
-    Config (a frozen dataclass) this worker's Pipeline is built from."""
+    Config (a frozen dataclass) this worker's Pipeline is built from, the first reply says
+    the worker is ready."""
     ok, config = read_blocking(requests)
     if not ok:
         return
     # Thresholds are simulated on a thread, so a scrape is answered while one runs.
     worker = Worker(Pipeline(config, calibration=ThreadPoolExecutor(1, "calibration")))
+    write_blocking(replies, (READY, True, os.getpid()))  # the supervisor waits for this
     while True:
         ok, request = read_blocking(requests)
         if not ok or request[1] == "stop":

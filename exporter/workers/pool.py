@@ -72,8 +72,13 @@ class WorkerPool:
             assert process.stdin is not None
             process.stdin.write(protocol.encode(self.config))
             worker = _Worker(index, process)
+            worker.pending[protocol.READY] = asyncio.get_running_loop().create_future()
+            worker.in_flight += 1
             worker.reader = asyncio.create_task(self._read_replies(worker))
             self._workers.append(worker)
+        # ready (and scrapes fast) only once every worker has imported and built its pipeline
+        await asyncio.gather(*(w.pending[protocol.READY] for w in self._workers),
+                             return_exceptions=True)
         log.info("started %d worker processes: %s", self.size,
                  ", ".join(str(w.process.pid) for w in self._workers))
 

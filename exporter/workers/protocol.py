@@ -12,6 +12,7 @@ import struct
 from typing import Any, BinaryIO
 
 _LENGTH = struct.Struct(">I")
+READY = -1  # request id of the reply a worker sends, unasked, once it can take requests
 
 
 def encode(message: Any) -> bytes:
