@@ -46,6 +46,10 @@ import tracemalloc
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+# one way, shared with bench_latency, to say which code was measured
+from bench_latency import git_state
 
 SIGNALS = 4
 BASELINE = 1000
@@ -166,18 +170,6 @@ def slope_kib(rows: dict[int, float], streams: list[int]) -> float:
     num = sum((n - mx) * (rows[n] - my) for n in xs)
     den = sum((n - mx) ** 2 for n in xs)
     return num / den / 1024
-
-
-def git_state() -> str:
-    root = Path(__file__).resolve().parent.parent
-
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
-                              check=False).stdout.strip()
-
-    dirty = git("status", "--short", "--", "exporter")
-    return git("rev-parse", "--short", "HEAD") + (
-        f" + uncommitted changes in exporter/ ({len(dirty.splitlines())} files)" if dirty else "")
 
 
 def main() -> None:
