@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 
 from exporter.pipeline import Pipeline
+from exporter.signals.embedding import FEATURES_VERSION
 
 log = logging.getLogger(__name__)
 DETECTORS_FILE = "detectors.json"
@@ -50,8 +51,10 @@ def write_atomically(path: Path, data: bytes) -> None:
 def settings_of(pipeline: Pipeline) -> dict[str, Any]:
     factory = pipeline.detector_factory
     return {
-        # embedding settings shape the MMD detector's input (dimension, source)
+        # embedding settings shape the MMD detector's input (dimension, source), and so
+        # does the built-in embedding's own version (its features and text sample)
         "embedding": pipeline.config.signals.get("embedding") or {},
+        "builtin_embedding": FEATURES_VERSION,
         "detector_settings": dataclasses.asdict(factory.settings),
         "methods": {s: dataclasses.asdict(c) for s, c in factory.signals.items()},
         "label_names": list(pipeline.streams.label_names),

@@ -2,9 +2,12 @@ from __future__ import annotations
 
 import os
 
+import orjson
+
 from exporter.config import parse_config
 from exporter.inputs.stats import InputStats
 from exporter.pipeline import Pipeline
+from exporter.signals.embedding import FEATURES_VERSION
 from exporter.state import StateStore
 from tests import samples
 
@@ -90,6 +93,17 @@ def test_changed_embedding_settings_ignore_the_old_state(tmp_path):
     StateStore(tmp_path).save(fed_pipeline())
     other = {**CONFIG, "signals": {"embedding": {"dimension": 512}}}
     assert StateStore(tmp_path).load(Pipeline(parse_config(other))) == 0
+
+
+def test_state_of_an_older_builtin_embedding_is_not_restored(tmp_path):
+    """Saved baselines of embeddings computed another way would read as drift."""
+    store = StateStore(tmp_path)
+    store.save(fed_pipeline())
+    document = orjson.loads(store.detectors_path.read_bytes())
+    assert document["builtin_embedding"] == FEATURES_VERSION
+    del document["builtin_embedding"]  # as 0.1.0 saved it
+    store.detectors_path.write_bytes(orjson.dumps(document))
+    assert StateStore(tmp_path).load(Pipeline(parse_config(CONFIG))) == 0
 
 
 def test_user_vectors_of_another_dimension_are_counted_not_learned():

@@ -40,11 +40,17 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["MAX_CHARS", "FeatureShift", "TextEmbedder", "top_features", "vector_from_record"]
+__all__ = [
+    "FEATURES_VERSION", "MAX_CHARS", "FeatureShift", "TextEmbedder", "top_features",
+    "vector_from_record",
+]
 
 # Longer texts: the first 3/4 and the last 1/4 of this. The opening shows topic, language and
 # format, the end sign-offs and a closing "}"; length has its own signal. Cost is linear in it.
 MAX_CHARS = 512
+# Changes whenever the same text may embed differently (saved embedding baselines must then be
+# learned again): 2 = the 512-character sample; 1 (0.1.0) read up to 4,096 characters.
+FEATURES_VERSION = 2
 _PASS_CHARS = 16384  # chars per numpy pass in embed_many: large enough that per-call costs vanish
 _PACK = 64  # texts per numpy pass at most (the tf table below takes 2**_SLOT_BITS slots each)
 _TABLE = _PASS_CHARS + 2 * MAX_CHARS + 16  # powers of base: enough for any pass
