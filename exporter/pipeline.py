@@ -151,6 +151,14 @@ class Pipeline:
             stats.last_record_timestamp = now
         self.processing_seconds += time.perf_counter() - started
 
+    def calibrating(self) -> bool:
+        """Is a threshold being simulated off-thread for some stream right now?"""
+        return any(
+            detector.calibrating
+            for stream in self.streams if stream.detectors is not None
+            for detector in stream.detectors.detectors.values()
+        )
+
     def settle(self) -> None:
         """Wait for every threshold simulation still running and let its detector catch up
         (a caller that needs the state as of now: the baseline command, tests)."""
@@ -241,7 +249,13 @@ class Pipeline:
         first_error: RejectedRecord | None = None
         for index, record in enumerate(records):
             try:
+                # a record the worker would reject must not take a stream slot here
+                self.measurer.check_supplied_embedding(record)
                 picks.append((index, self.streams.get(self.labeler.key(record)).labels))
+            except ValueError as exc:
+                error = RejectedRecord("invalid_embedding", str(exc))
+                self.reject(stats, error)
+                first_error = first_error or error
             except Exception as exc:
                 first_error = first_error or self._internal_error(stats, exc)
         if not picks and first_error is not None:

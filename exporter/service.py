@@ -24,6 +24,7 @@ from exporter.pipeline import Pipeline
 from exporter.records import RejectedRecord
 from exporter.state import StateStore, settings_of
 from exporter.stream_view import streams_view
+from exporter.streams import OVERFLOW_VALUE
 from exporter.workers.pool import WorkerFailed, WorkerPool, shard_of
 from exporter.workers.router import ShardedIngest
 
@@ -177,6 +178,11 @@ class Exporter:
     async def _checkpoint_loop(self) -> None:
         while True:
             await asyncio.sleep(self.config.checkpoint_interval)
+            # A snapshot waits for thresholds still being simulated (their held records are
+            # covered by the positions): give them up to another interval to finish first.
+            deadline = time.monotonic() + self.config.checkpoint_interval
+            while self.pipeline.calibrating() and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
             await self.checkpoint_async()
 
     # --- with worker processes: what the web layer asks of the streams ------------------
@@ -186,11 +192,19 @@ class Exporter:
         if self.state is None:
             return
         by_shard: dict[int, list[dict[str, Any]]] = {}
-        for entry in self.state.load_entries(self.pipeline):
+        overflow = (OVERFLOW_VALUE,) * len(self.pipeline.streams.label_names)
+        entries = self.state.load_entries(self.pipeline)
+        # re-admitted as one process would have: real streams first, `__other__` last
+        entries.sort(key=lambda e: isinstance(e, dict) and tuple(e.get("labels", ())) == overflow)
+        for entry in entries:
             try:
-                key = self.pipeline.streams.get(tuple(entry["labels"])).labels
+                labels = tuple(entry["labels"])
+                key = self.pipeline.streams.get(labels).labels
             except (KeyError, TypeError):
                 self.state.load_failures += 1
+                continue
+            if key != labels:  # beyond a lowered max_streams: its state has no stream now
+                log.warning("not restoring stream %s: over max_streams", labels)
                 continue
             by_shard.setdefault(shard_of(key, self.pool.size), []).append(entry)
         try:

@@ -171,7 +171,10 @@ def snapshot_streams(pipeline: Pipeline) -> list[dict[str, Any]]:
     entries = []
     for stream in pipeline.streams:
         if stream.detectors is not None:
-            stream.detectors.settle()
+            # a calibration still running holds observations the positions saved with this
+            # snapshot already cover: wait for it (checkpoints avoid such moments, see
+            # Exporter._checkpoint_loop)
+            stream.detectors.settle(wait=True)
             entries.append({"labels": list(stream.labels),
                             "detectors": stream.detectors.snapshot()})
     return entries

@@ -74,6 +74,7 @@ class Detector(ABC):
         self._calibrating: Future[Any] | None = None
         self._apply: Callable[[Any], None] | None = None
         self._held: list[Any] = []  # observations that arrived while calibrating
+        self._held_from = 0  # observations before the first held one
 
     # --- the contract -------------------------------------------------------------
     def update(self, x: Any) -> None:
@@ -101,6 +102,7 @@ class Detector(ABC):
             apply(job())
             return
         self._calibrating, self._apply = self.executor.submit(job), apply
+        self._held_from = self._observations  # the baseline's last observation
 
     @property
     def calibrating(self) -> bool:
@@ -119,13 +121,13 @@ class Detector(ABC):
         held, apply = self._held, self._apply
         self._calibrating, self._apply, self._held = None, None, []
         apply(future.result())
-        now = self._observations
-        self._baseline_ready_at = now - len(held)
+        now, start = self._observations, self._held_from
+        self._baseline_ready_at = start
         for offset, x in enumerate(held):  # the indexes they arrived at, for the event log
-            self._observations = now - len(held) + offset + 1
+            self._observations = start + offset + 1
             self._score = self._observe(x)
             self._apply_hysteresis()
-        self._observations = now
+        self._observations = now  # beyond MAX_HELD, observations were counted, not observed
 
     @property
     def drift_detected(self) -> bool:

@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from exporter.detectors.base import Detector
+from exporter.detectors.base import MAX_HELD, Detector
 from exporter.detectors.factory import SIGNALS, DetectorFactory
 from exporter.signals.measure import Measurements
 
@@ -60,7 +60,9 @@ class StreamDetectors:
             if value is None or (self.learn_only and detector.baseline_ready):
                 continue
             if detector.calibrating:  # held by the detector: remember where it arrived
-                self._held_at.setdefault(signal, []).append(index)
+                held_at = self._held_at.setdefault(signal, [])
+                if len(held_at) < MAX_HELD:
+                    held_at.append(index)
             before = (detector.events, detector.drift_detected, detector.baseline_ready)
             try:
                 detector.update(value)
@@ -87,7 +89,7 @@ class StreamDetectors:
             if detector.baseline_ready and not was_ready:  # found among held observations
                 held_at = self._held_at.get(signal, [])
                 first = detector.event_log[events - detector.events]
-                k = int(first["record"]) - (detector.observations - len(held_at))
+                k = int(first["record"]) - (detector.baseline_ready_at or 0)
                 at = held_at[k] if 0 <= k < len(held_at) else index
                 score = first["score"]
                 changed_at = at if detector.events - events == 1 else index

@@ -102,6 +102,11 @@ class SignalMeasurer:
         count, encoding = self.tokens.count(text, record.served_model or record.requested_model)
         return count, TOKENIZER, encoding
 
+    def check_supplied_embedding(self, record: Record) -> None:
+        """ValueError if the record's user-supplied vector is unusable (see `measure`)."""
+        if self.embedder is not None and self.settings.embedding_path is not None:
+            vector_from_record(lookup_path(record.source, self.settings.embedding_path))
+
     def _embedding(self, record: Record, defer: bool) -> tuple[np.ndarray | None, str | None]:
         if self.embedder is None:
             return None, None
