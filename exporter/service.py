@@ -157,11 +157,13 @@ class Exporter:
         # Positions now; each worker answers the snapshot after every batch sent before it
         # (requests are answered in order), so the state covers all lines up to them.
         positions = {_position_key(f): f.checkpoint() for f in self.file_inputs}
-        try:
-            parts = await self.pool.broadcast("snapshot")
-        except WorkerFailed as exc:
+        # sent now, before any other task can hand the workers more lines
+        asked = [self.pool.request(index, "snapshot") for index in range(self.pool.size)]
+        parts = await asyncio.gather(*asked, return_exceptions=True)
+        failed = [part for part in parts if isinstance(part, BaseException)]
+        if failed:
             self.state.save_failures += 1
-            log.error("cannot save detector state: %s", exc)
+            log.error("cannot save detector state: %s", failed[0])
             return False
         streams = [entry for part in parts for entry in part]
         return self.state.save_entries(settings_of(self.pipeline), streams, positions)

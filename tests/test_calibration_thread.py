@@ -48,3 +48,22 @@ def test_same_views_and_event_indexes_as_inline() -> None:
     assert expected[0]["signals"]["format_validity"]["events"]
     assert views == expected
     assert snapshot_streams(threaded) == snapshot_streams(inline)
+
+
+def test_a_failed_simulation_costs_its_detector_not_the_reader() -> None:
+    with ThreadPoolExecutor(1) as executor:
+        pipeline = Pipeline(CONFIG, clock=lambda: 1.0, calibration=executor)
+        gate = threading.Event()
+        executor.submit(gate.wait)
+        pipeline.ingest_values(records()[:150], InputStats("t", "test"))
+        stream = next(iter(pipeline.streams))
+        assert stream.detectors is not None
+        detector = stream.detectors.detectors["output_tokens"]
+        assert detector.calibrating
+        detector._calibrating = executor.submit(lambda: 1 / 0)  # a bug in a simulation
+        gate.set()
+        executor.submit(lambda: None).result()  # queued after them all: all have finished
+        views = streams_view(pipeline.streams)  # must not raise
+    assert stream.detectors.errors["output_tokens"] == 1
+    assert not detector.baseline_ready and not detector.calibrating  # learning again
+    assert views[0]["signals"]["refusal"]["baseline_ready"]

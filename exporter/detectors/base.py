@@ -21,13 +21,16 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 HYSTERESIS = 0.5
-MAX_HELD = 20_000  # observations kept while a calibration runs; later ones are skipped
+# Observations kept while a calibration runs (the latest; five default windows): bounded, as
+# many streams may wait for the calibration thread at once (after a restart, a reset).
+MAX_HELD = 1000
 T = TypeVar("T")
 
 
@@ -73,16 +76,16 @@ class Detector(ABC):
         self._drift_since: int | None = None
         self._calibrating: Future[Any] | None = None
         self._apply: Callable[[Any], None] | None = None
-        self._held: list[Any] = []  # observations that arrived while calibrating
-        self._held_from = 0  # observations before the first held one
+        # observations that arrived while calibrating (the latest MAX_HELD of them)
+        self._held: deque[Any] = deque(maxlen=MAX_HELD)
+        self._held_from = 0  # observations when the baseline was complete
 
     # --- the contract -------------------------------------------------------------
     def update(self, x: Any) -> None:
         """Feed one observation; learning the baseline first, detecting after."""
         self._observations += 1
         if self._calibrating is not None:
-            if len(self._held) < MAX_HELD:
-                self._held.append(x)
+            self._held.append(x)  # the latest MAX_HELD: what the statistics remember
             self.settle()
             return
         if not self.baseline_ready:
@@ -119,15 +122,16 @@ class Detector(ABC):
             return
         assert self._apply is not None
         held, apply = self._held, self._apply
-        self._calibrating, self._apply, self._held = None, None, []
+        self._calibrating, self._apply, self._held = None, None, deque(maxlen=MAX_HELD)
         apply(future.result())
-        now, start = self._observations, self._held_from
-        self._baseline_ready_at = start
+        now = self._observations
+        self._baseline_ready_at = self._held_from
+        first = now - len(held)  # older ones beyond MAX_HELD were counted, not observed
         for offset, x in enumerate(held):  # the indexes they arrived at, for the event log
-            self._observations = start + offset + 1
+            self._observations = first + offset + 1
             self._score = self._observe(x)
             self._apply_hysteresis()
-        self._observations = now  # beyond MAX_HELD, observations were counted, not observed
+        self._observations = now
 
     @property
     def drift_detected(self) -> bool:

@@ -9,7 +9,7 @@ report promises), not the index within the signal's own sub-sequence.
 from __future__ import annotations
 
 import logging
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,7 +44,7 @@ class StreamDetectors:
     errors: Counter[str] = field(default_factory=Counter)  # by signal
     # signal -> record that completed its baseline while the threshold is simulated
     _completed_at: dict[str, int] = field(default_factory=dict)
-    _held_at: dict[str, list[int]] = field(default_factory=dict)  # indexes of held records
+    _held_at: dict[str, deque[int]] = field(default_factory=dict)  # indexes of held records
 
     @classmethod
     def create(cls, factory: DetectorFactory, learn_only: bool = False) -> StreamDetectors:
@@ -60,9 +60,7 @@ class StreamDetectors:
             if value is None or (self.learn_only and detector.baseline_ready):
                 continue
             if detector.calibrating:  # held by the detector: remember where it arrived
-                held_at = self._held_at.setdefault(signal, [])
-                if len(held_at) < MAX_HELD:
-                    held_at.append(index)
+                self._held_at.setdefault(signal, deque(maxlen=MAX_HELD)).append(index)
             before = (detector.events, detector.drift_detected, detector.baseline_ready)
             try:
                 detector.update(value)
@@ -87,9 +85,9 @@ class StreamDetectors:
         if detector.events != events:
             at, score = index, detector.score
             if detector.baseline_ready and not was_ready:  # found among held observations
-                held_at = self._held_at.get(signal, [])
+                held_at = self._held_at.get(signal, deque())
                 first = detector.event_log[events - detector.events]
-                k = int(first["record"]) - (detector.baseline_ready_at or 0)
+                k = int(first["record"]) - (detector.observations - len(held_at))
                 at = held_at[k] if 0 <= k < len(held_at) else index
                 score = first["score"]
                 changed_at = at if detector.events - events == 1 else index
@@ -108,7 +106,13 @@ class StreamDetectors:
         for signal, detector in self.detectors.items():
             if detector.calibrating:
                 before = (detector.events, detector.drift_detected, False)
-                detector.settle(wait)
+                try:
+                    detector.settle(wait)
+                except Exception:  # as in `update`: a bug costs this detector, not a scrape
+                    self.errors[signal] += 1
+                    log.exception("detector for %s failed to finish calibrating", signal)
+                    detector.reset_baseline()
+                    continue
                 self._account(signal, detector, before, self.records - 1)
 
     def reset_baselines(self, signals: tuple[str, ...] = SIGNALS) -> list[str]:
