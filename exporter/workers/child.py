@@ -103,13 +103,17 @@ def serve(requests: BinaryIO, replies: BinaryIO) -> None:
     if not ok:
         return
     # Thresholds are simulated on a thread, so a scrape is answered while one runs.
-    worker = Worker(Pipeline(config, calibration=ThreadPoolExecutor(1, "calibration")))
+    calibration = ThreadPoolExecutor(1, "calibration")
+    worker = Worker(Pipeline(config, calibration=calibration))
     write_blocking(replies, (READY, True, os.getpid()))  # the supervisor waits for this
-    while True:
-        ok, request = read_blocking(requests)
-        if not ok or request[1] == "stop":
-            return
-        write_blocking(replies, worker.handle(request))
+    try:
+        while True:
+            ok, request = read_blocking(requests)
+            if not ok or request[1] == "stop":
+                return
+            write_blocking(replies, worker.handle(request))
+    finally:  # the final checkpoint has waited for what it needed; the rest is moot
+        calibration.shutdown(wait=False, cancel_futures=True)
 
 
 def main() -> None:
