@@ -56,7 +56,7 @@ def record(number: int) -> bytes:
 
 
 class Torture:
-    def __init__(self, workdir: Path, seed: int) -> None:
+    def __init__(self, workdir: Path, seed: int, workers: int = 1) -> None:
         self.workdir = workdir
         self.logs = workdir / "logs"
         self.logs.mkdir(parents=True)
@@ -67,6 +67,7 @@ class Torture:
             f"poll_interval: 0.02}}]\nstate_dir: {self.state}\n"
             f"checkpoint_interval: {CHECKPOINT_INTERVAL}\n"
             "detectors: {baseline_size: 300, window_size: 50}\n"
+            f"workers: {workers}\n"
         )
         self.rng = random.Random(seed)
         self.result = TortureResult()
@@ -164,10 +165,10 @@ class Torture:
 
 
 def run(records: int, rotations: int, truncations: int, restarts: int, seed: int = 1,
-        workdir: Path | None = None) -> TortureResult:
+        workdir: Path | None = None, workers: int = 1) -> TortureResult:
     started = time.monotonic()
     workdir = workdir or Path(tempfile.mkdtemp(prefix="torture-"))
-    torture = Torture(workdir, seed)
+    torture = Torture(workdir, seed, workers)
     rng = torture.rng
     kills = restarts // 2 + restarts % 2  # at least half of the restarts are SIGKILL
     operations = (["rotate"] * rotations + ["truncate"] * truncations
@@ -216,8 +217,10 @@ def main() -> None:
     parser.add_argument("--truncations", type=int, default=5)
     parser.add_argument("--restarts", type=int, default=6)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
-    result = run(args.records, args.rotations, args.truncations, args.restarts, args.seed)
+    result = run(args.records, args.rotations, args.truncations, args.restarts, args.seed,
+                 workers=args.workers)
     print(result)
     assert result.persisted == result.written, "records lost or double-counted"
     assert all(seen <= bound for seen, bound in result.duplicates_after_kill)
