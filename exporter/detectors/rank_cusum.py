@@ -29,8 +29,10 @@ False
 from __future__ import annotations
 
 import math
+from array import array
 from bisect import bisect_left, bisect_right
 from collections import deque
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -100,7 +102,9 @@ class RankCusum(Detector):
 
     def _reset(self) -> None:
         super()._reset()
-        self._baseline: list[float] = []
+        # learning: doubles in an array, a third of a list of floats (it peaks with every
+        # other baseline sample); learned: a list, which bisect reads faster
+        self._baseline = array("d")
         self._sorted: list[float] | None = None
         self._threshold = math.inf
         self._sums = [0.0, 0.0, 0.0, 0.0]
@@ -120,7 +124,7 @@ class RankCusum(Detector):
             )
 
             def apply(threshold: float) -> None:
-                self._sorted, self._baseline, self._threshold = ordered, [], threshold
+                self._sorted, self._baseline, self._threshold = ordered, array("d"), threshold
 
             self._calibrate_with(lambda: rank_threshold(n, allowance, ert, cache), apply)
 
@@ -173,7 +177,7 @@ class RankCusum(Detector):
 
     def _snapshot_state(self) -> dict[str, Any]:
         return {
-            "baseline": self._baseline,
+            "baseline": self._baseline.tolist(),
             "sorted": self._sorted,
             "threshold": finite_or_none(self._threshold),
             "sums": self._sums,
@@ -182,15 +186,15 @@ class RankCusum(Detector):
         }
 
     def _restore_state(self, state: dict[str, Any]) -> None:
-        self._baseline = list(state["baseline"])
-        self._sorted = state["sorted"]
+        self._baseline = array("d", state["baseline"])
+        self._sorted = None if state["sorted"] is None else [float(v) for v in state["sorted"]]
         self._threshold = from_stored(state["threshold"])
         self._sums = list(state["sums"])
         self._window.extend(state["window"])
         self._draws = int(state["draws"])
 
 
-def _stats(ordered: list[float]) -> dict[str, float]:
+def _stats(ordered: Sequence[float]) -> dict[str, float]:
     n = len(ordered)
     return {
         "mean": sum(ordered) / n,
