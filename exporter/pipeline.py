@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -39,10 +39,11 @@ KNOWN_REJECTION_REASONS = (
     "internal_error",
 )
 MAX_REPORTED_ERRORS = 10
-Measured = tuple[Record, tuple[str, ...], Measurements]
 StreamKey = tuple[str, ...]
+Measured = tuple[Record, StreamKey, Measurements]
 Pick = tuple[int, StreamKey]  # (index of a record within its JSON value, its stream key)
 RoutedItem = tuple[int, bytes, list[Pick]]  # (position in the batch, JSON, records to take)
+T = TypeVar("T")
 
 
 @dataclass
@@ -97,47 +98,42 @@ class Pipeline:
         self.rejections[error.reason] += count
         stats.rejected += count
 
-    def ingest_value(self, value: Any, stats: InputStats, fmt: str | None = None) -> int:
-        """Normalize and account one decoded JSON value; returns records accepted.
-
-        Raises RejectedRecord (already counted) so callers can report it.
-        """
-        started = time.perf_counter()
+    def _normalize(self, value: Any, stats: InputStats, fmt: str | None) -> list[Record]:
+        """The records of one decoded value; RejectedRecord (counted) when there are none."""
         try:
-            measured = self._measure_value(value, stats, fmt)
-        except RejectedRecord:
-            self.processing_seconds += time.perf_counter() - started
-            raise
-        self._commit(measured, stats, started)
-        return len(measured)
-
-    def _measure_value(self, value: Any, stats: InputStats, fmt: str | None) -> list[Measured]:
-        """Records of one value with their stream keys and signals (the built-in embedding
-        still to come). Raises RejectedRecord (counted) when none of its records is usable."""
-        try:
-            records = normalize(value, fmt or self.config.format)
+            return normalize(value, fmt or self.config.format)
         except RejectedRecord as error:
             self.reject(stats, error)
             raise
         except Exception as exc:  # a bug must cost one record, never the exporter
             raise self._internal_error(stats, exc) from exc
-        # Each record of a multi-record value (an OTLP export) stands on its own: one bad
-        # span costs that span, and a stream is created only for a record that made it.
-        measured = []
+
+    def _each_usable(
+        self, records: list[Record], stats: InputStats, take: Callable[[int, Record], T]
+    ) -> list[T]:
+        """`take` of each record. Each record of a multi-record value (an OTLP export) stands
+        on its own: one bad span costs that span (counted), and a stream is created only for
+        a record that made it. Raises the first RejectedRecord when none made it."""
+        taken: list[T] = []
         first_error: RejectedRecord | None = None
-        for record in records:
+        for index, record in enumerate(records):
             try:
-                key = self.labeler.key(record)
-                measured.append((record, key, self._measure(record, key)))
+                taken.append(take(index, record))
             except RejectedRecord as error:
-                self.reject(stats, error)
                 first_error = first_error or error
             except Exception as exc:
-                error = self._internal_error(stats, exc)
-                first_error = first_error or error
-        if not measured and first_error is not None:
+                first_error = first_error or self._internal_error(stats, exc)
+        if not taken and first_error is not None:
             raise first_error
-        return measured
+        return taken
+
+    def _measure_value(self, value: Any, stats: InputStats, fmt: str | None) -> list[Measured]:
+        """Records of one value with their stream keys and signals (the built-in embedding
+        still to come). Raises RejectedRecord (counted) when none of its records is usable."""
+        return self._each_usable(
+            self._normalize(value, stats, fmt), stats,
+            lambda _, record: self._measure(record, self.labeler.key(record), stats),
+        )
 
     def _commit(self, measured: list[Measured], stats: InputStats, started: float) -> None:
         """Embed a batch's texts in shared numpy passes, then update streams in arrival order."""
@@ -172,18 +168,26 @@ class Pipeline:
         self.reject(stats, error)
         return error
 
-    def _measure(self, record: Record, key: tuple[str, ...]) -> Measurements:
-        try:
-            return self.measurer.measure(record, key, self.labeler.names, defer_embedding=True)
-        except ValueError as exc:
-            raise RejectedRecord("invalid_embedding", str(exc)) from exc
+    def _invalid_embedding(self, stats: InputStats, exc: ValueError) -> RejectedRecord:
+        error = RejectedRecord("invalid_embedding", str(exc))
+        self.reject(stats, error)
+        return error
 
-    def ingest_line(self, line: bytes, stats: InputStats, fmt: str | None = None) -> int:
-        """One JSON-lines line; blank lines are skipped, not rejected. Raises RejectedRecord."""
-        line = line.strip()
-        if not line:
-            return 0
-        return self.ingest_value(self.decode(line, stats), stats, fmt)
+    def _measure(self, record: Record, key: StreamKey, stats: InputStats) -> Measured:
+        """One record's signals; RejectedRecord (counted) when it cannot be measured."""
+        try:
+            measurements = self.measurer.measure(
+                record, key, self.labeler.names, defer_embedding=True
+            )
+        except ValueError as exc:
+            raise self._invalid_embedding(stats, exc) from exc
+        return record, key, measurements
+
+    def parse_line(self, line: bytes, stats: InputStats) -> tuple[bytes, Any] | None:
+        """(the stripped line, its JSON value), or None for a blank line (skipped, not
+        rejected). Raises RejectedRecord (counted) for what is not JSON."""
+        raw = line.strip()
+        return (raw, self.decode(raw, stats)) if raw else None
 
     def decode(self, data: bytes, stats: InputStats) -> Any:
         try:
@@ -220,10 +224,10 @@ class Pipeline:
         for position, item in enumerate(items):
             try:
                 if decode:
-                    item = item.strip()
-                    if not item:
+                    parsed = self.parse_line(item, stats)
+                    if parsed is None:
                         continue
-                    item = self.decode(item, stats)
+                    _, item = parsed
                 records = self._measure_value(item, stats, fmt)
             except RejectedRecord as error:
                 result.add_error(position, error)
@@ -238,36 +242,24 @@ class Pipeline:
         """The supervisor's half of a record: its usable records and their admitted stream
         keys (the stream cap applied here, in one place for all workers). Nothing is
         measured. Raises RejectedRecord (counted) when no record of `value` is usable."""
-        try:
-            records = normalize(value, fmt or self.config.format)
-        except RejectedRecord as error:
-            self.reject(stats, error)
-            raise
-        except Exception as exc:
-            raise self._internal_error(stats, exc) from exc
-        picks: list[Pick] = []
-        first_error: RejectedRecord | None = None
-        for index, record in enumerate(records):
-            try:
-                # a record the worker would reject must not take a stream slot here
-                self.measurer.check_supplied_embedding(record)
-                picks.append((index, self.streams.get(self.labeler.key(record)).labels))
-            except ValueError as exc:
-                error = RejectedRecord("invalid_embedding", str(exc))
-                self.reject(stats, error)
-                first_error = first_error or error
-            except Exception as exc:
-                first_error = first_error or self._internal_error(stats, exc)
-        if not picks and first_error is not None:
-            raise first_error
-        return picks
+        return self._each_usable(
+            self._normalize(value, stats, fmt), stats,
+            lambda index, record: (index, self._admit(record, stats)),
+        )
+
+    def _admit(self, record: Record, stats: InputStats) -> StreamKey:
+        try:  # a record the worker would reject must not take a stream slot here
+            self.measurer.check_supplied_embedding(record)
+        except ValueError as exc:
+            raise self._invalid_embedding(stats, exc) from exc
+        return self.streams.get(self.labeler.key(record)).labels
 
     def ingest_routed(
         self, items: Iterable[RoutedItem], stats: InputStats, fmt: str | None = None
     ) -> IngestResult:
         """A worker's half: measure and observe the picked records under the keys the
         supervisor admitted them with. The JSON was decoded and normalized there already,
-        so a failure here is a bug and counts as internal_error."""
+        so a failure to do it again is a bug and counts as internal_error."""
         started = time.perf_counter()
         result = IngestResult()
         measured: list[Measured] = []
@@ -279,11 +271,9 @@ class Pipeline:
                 continue
             for index, key in picks:
                 try:
-                    record = records[index]
-                    measured.append((record, key, self._measure(record, key)))
+                    measured.append(self._measure(records[index], key, stats))
                     result.accepted += 1
                 except RejectedRecord as error:
-                    self.reject(stats, error)
                     result.add_error(position, error)
                 except Exception as exc:
                     result.add_error(position, self._internal_error(stats, exc))

@@ -148,15 +148,18 @@ class Exporter:
         only; with worker processes see `checkpoint_async`."""
         if self.state is None:
             return False
-        positions = {_position_key(f): f.checkpoint() for f in self.file_inputs}
+        positions = self._positions()
         return self.state.save(self.pipeline, positions)
+
+    def _positions(self) -> dict[str, list[dict[str, Any]]]:
+        return {_position_key(f): f.checkpoint() for f in self.file_inputs}
 
     async def checkpoint_async(self) -> bool:
         if self.state is None or self.pool is None:
             return self.checkpoint()
         # Positions now; each worker answers the snapshot after every batch sent before it
         # (requests are answered in order), so the state covers all lines up to them.
-        positions = {_position_key(f): f.checkpoint() for f in self.file_inputs}
+        positions = self._positions()
         # sent now, before any other task can hand the workers more lines
         asked = [self.pool.request(index, "snapshot") for index in range(self.pool.size)]
         parts = await asyncio.gather(*asked, return_exceptions=True)

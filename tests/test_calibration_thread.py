@@ -13,13 +13,15 @@ from exporter.state import snapshot_streams
 from exporter.stream_view import streams_view
 from tests import samples
 
-CONFIG = parse_config({
+SETTINGS = {
     "detectors": {"baseline_size": 100, "window_size": 20, "expected_run_time": 5000},
     "signals": {"format_validity": [{"match": {"route": "/chat"}, "expect": "json"}]},
-})
+}
+CONFIG = parse_config(SETTINGS)
 
 
 def records() -> list[dict]:
+    """One stream: JSON replies, then prose (a validity drift), then refusals."""
     fine = [samples.chat(text='{"answer": "Your invoice is attached."}') for _ in range(180)]
     prose = [samples.chat(text="Sure! Here is the answer you asked for, in words.")
              for _ in range(60)]

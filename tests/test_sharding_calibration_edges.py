@@ -22,22 +22,9 @@ from exporter.pipeline import Pipeline
 from exporter.service import Exporter
 from exporter.state import StateStore, restore_streams, snapshot_streams
 from exporter.workers.pool import shard_of
-from tests import samples
 from tests.process import ExporterProcess
-
-CONFIG = {
-    "detectors": {"baseline_size": 100, "window_size": 20, "expected_run_time": 5000},
-    "signals": {"format_validity": [{"match": {"route": "/chat"}, "expect": "json"}]},
-}
-
-
-def records() -> list[dict]:
-    fine = [samples.chat(text='{"answer": "Your invoice is attached."}') for _ in range(180)]
-    prose = [samples.chat(text="Sure! Here is the answer you asked for, in words.")
-             for _ in range(60)]
-    refusals = [samples.chat(text="I'm sorry, but I can't help with that request.")
-                for _ in range(80)]
-    return fine + prose + refusals
+from tests.test_calibration_thread import SETTINGS as CONFIG
+from tests.test_calibration_thread import records
 
 
 # --- 1. a checkpoint taken while a threshold is simulated loses the held records -------

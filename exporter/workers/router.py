@@ -39,10 +39,10 @@ class ShardedIngest:
         for position, item in enumerate(items):
             try:
                 if decode:
-                    raw = item.strip()
-                    if not raw:
+                    parsed = self.pipeline.parse_line(item, stats)
+                    if parsed is None:
                         continue
-                    value = self.pipeline.decode(raw, stats)
+                    raw, value = parsed
                 else:
                     value, raw = item, orjson.dumps(item)
                 picks = self.pipeline.route_value(value, stats, fmt)
