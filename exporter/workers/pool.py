@@ -45,8 +45,7 @@ def shard_of(key: tuple[str, ...], workers: int) -> int:
 class _Worker:
     index: int
     process: asyncio.subprocess.Process
-    pending: dict[int, asyncio.Future[Any]] = field(default_factory=dict)
-    in_flight: int = 0
+    pending: dict[int, asyncio.Future[Any]] = field(default_factory=dict)  # by request id
     reader: asyncio.Task[None] | None = None
 
 
@@ -73,7 +72,6 @@ class WorkerPool:
             process.stdin.write(protocol.encode(self.config))
             worker = _Worker(index, process)
             worker.pending[protocol.READY] = asyncio.get_running_loop().create_future()
-            worker.in_flight += 1
             worker.reader = asyncio.create_task(self._read_replies(worker))
             self._workers.append(worker)
         # ready (and scrapes fast) only once every worker has imported and built its pipeline
@@ -92,7 +90,6 @@ class WorkerPool:
             while True:
                 request_id, ok, value = await protocol.read(worker.process.stdout)
                 future = worker.pending.pop(request_id, None)
-                worker.in_flight -= 1
                 self._progress.set()
                 if future is not None and not future.done():
                     if ok:
@@ -135,7 +132,6 @@ class WorkerPool:
             future.set_exception(WorkerFailed(f"worker {index}: {exc}"))
             return future
         worker.pending[request_id] = future
-        worker.in_flight += 1
         return future
 
     async def call(self, index: int, kind: str, *args: Any) -> Any:
@@ -158,7 +154,7 @@ class WorkerPool:
     async def capacity(self) -> None:
         """Wait until every worker has room for another batch: inputs read no faster
         than the workers keep up, and a scrape queues behind little work."""
-        while self.failure is None and any(w.in_flight >= MAX_IN_FLIGHT for w in self._workers):
+        while self.failure is None and any(len(w.pending) >= MAX_IN_FLIGHT for w in self._workers):
             self._progress.clear()
             await self._progress.wait()
 
