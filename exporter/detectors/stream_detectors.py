@@ -70,9 +70,11 @@ class StreamDetectors:
                 if count <= 3 or count % 1000 == 0:
                     log.exception("detector for %s failed (%d failures)", signal, count)
                 continue
-            if not before[2] and detector.calibrating:
-                # the record that completed the baseline; the threshold comes later
-                self._completed_at.setdefault(signal, index + 1)
+            if before == (detector.events, detector.drift_detected, detector.baseline_ready):
+                if not before[2] and detector.calibrating:
+                    # the record that completed the baseline; the threshold comes later
+                    self._completed_at.setdefault(signal, index + 1)
+                continue  # nothing to log: the common case, kept cheap
             self._account(signal, detector, before, index)
 
     def _account(
