@@ -24,7 +24,7 @@ from exporter.inputs.stats import InputStats
 from exporter.records import Record, RejectedRecord, normalize
 from exporter.records.labels import StreamLabeler
 from exporter.signals.measure import Measurements, SignalMeasurer, SignalSettings
-from exporter.streams import StreamTable
+from exporter.streams import StreamState, StreamTable
 
 log = logging.getLogger(__name__)
 # Reasons exported at 0 from the start so `rate()` and ratio alerts work before the first failure.
@@ -136,11 +136,20 @@ class Pipeline:
         )
 
     def _commit(self, measured: list[Measured], stats: InputStats, started: float) -> None:
-        """Embed a batch's texts in shared numpy passes, then update streams in arrival order."""
+        """Embed a batch's texts in shared numpy passes, then update each stream with its
+        records of the batch, in arrival order."""
         self.measurer.embed_pending([m for _, _, m in measured])
         now = self.clock()
+        by_stream: dict[int, tuple[StreamState, list[Record], list[Measurements]]] = {}
         for record, key, measurements in measured:
-            self.streams.get(key).observe(record, measurements, now)
+            stream = self.streams.get(key)  # per record: the cap counts overflow records
+            group = by_stream.get(id(stream))
+            if group is None:
+                group = by_stream[id(stream)] = (stream, [], [])
+            group[1].append(record)
+            group[2].append(measurements)
+        for stream, records, batch in by_stream.values():
+            stream.observe_many(records, batch, now)
         self.records += len(measured)
         stats.records += len(measured)
         if measured:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -95,6 +95,35 @@ class Detector(ABC):
             return
         self._score = self._observe(x)
         self._apply_hysteresis()
+
+    def update_run(self, xs: Sequence[Any], start: int) -> int:
+        """Feed `xs[start:]` until the drift level changes (an event starts or an episode
+        ends) and return the index after the last observation taken, so a caller that logs
+        changes with record indexes sees each one where it happened. Detecting from a
+        learned baseline, a detector may take the whole run at once (`_observe_run`);
+        anything else (learning, calibrating) goes one `update` at a time. The same
+        observations give the same state, scores and events as one `update` each."""
+        if self._calibrating is not None or not self.baseline_ready:
+            self.update(xs[start])
+            return start + 1
+        return self._observe_run(xs, start)
+
+    def _observe_run(self, xs: Sequence[Any], start: int) -> int:
+        """`update_run` from a learned baseline; detectors override it with a faster way
+        to compute the same scores (numpy over the run, a tight loop)."""
+        for index in range(start, len(xs)):
+            self._observations += 1
+            if self._step(self._observe(xs[index])):
+                return index + 1
+        return len(xs)
+
+    def _step(self, score: float) -> bool:
+        """Take one live observation's score (already counted in `_observations`);
+        True when the drift level changed with it."""
+        self._score = score
+        in_drift = self._in_drift
+        self._apply_hysteresis()
+        return self._in_drift is not in_drift
 
     def _calibrate_with(self, job: Callable[[], T], apply: Callable[[T], None]) -> None:
         """Run a threshold simulation (`job`, pure: it must not touch the detector) and

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -132,6 +133,18 @@ class EmbeddingMmd(Detector):
             raise ValueError(f"embedding of shape {vector.shape}, this stream's are ({expected},)")
         return vector
 
+    def _vectors(self, xs: Sequence[Any]) -> np.ndarray | list[np.ndarray]:
+        """`_vector` of each: one array when all have this stream's dimension (the usual
+        case, checked at once), else one by one, so a bad one gets `_vector`'s error."""
+        assert self._directions is not None
+        try:
+            matrix = np.asarray(xs, dtype=np.float64)
+        except (ValueError, TypeError):
+            matrix = None
+        if matrix is not None and matrix.ndim == 2 and matrix.shape[1] == self._directions.shape[1]:
+            return matrix
+        return [self._vector(x) for x in xs]
+
     def _learn(self, x: Any) -> None:
         vector = self._vector(x)
         if self._directions is None:
@@ -160,6 +173,40 @@ class EmbeddingMmd(Detector):
         self._ewma += self._weight * (phi - self._ewma)
         distance = float(((self._ewma - self._baseline_mean) ** 2).sum())
         return distance / self._threshold
+
+    def _observe_run(self, xs: Sequence[Any], start: int) -> int:
+        """Features of the whole run in one pass (each row's projection is still its own
+        matrix-vector product: a matrix product's rows may differ in the last bit), the
+        EWMA row by row, all distances in one pass; then the hysteresis up to the first
+        change of drift level, and the EWMA as of the last record taken."""
+        assert self._ewma is not None and self._baseline_mean is not None
+        assert self._directions is not None and self._bandwidth is not None
+        directions = self._directions
+        vectors = self._vectors(xs[start:])  # all checked before any is taken
+        features = np.stack([directions @ vector for vector in vectors])
+        features /= self._bandwidth
+        features += self._phase
+        np.cos(features, out=features)
+        features *= _SCALE
+        ewma, step, weight = self._ewma.copy(), np.empty(FEATURES), self._weight
+        ewmas = np.empty_like(features)
+        for row, phi in enumerate(features):
+            np.subtract(phi, ewma, out=step)
+            step *= weight
+            ewma += step
+            ewmas[row] = ewma
+        squared = ewmas - self._baseline_mean
+        squared **= 2
+        scores = (squared.sum(axis=1) / self._threshold).tolist()
+        taken = len(scores)
+        for offset, score in enumerate(scores):
+            self._observations += 1
+            if self._step(score):
+                taken = offset + 1
+                break
+        if self._in_drift or taken == len(scores):  # else the episode ended: re-armed
+            self._ewma = ewmas[taken - 1].copy()
+        return start + taken
 
     @property
     def release_level(self) -> float:

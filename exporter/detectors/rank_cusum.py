@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import math
 from array import array
-from bisect import bisect_left, bisect_right
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
@@ -50,6 +49,11 @@ from exporter.detectors.calibration import (
 DEFAULT_ALLOWANCE = 0.2  # CUSUM reference value k, in standard-normal units (see docs)
 _SQRT2 = math.sqrt(2.0)
 _MASK = (1 << 64) - 1
+# splitmix64's constants, as numpy scalars so the arithmetic wraps at 64 bits
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+_S30, _S27, _S31, _S11 = (np.uint64(n) for n in (30, 27, 31, 11))
 
 
 def simulate_maxima(n: int, allowance: float, how: Plan,
@@ -103,9 +107,10 @@ class RankCusum(Detector):
     def _reset(self) -> None:
         super()._reset()
         # learning: doubles in an array, a third of a list of floats (it peaks with every
-        # other baseline sample); learned: a list, which bisect reads faster
+        # other baseline sample); learned: sorted in a numpy array, searched a run at a time
         self._baseline = array("d")
-        self._sorted: list[float] | None = None
+        self._sorted: np.ndarray | None = None
+        self._baseline_stats: dict[str, float] = {}
         self._threshold = math.inf
         self._sums = [0.0, 0.0, 0.0, 0.0]
         self._window: deque[float] = deque(maxlen=self.settings.window_size)
@@ -124,39 +129,66 @@ class RankCusum(Detector):
             )
 
             def apply(threshold: float) -> None:
-                self._sorted, self._baseline, self._threshold = ordered, array("d"), threshold
+                self._learned(ordered)
+                self._baseline, self._threshold = array("d"), threshold
 
             self._calibrate_with(lambda: rank_threshold(n, allowance, ert, cache), apply)
 
-    def _uniform(self) -> float:
-        """Tie-breaking uniform from a counter (splitmix64), so a snapshot is just the counter."""
-        self._draws += 1
-        z = (self.settings.seed * 0x9E3779B97F4A7C15 + self._draws * 0x9E3779B97F4A7C15) & _MASK
-        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
-        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
-        return (((z ^ (z >> 31)) >> 11) + 0.5) / 9007199254740992.0  # in (0, 1), never 0
+    def _learned(self, ordered: list[float]) -> None:
+        self._sorted = np.asarray(ordered, dtype=np.float64)
+        self._baseline_stats = _stats(ordered)  # fixed from now on: not recomputed per scrape
 
-    def normal_score(self, x: float) -> float:
+    def _uniforms(self, count: int) -> np.ndarray:
+        """Tie-breaking uniforms in (0, 1) for the next `count` draws: splitmix64 of a
+        counter, so a snapshot is just the counter. The caller advances `_draws` by the
+        number it used."""
+        z = (np.arange(self._draws + 1, self._draws + count + 1, dtype=np.uint64)
+             + np.uint64(self.settings.seed & _MASK)) * _GOLDEN
+        z = (z ^ (z >> _S30)) * _MIX1
+        z = (z ^ (z >> _S27)) * _MIX2
+        return (((z ^ (z >> _S31)) >> _S11).astype(np.float64) + 0.5) / 9007199254740992.0
+
+    def normal_scores(self, values: Sequence[float]) -> list[float]:
+        """z = Phi^-1(u) of each value's randomized rank against the baseline, drawing the
+        next uniforms (not yet counted as used)."""
         assert self._sorted is not None
-        below = bisect_left(self._sorted, x)
-        ties = bisect_right(self._sorted, x, lo=below) - below
-        u = (below + self._uniform() * (ties + 1)) / (len(self._sorted) + 1)
-        return float(ndtri(u))
+        x = np.asarray(values, dtype=np.float64)
+        below = np.searchsorted(self._sorted, x, side="left")
+        ties = np.searchsorted(self._sorted, x, side="right") - below
+        u = (below + self._uniforms(len(x)) * (ties + 1)) / (len(self._sorted) + 1)
+        return ndtri(u).tolist()
 
     def _observe(self, x: Any) -> float:
         value = float(x)
+        score = self._cusum(value, self.normal_scores([value])[0])
+        self._draws += 1
+        return score
+
+    def _observe_run(self, xs: Sequence[Any], start: int) -> int:
+        """The whole run's normal scores in one numpy pass, then the CUSUMs and the
+        hysteresis value by value, up to the first change of drift level (the uniforms
+        drawn for values after it are not used: the next run draws them again)."""
+        values = [float(x) for x in xs[start:]]
+        taken = 0
+        for value, z in zip(values, self.normal_scores(values), strict=True):
+            taken += 1
+            self._observations += 1
+            if self._step(self._cusum(value, z)):
+                break
+        self._draws += taken
+        return start + taken
+
+    def _cusum(self, value: float, z: float) -> float:
+        """Add one normal score to the four CUSUMs; the score (statistic / threshold)."""
         self._window.append(value)
-        z = self.normal_score(value)
         spread = (z * z - 1.0) / _SQRT2
         k, sums = self.allowance, self._sums
-        sums[0] = max(0.0, sums[0] + z - k)
-        sums[1] = max(0.0, sums[1] - z - k)
-        sums[2] = max(0.0, sums[2] + spread - k)
-        sums[3] = max(0.0, sums[3] - spread - k)
         # Capped so that a change that reverts is recognized within about a window.
         cap = 2.0 * self._threshold
-        for i in range(4):
-            sums[i] = min(sums[i], cap)
+        sums[0] = min(max(0.0, sums[0] + z - k), cap)
+        sums[1] = min(max(0.0, sums[1] - z - k), cap)
+        sums[2] = min(max(0.0, sums[2] + spread - k), cap)
+        sums[3] = min(max(0.0, sums[3] - spread - k), cap)
         return max(sums) / self._threshold
 
     def _rearm(self) -> None:
@@ -169,8 +201,8 @@ class RankCusum(Detector):
 
     def summary(self) -> dict[str, dict[str, float]]:
         out: dict[str, dict[str, float]] = {}
-        if self._sorted:
-            out["baseline"] = _stats(self._sorted)
+        if self._baseline_stats:
+            out["baseline"] = self._baseline_stats
         if self._window:
             out["window"] = _stats(sorted(self._window))
         return out
@@ -178,7 +210,7 @@ class RankCusum(Detector):
     def _snapshot_state(self) -> dict[str, Any]:
         return {
             "baseline": self._baseline.tolist(),
-            "sorted": self._sorted,
+            "sorted": None if self._sorted is None else self._sorted.tolist(),
             "threshold": finite_or_none(self._threshold),
             "sums": self._sums,
             "window": list(self._window),
@@ -187,7 +219,8 @@ class RankCusum(Detector):
 
     def _restore_state(self, state: dict[str, Any]) -> None:
         self._baseline = array("d", state["baseline"])
-        self._sorted = None if state["sorted"] is None else [float(v) for v in state["sorted"]]
+        if state["sorted"] is not None:
+            self._learned([float(v) for v in state["sorted"]])
         self._threshold = from_stored(state["threshold"])
         self._sums = list(state["sums"])
         self._window.extend(state["window"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +31,20 @@ def signal_value(signal: str, m: Measurements) -> Any:
     if signal == "format_validity":
         return (m.format_invalid is not None) if m.format_checked else None
     return m.embedding
+
+
+def signal_values(
+    signal: str, batch: Sequence[Measurements], first: int
+) -> tuple[list[Any], Sequence[int]]:
+    """`signal_value` of each record of a batch that has one, with its stream index
+    (`first`: the index of the batch's first record)."""
+    if signal == "output_tokens":
+        return [float(m.output_tokens) for m in batch], range(first, first + len(batch))
+    if signal == "refusal":
+        return [m.refusal is not None for m in batch], range(first, first + len(batch))
+    picked = [(first + offset, value) for offset, m in enumerate(batch)
+              if (value := signal_value(signal, m)) is not None]
+    return [value for _, value in picked], [index for index, _ in picked]
 
 
 @dataclass
@@ -53,29 +68,65 @@ class StreamDetectors:
                    learn_only=learn_only)
 
     def update(self, m: Measurements) -> None:
-        index = self.records
-        self.records += 1
+        self.update_many([m])
+
+    def update_many(self, batch: Sequence[Measurements]) -> None:
+        """A batch of this stream's records, in order. Each detector takes its values a run
+        at a time (`Detector.update_run`), which ends at every change worth logging, so
+        events keep the stream index of the record that raised them."""
+        first = self.records
+        self.records += len(batch)
         for signal, detector in self.detectors.items():
-            value = signal_value(signal, m)
-            if value is None or (self.learn_only and detector.baseline_ready):
-                continue
-            if detector.calibrating:  # held by the detector: remember where it arrived
-                self._held_at.setdefault(signal, deque(maxlen=MAX_HELD)).append(index)
-            before = (detector.events, detector.drift_detected, detector.baseline_ready)
-            try:
-                detector.update(value)
-            except Exception:  # a bug or bad input must not cost the record or the exporter
-                self.errors[signal] += 1
-                count = self.errors[signal]
-                if count <= 3 or count % 1000 == 0:
-                    log.exception("detector for %s failed (%d failures)", signal, count)
-                continue
-            if before == (detector.events, detector.drift_detected, detector.baseline_ready):
-                if not before[2] and detector.calibrating:
-                    # the record that completed the baseline; the threshold comes later
-                    self._completed_at.setdefault(signal, index + 1)
-                continue  # nothing to log: the common case, kept cheap
-            self._account(signal, detector, before, index)
+            values, indexes = signal_values(signal, batch, first)
+            position = 0
+            while position < len(values):
+                if self.learn_only or detector.calibrating or not detector.baseline_ready:
+                    self._update_one(signal, detector, values[position], indexes[position])
+                    position += 1
+                else:
+                    position = self._update_run(signal, detector, values, indexes, position)
+
+    def _update_run(self, signal: str, detector: Detector, values: list[Any],
+                    indexes: Sequence[int], position: int) -> int:
+        """A run of live observations from `position`; the position after those taken."""
+        before = (detector.events, detector.drift_detected, detector.baseline_ready)
+        observed = detector.observations
+        try:
+            after = detector.update_run(values, position)
+        except Exception:
+            taken = detector.observations - observed
+            if taken == 0:  # refused before taking any: fed alone, it is counted as below
+                self._update_one(signal, detector, values[position], indexes[position])
+                return position + 1
+            self._failed(signal)  # the last one taken failed
+            return position + taken
+        if before != (detector.events, detector.drift_detected, True):
+            self._account(signal, detector, before, indexes[after - 1])
+        return after
+
+    def _update_one(self, signal: str, detector: Detector, value: Any, index: int) -> None:
+        if value is None or (self.learn_only and detector.baseline_ready):
+            return
+        if detector.calibrating:  # held by the detector: remember where it arrived
+            self._held_at.setdefault(signal, deque(maxlen=MAX_HELD)).append(index)
+        before = (detector.events, detector.drift_detected, detector.baseline_ready)
+        try:
+            detector.update(value)
+        except Exception:  # a bug or bad input must not cost the record or the exporter
+            self._failed(signal)
+            return
+        if before == (detector.events, detector.drift_detected, detector.baseline_ready):
+            if not before[2] and detector.calibrating:
+                # the record that completed the baseline; the threshold comes later
+                self._completed_at.setdefault(signal, index + 1)
+            return  # nothing to log: the common case, kept cheap
+        self._account(signal, detector, before, index)
+
+    def _failed(self, signal: str) -> None:
+        self.errors[signal] += 1
+        count = self.errors[signal]
+        if count <= 3 or count % 1000 == 0:
+            log.exception("detector for %s failed (%d failures)", signal, count)
 
     def _account(
         self, signal: str, detector: Detector, before: tuple[int, bool, bool], index: int
