@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,6 +63,17 @@ class Evidence:
                     self.baseline[slot] = clipped
         else:
             self.window.append(clipped)
+
+    def add_many(self, texts: Sequence[str]) -> None:
+        """`add` of each, in order; once the baseline sample is taken only the latest texts
+        can stay in the window, so only those are clipped and kept."""
+        learning = 0
+        while learning < len(texts) and self._baseline_seen < self.baseline_size:
+            self.add(texts[learning])
+            learning += 1
+        if self.window.maxlen:
+            kept = max(learning, len(texts) - self.window.maxlen)
+            self.window.extend(self._clip(text) for text in texts[kept:])
 
     def examples(self) -> dict[str, list[str]]:
         count = self.settings.examples

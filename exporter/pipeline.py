@@ -130,8 +130,17 @@ class Pipeline:
     def _measure_value(self, value: Any, stats: InputStats, fmt: str | None) -> list[Measured]:
         """Records of one value with their stream keys and signals (the built-in embedding
         still to come). Raises RejectedRecord (counted) when none of its records is usable."""
+        records = self._normalize(value, stats, fmt)
+        if len(records) == 1:  # the usual case, without `_each_usable`'s bookkeeping
+            record = records[0]
+            try:
+                return [self._measure(record, self.labeler.key(record), stats)]
+            except RejectedRecord:
+                raise
+            except Exception as exc:
+                raise self._internal_error(stats, exc) from exc
         return self._each_usable(
-            self._normalize(value, stats, fmt), stats,
+            records, stats,
             lambda _, record: self._measure(record, self.labeler.key(record), stats),
         )
 

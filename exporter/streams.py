@@ -50,15 +50,14 @@ class StreamState:
         if not records:
             return
         self.records += len(records)
-        evidence = self.evidence
         for record, m in zip(records, measurements, strict=True):
             self.finish_reasons[record.finish_reason] += 1
             _bounded_increment(self.served_models, record.served_model)
             if record.system_fingerprint:
                 _bounded_increment(self.system_fingerprints, record.system_fingerprint)
             self.signals.add(m)
-            if evidence is not None:
-                evidence.add(record.output_text or record.refusal_text or "")
+        if self.evidence is not None:
+            self.evidence.add_many([r.output_text or r.refusal_text or "" for r in records])
         self.last_record_time = records[-1].timestamp or now
         if self.detectors is not None:
             self.detectors.update_many(measurements)

@@ -15,6 +15,7 @@ import pytest
 
 from exporter.detectors import DetectorFactory
 from exporter.detectors.stream_detectors import StreamDetectors
+from exporter.evidence import Evidence, EvidenceSettings
 from exporter.signals.measure import Measurements
 from tests.test_detectors import CASES
 
@@ -103,3 +104,21 @@ def test_a_streams_batch_logs_what_one_record_at_a_time_logs(bad_at: int | None)
     assert alone.events and any(alone.events.values())
     assert batched.snapshot() == alone.snapshot()
     assert batched.errors == alone.errors == ({"embedding": 1} if bad_at else {})
+
+
+@pytest.mark.parametrize("texts_kept", [0, 3, 20])
+def test_evidence_of_a_batch_is_what_one_text_at_a_time_keeps(texts_kept: int) -> None:
+    settings = EvidenceSettings.from_config({"texts": texts_kept, "max_chars": 12})
+    texts = [f"reply number {i} " * (i % 4) for i in range(300)]
+    alone, batched = Evidence(settings, baseline_size=40), Evidence(settings, baseline_size=40)
+    for text in texts:
+        alone.add(text)
+    cuts = random.Random(texts_kept)
+    position = 0
+    while position < len(texts):
+        size = cuts.choice((1, 2, 30, 100))
+        batched.add_many(texts[position:position + size])
+        position += size
+    assert (batched.baseline, list(batched.window)) == (alone.baseline, list(alone.window))
+    assert len(alone.window) == texts_kept
+    assert list(alone.window)[-1:] == ["reply num..."][:texts_kept]
