@@ -122,6 +122,8 @@ class Detector(ABC):
         True when the drift level changed with it."""
         self._score = score
         in_drift = self._in_drift
+        if not in_drift and score < 1.0:  # the common case: `_apply_hysteresis` does nothing
+            return False
         self._apply_hysteresis()
         return self._in_drift is not in_drift
 
