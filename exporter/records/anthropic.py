@@ -14,11 +14,12 @@ from typing import Any
 
 from exporter.records.envelope import Envelope
 from exporter.records.errors import RejectedRecord
-from exporter.records.fields import as_dict, as_int, as_str, dump_json, sum_ints
+from exporter.records.fields import as_dict, as_int, as_str, dump_json
 from exporter.records.record import Record, ToolCall, normalize_finish_reason
 
 NAME = "anthropic"
 _TOOL_BLOCKS = ("tool_use", "server_tool_use", "mcp_tool_use")
+_CACHE_KEYS = ("cache_creation_input_tokens", "cache_read_input_tokens")
 
 
 def looks_like(response: dict[str, Any]) -> bool:
@@ -31,11 +32,12 @@ def _input_tokens(usage: dict[str, Any]) -> int | None:
     uncached = as_int(usage.get("input_tokens"))
     if uncached is None:
         return None
-    return sum_ints(
-        uncached,
-        as_int(usage.get("cache_creation_input_tokens")),
-        as_int(usage.get("cache_read_input_tokens")),
-    )
+    total = uncached
+    for key in _CACHE_KEYS:  # absent unless prompt caching is in use
+        cached = usage.get(key)
+        if cached is not None and (count := as_int(cached)) is not None:
+            total += count
+    return total
 
 
 def normalize(envelope: Envelope) -> list[Record]:
@@ -46,10 +48,12 @@ def normalize(envelope: Envelope) -> list[Record]:
     texts: list[str] = []
     calls: list[ToolCall] = []
     for block in content:
-        block = as_dict(block)
-        if block.get("type") == "text" and isinstance(block.get("text"), str):
+        if not isinstance(block, dict):
+            continue
+        kind = block.get("type")
+        if kind == "text" and isinstance(block.get("text"), str):
             texts.append(block["text"])
-        elif block.get("type") in _TOOL_BLOCKS:
+        elif kind in _TOOL_BLOCKS:
             calls.append(
                 ToolCall(
                     name=as_str(block.get("name")) or "", arguments=dump_json(block.get("input"))

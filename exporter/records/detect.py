@@ -26,19 +26,26 @@ _RESPONSE_ADAPTERS = (openai_responses, anthropic, openai_chat)
 
 
 def _response_adapter(response: dict[str, Any]) -> Any:
-    return next((a for a in _RESPONSE_ADAPTERS if a.looks_like(response)), None)
+    for adapter in _RESPONSE_ADAPTERS:
+        if adapter.looks_like(response):
+            return adapter
+    return None
 
 
-def _normalize_response(envelope: Envelope) -> list[Record]:
-    adapter = _response_adapter(envelope.response)
-    if adapter is not None:
-        return adapter.normalize(envelope)
-    keys = ", ".join(sorted(str(k) for k in envelope.response)[:8])
-    raise RejectedRecord(
+def _unknown_format(response: dict[str, Any]) -> RejectedRecord:
+    keys = ", ".join(sorted(str(k) for k in response)[:8])
+    return RejectedRecord(
         "unknown_format",
         f"no known response shape (OpenAI chat/responses, Anthropic, OTel GenAI, LiteLLM) "
         f"matches an object with keys [{keys}]",
     )
+
+
+def _normalize_response(envelope: Envelope) -> list[Record]:
+    adapter = _response_adapter(envelope.response)
+    if adapter is None:
+        raise _unknown_format(envelope.response)
+    return adapter.normalize(envelope)
 
 
 def _forced(fmt: str, obj: dict[str, Any], envelope: Envelope) -> list[Record]:
@@ -79,9 +86,15 @@ def normalize(obj: Any, fmt: str = "auto") -> list[Record]:
         return litellm.normalize(envelope, _normalize_response)
     if langfuse.looks_like(obj):
         return langfuse.normalize(envelope, _normalize_response)
-    # A wrapped provider response wins over stray gen_ai.* keys in the wrapper.
-    if envelope.response is not obj and _response_adapter(envelope.response) is not None:
+    if envelope.response is obj:
+        if otel_genai.looks_like(obj):
+            return otel_genai.normalize(envelope)
         return _normalize_response(envelope)
+    # A wrapped provider response wins over stray gen_ai.* keys in the wrapper. The
+    # adapter is looked up once: detection is a good part of a record's cost.
+    adapter = _response_adapter(envelope.response)
+    if adapter is not None:
+        return adapter.normalize(envelope)
     if otel_genai.looks_like(obj):
         return otel_genai.normalize(envelope)
-    return _normalize_response(envelope)
+    raise _unknown_format(envelope.response)

@@ -14,7 +14,9 @@ from typing import Any
 from exporter.records.fields import as_dict, as_str, as_timestamp, load_json
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: it lives for one normalize call, and a frozen dataclass's __init__
+# (object.__setattr__ per field) is measurably slower on this per-record path.
+@dataclass(slots=True)
 class Envelope:
     request: dict[str, Any]
     response: dict[str, Any]
@@ -27,32 +29,42 @@ class Envelope:
 
 
 _TIMESTAMP_KEYS = ("timestamp", "time", "ts", "@timestamp", "created_at", "created")
+_RESPONSE_KEYS = ("choices", "output", "content", "stop_reason")
 
 
 def _body(part: Any) -> dict[str, Any]:
-    part = as_dict(load_json(part))
-    body = load_json(part.get("body"))
-    if isinstance(body, dict) and not _looks_like_response(part):
+    """`part` itself, or the gateway's `body` inside it when `part` is not a response."""
+    if not isinstance(part, dict):
+        part = as_dict(load_json(part))
+    body = part.get("body")
+    if body is None:  # the common case: no gateway nesting
+        return part
+    body = load_json(body)
+    if isinstance(body, dict) and part.keys().isdisjoint(_RESPONSE_KEYS):
         return body
     return part
 
 
-def _looks_like_response(obj: dict[str, Any]) -> bool:
-    return any(key in obj for key in ("choices", "output", "content", "stop_reason"))
+def _timestamp(obj: dict[str, Any], response: dict[str, Any]) -> float | None:
+    """The first wrapper timestamp that parses, else the response's own creation time."""
+    if not obj.keys().isdisjoint(_TIMESTAMP_KEYS):  # most lines carry no timestamp at all
+        for key in _TIMESTAMP_KEYS:
+            raw = obj.get(key)
+            if raw is not None and (timestamp := as_timestamp(raw)) is not None:
+                return timestamp
+    raw = response.get("created_at", response.get("created"))
+    return None if raw is None else as_timestamp(raw)
 
 
 def unwrap(obj: dict[str, Any]) -> Envelope:
-    response = load_json(obj.get("response"))
+    response = obj.get("response")
+    if isinstance(response, str):
+        response = load_json(response)
     if isinstance(response, dict):
         request = _body(obj.get("request"))
         response = _body(response)
     else:
         request, response = {}, obj
-    timestamp = None
-    for key in _TIMESTAMP_KEYS:
-        raw = obj.get(key)
-        if raw is not None and (timestamp := as_timestamp(raw)) is not None:
-            break
-    if timestamp is None:
-        timestamp = as_timestamp(response.get("created_at", response.get("created")))
-    return Envelope(request=request, response=response, timestamp=timestamp, source=obj)
+    return Envelope(
+        request=request, response=response, timestamp=_timestamp(obj, response), source=obj
+    )

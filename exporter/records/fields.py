@@ -34,6 +34,8 @@ def _digits(value: str) -> int | None:
 
 def as_int(value: Any) -> int | None:
     """A non-negative whole count, or None when the field is absent or nonsense."""
+    if type(value) is int:  # the common case first (bool, an int subclass, is not a count)
+        return value if value >= 0 else None
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
@@ -55,8 +57,8 @@ def as_list(value: Any) -> list[Any]:
 
 def first_int(mapping: dict[str, Any], *keys: str) -> int | None:
     for key in keys:
-        number = as_int(mapping.get(key))
-        if number is not None:
+        value = mapping.get(key)
+        if value is not None and (number := as_int(value)) is not None:  # most keys are absent
             return number
     return None
 

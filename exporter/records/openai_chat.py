@@ -42,6 +42,8 @@ def _call(name: Any, arguments: Any) -> ToolCall:
 
 
 def _tool_calls(message: dict[str, Any]) -> tuple[ToolCall, ...]:
+    if message.get("tool_calls") is None and message.get("function_call") is None:
+        return ()  # most answers are plain text
     calls = []
     for call in as_list(message.get("tool_calls")):
         if not isinstance(call, dict):
@@ -68,7 +70,8 @@ def normalize(envelope: Envelope) -> list[Record]:
     choices = [c for c in as_list(response.get("choices")) if isinstance(c, dict)]
     if not choices:
         raise RejectedRecord("missing_output", "chat completion has no choices")
-    choice = min(choices, key=_choice_index)
+    # n > 1 is rare; min() with a key function is not free.
+    choice = choices[0] if len(choices) == 1 else min(choices, key=_choice_index)
     message = as_dict(choice.get("message")) or as_dict(choice.get("delta"))
     text = text_of(message.get("content"))
     if not message and isinstance(choice.get("text"), str):

@@ -46,6 +46,18 @@ def _finish(response: dict[str, Any], has_tool_calls: bool, refused: bool) -> st
     return status or "completed"
 
 
+def _read_message(item: dict[str, Any], texts: list[str], refusals: list[str]) -> None:
+    """Collect the `output_text` and `refusal` parts of a `message` item."""
+    for part in as_list(item.get("content")):
+        if not isinstance(part, dict):
+            continue
+        kind = part.get("type")
+        if kind == "output_text" and isinstance(part.get("text"), str):
+            texts.append(part["text"])
+        elif kind == "refusal" and isinstance(part.get("refusal"), str):
+            refusals.append(part["refusal"])
+
+
 def normalize(envelope: Envelope) -> list[Record]:
     response = envelope.response
     if not isinstance(response.get("output"), list):
@@ -54,15 +66,11 @@ def normalize(envelope: Envelope) -> list[Record]:
     refusals: list[str] = []
     calls: list[ToolCall] = []
     for item in response["output"]:
-        item = as_dict(item)
+        if not isinstance(item, dict):
+            continue
         kind = item.get("type")
         if kind == "message":
-            for part in as_list(item.get("content")):
-                part = as_dict(part)
-                if part.get("type") == "output_text" and isinstance(part.get("text"), str):
-                    texts.append(part["text"])
-                elif part.get("type") == "refusal" and isinstance(part.get("refusal"), str):
-                    refusals.append(part["refusal"])
+            _read_message(item, texts, refusals)
         elif kind in _TOOL_CALL_ITEMS:
             arguments = item.get("arguments", item.get("input"))
             calls.append(

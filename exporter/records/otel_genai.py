@@ -43,9 +43,11 @@ NAME = "otel_genai"
 _PREFIX = "gen_ai."
 _COMPLETION = "gen_ai.completion."
 _EXPORTS = (("resourceSpans", "scopeSpans", "spans"), ("resourceLogs", "scopeLogs", "logRecords"))
+_EXPORT_KEYS = tuple(key for export in _EXPORTS for key in export[:2])
+_SPAN_TIMES = ("endTimeUnixNano", "timeUnixNano", "observedTimeUnixNano")
 
 
-@dataclass
+@dataclass(slots=True)
 class _Choice:
     text: str = ""
     calls: list[ToolCall] = field(default_factory=list)
@@ -54,12 +56,25 @@ class _Choice:
 
 
 def _has_genai(attributes: dict[str, Any]) -> bool:
-    return any(isinstance(key, str) and key.startswith(_PREFIX) for key in attributes)
+    for key in attributes:  # noqa: SIM110 (a loop: any() over a generator costs more per record)
+        if isinstance(key, str) and key.startswith(_PREFIX):
+            return True
+    return False
 
 
-def _spans(obj: dict[str, Any]) -> Iterator[tuple[dict[str, Any], dict[str, Any] | None]]:
+def _is_export(obj: dict[str, Any]) -> bool:
+    """A whole OTLP export (or one ResourceSpans/ResourceLogs object), not a lone span."""
+    return not obj.keys().isdisjoint(_EXPORT_KEYS)
+
+
+def _spans(obj: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any] | None]]:
     """Each span or log record with its resource; a lone span has no resource (None)."""
-    exported = False
+    if not _is_export(obj):
+        return [(obj, None)]
+    return list(_exported_spans(obj))
+
+
+def _exported_spans(obj: dict[str, Any]) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
     for resources_key, scopes_key, items_key in _EXPORTS:
         if resources_key in obj:
             resources = as_list(obj.get(resources_key))
@@ -67,22 +82,19 @@ def _spans(obj: dict[str, Any]) -> Iterator[tuple[dict[str, Any], dict[str, Any]
             resources = [obj]  # one ResourceSpans/ResourceLogs object per line
         else:
             continue
-        exported = True
         for resource in resources:
             resource = as_dict(resource)
             for scope in as_list(resource.get(scopes_key)):
                 for item in as_list(as_dict(scope).get(items_key)):
                     if isinstance(item, dict):
                         yield item, as_dict(resource.get("resource"))
-    if not exported:
-        yield obj, None
 
 
 def looks_like(obj: dict[str, Any]) -> bool:
-    if any(key in obj for export in _EXPORTS for key in export[:2]):
+    if _is_export(obj):
         return True
     attributes = flatten_attributes(obj.get("attributes"))
-    if _has_genai(obj) or _has_genai(attributes):
+    if _has_genai(attributes) or _has_genai(obj):  # attributes first: where they usually are
         return True
     return (obj.get("eventName") or attributes.get("event.name")) == "gen_ai.choice"
 
@@ -93,28 +105,43 @@ def _call(name: Any, arguments: Any) -> ToolCall:
     return ToolCall(name=as_str(name) or "", arguments=arguments)
 
 
-def _choice(message: Any, finish: Any = None) -> _Choice:
-    message = as_dict(load_json(message))
-    choice = _Choice()
-    parts = message.get("parts")
+def _parts_output(parts: list[Any]) -> tuple[str, list[ToolCall]]:
+    """Text and tool calls of a current semantic-conventions message (`parts[]`)."""
     texts: list[str] = []
+    calls: list[ToolCall] = []
+    for part in parts:
+        if not isinstance(part, dict):
+            continue
+        kind = part.get("type")
+        if kind == "text":
+            content = part.get("content")
+            if isinstance(content, str):
+                texts.append(content)
+        elif kind == "tool_call":
+            calls.append(_call(part.get("name"), part.get("arguments")))
+    return "".join(texts), calls
+
+
+def _message_output(message: dict[str, Any]) -> tuple[str, list[ToolCall]]:
+    """Text and tool calls of an OpenAI-style message (`content`, `tool_calls`)."""
+    calls: list[ToolCall] = []
+    for call in [*as_list(message.get("tool_calls")), message.get("function_call")]:
+        if isinstance(call, dict):
+            function = as_dict(call.get("function")) or call
+            calls.append(_call(function.get("name"), function.get("arguments")))
+    return text_of(message.get("content")), calls
+
+
+def _choice(message: Any, finish: Any = None) -> _Choice:
+    if not isinstance(message, dict):
+        message = as_dict(load_json(message))
+    parts = message.get("parts")
     if isinstance(parts, list):
-        for part in parts:
-            part = as_dict(part)
-            if part.get("type") == "text" and isinstance(part.get("content"), str):
-                texts.append(part["content"])
-            elif part.get("type") == "tool_call":
-                choice.calls.append(_call(part.get("name"), part.get("arguments")))
+        text, calls = _parts_output(parts)
     else:
-        texts.append(text_of(message.get("content")))
-        for call in [*as_list(message.get("tool_calls")), message.get("function_call")]:
-            if isinstance(call, dict):
-                function = as_dict(call.get("function")) or call
-                choice.calls.append(_call(function.get("name"), function.get("arguments")))
-    choice.text = "".join(texts)
-    choice.refusal = as_str(message.get("refusal"))
-    choice.finish = as_str(finish) or as_str(message.get("finish_reason"))
-    return choice
+        text, calls = _message_output(message)
+    finish = as_str(finish) or as_str(message.get("finish_reason"))
+    return _Choice(text, calls, finish, as_str(message.get("refusal")))
 
 
 def _event_choice(event: dict[str, Any]) -> _Choice:
@@ -199,10 +226,23 @@ def _choices(attrs: dict[str, Any], span: dict[str, Any]) -> list[_Choice]:
 
 
 def _finish_reasons(attrs: dict[str, Any]) -> str | None:
-    reasons = load_json(attrs.get("gen_ai.response.finish_reasons"))
+    reasons = attrs.get("gen_ai.response.finish_reasons")
+    if reasons is None:
+        return None
+    reasons = load_json(reasons)
     if isinstance(reasons, list) and reasons:
         return as_str(reasons[0])
     return as_str(reasons)
+
+
+def _span_timestamp(span: dict[str, Any]) -> float | None:
+    if span.keys().isdisjoint(_SPAN_TIMES):  # a span in a flat log line has no times
+        return None
+    for key in _SPAN_TIMES:
+        raw = span.get(key)
+        if raw is not None and (timestamp := as_timestamp(raw)):
+            return timestamp
+    return None
 
 
 def _span_record(
@@ -217,9 +257,6 @@ def _span_record(
     finish = normalize_finish_reason(raw_finish)
     if choice.refusal is not None and finish in ("stop", "other"):
         finish = "refusal"
-    timestamp = None
-    for key in ("endTimeUnixNano", "timeUnixNano", "observedTimeUnixNano"):
-        timestamp = timestamp or as_timestamp(span.get(key))
     return Record(
         shape=NAME,
         output_text=choice.text,
@@ -243,7 +280,7 @@ def _span_record(
         ),
         tool_calls=tuple(choice.calls),
         choice_count=len(choices),
-        timestamp=timestamp or envelope.timestamp,
+        timestamp=_span_timestamp(span) or envelope.timestamp,
         source=envelope.source if resource is None else {**span, "resource": resource},
     )
 
@@ -251,11 +288,11 @@ def _span_record(
 def normalize(envelope: Envelope) -> list[Record]:
     """One record per span that carries output; spans without output (an
     embeddings call, an HTTP span in the same export) are skipped."""
-    records = [
-        record
-        for span, resource in _spans(envelope.source)
-        if (record := _span_record(span, resource, envelope))
-    ]
+    records = []
+    for span, resource in _spans(envelope.source):
+        record = _span_record(span, resource, envelope)
+        if record is not None:
+            records.append(record)
     if not records:
         raise RejectedRecord(
             "missing_output",
