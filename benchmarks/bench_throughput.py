@@ -9,7 +9,10 @@ usage) and a set where every record has usage (no tokenizing needed; its floor
 still tokenizes). Baselines are learned during a warm-up, so the figures are
 steady state on one core; the best of `--repeat` runs each.
 
-    python benchmarks/bench_throughput.py [--records 4000]
+    python benchmarks/bench_throughput.py [--records 4000] [--repeat 3] [--stages]
+
+`--stages` also prints microseconds per record of each stage of the pipeline, each stage
+timed alone over all records with the pipeline's own calls.
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ import gc
 import random
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import orjson
 
@@ -28,7 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from exporter.config import parse_config
 from exporter.inputs.stats import InputStats
 from exporter.pipeline import Pipeline
+from exporter.records import normalize
 from exporter.signals.tokens import TokenCounter
+
+T = TypeVar("T")
 
 WORDS = (
     "the deployment rolled out gradually and latency stayed within budget if retry count "
@@ -106,10 +114,49 @@ def end_to_end(warm_up: list[bytes], lines: list[bytes], config: dict) -> float:
     return len(lines) / elapsed
 
 
+def stages(warm_up: list[bytes], lines: list[bytes], config: dict) -> dict[str, float]:
+    """µs per record of each stage of `Pipeline.ingest_lines`, run stage by stage over all
+    lines (so each is timed alone) with the pipeline's own calls, in steady state."""
+    pipeline = Pipeline(parse_config(config))
+    pipeline.measurer.tokens.preload()
+    stats = InputStats("bench", "replay")
+    pipeline.ingest_lines(warm_up, stats)
+    gc.collect()
+    timings: dict[str, float] = {}
+
+    def timed(name: str, run: Callable[[], T]) -> T:
+        started = time.perf_counter()
+        out = run()
+        timings[name] = (time.perf_counter() - started) / len(lines) * 1e6
+        return out
+
+    values = timed("JSON decode", lambda: [orjson.loads(line) for line in lines])
+    records = timed("normalize", lambda: [normalize(value, "auto")[0] for value in values])
+    keys = timed("stream labels", lambda: [pipeline.labeler.key(r) for r in records])
+    names, measurer = pipeline.labeler.names, pipeline.measurer
+    measured = timed("signals but the embedding", lambda: [
+        measurer.measure(r, k, names, defer_embedding=True)
+        for r, k in zip(records, keys, strict=True)])
+    timed("built-in embedding", lambda: measurer.embed_pending(measured))
+
+    def observe() -> None:
+        by_stream: dict[tuple[str, ...], tuple[list, list]] = {}
+        for record, key, m in zip(records, keys, measured, strict=True):
+            group = by_stream.setdefault(key, ([], []))
+            group[0].append(record)
+            group[1].append(m)
+        for key, (stream_records, batch) in by_stream.items():
+            pipeline.streams.get(key).observe_many(stream_records, batch, 0.0)
+
+    timed("stream state and detectors", observe)
+    return timings
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=4000)
     parser.add_argument("--repeat", type=int, default=3, help="best of this many runs each")
+    parser.add_argument("--stages", action="store_true", help="also time each stage alone")
     args = parser.parse_args()
     rng = random.Random(1)
     warm_up = [orjson.dumps(record(rng, i)) for i in range(8 * 500)]
@@ -140,6 +187,17 @@ def main() -> None:
     for name, rate in results.items():
         base = floors[id(runs[name][0])]
         print(f"| {name} | {rate:,.0f} | {1e6 / rate:.1f} | {rate / base:.2f} |")
+    if args.stages:
+        breakdowns = {
+            "all four signals, mixed": stages(warm_up, mixed, {"detectors": detectors}),
+            "usage present, embedding off": stages(warm_up, with_usage, no_embedding),
+        }
+        print("\nµs per record by stage (each timed alone over all records):")
+        print("| stage | " + " | ".join(breakdowns) + " |")
+        print("| --- |" + " ---: |" * len(breakdowns))
+        for stage in next(iter(breakdowns.values())):
+            print(f"| {stage} | " + " | ".join(
+                f"{timing[stage]:.1f}" for timing in breakdowns.values()) + " |")
 
 
 if __name__ == "__main__":
