@@ -19,7 +19,7 @@ from `response.model`); the served model is the last resort.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from exporter.records.otlp import any_value, is_key_value_list
@@ -83,15 +83,56 @@ def _lookup(obj: Any, parts: tuple[str, ...]) -> Any:
 
 
 def _scalar(value: Any) -> str | None:
+    if type(value) is str:  # the usual label value; str() of a str is the str itself
+        return value
     if isinstance(value, str | int | float) and not isinstance(value, bool):
         return str(value)
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Path:
+    """A split dotted path with the dict keys it may name worked out once, not per record.
+
+    `keys` lists, longest first, each key the path may name in a dict (`a.b.c`, `a.b`, `a`)
+    with what is left of the path after it (None when nothing is). `find` follows the same
+    rules as `_lookup`, which it falls back on for anything other than a plain dict.
+    """
+
+    parts: tuple[str, ...]
+    keys: tuple[tuple[str, _Path | None], ...]
+
+    @classmethod
+    def compile(cls, parts: tuple[str, ...]) -> _Path:
+        # Built from the end so each remainder is compiled once (quadratic in the depth).
+        built: dict[int, _Path] = {}
+        for start in range(len(parts) - 1, -1, -1):
+            rest = parts[start:]
+            keys = tuple(
+                (".".join(rest[:cut]), built.get(start + cut)) for cut in range(len(rest), 0, -1)
+            )
+            built[start] = cls(rest, keys)
+        return built[0]
+
+    def find(self, obj: Any) -> Any:
+        if type(obj) is not dict:
+            return _lookup(obj, self.parts)
+        for key, rest in self.keys:
+            if key in obj:
+                found = obj[key] if rest is None else rest.find(obj[key])
+                if found is not None:
+                    return found
+        return None
 
 
 @dataclass(frozen=True)
 class LabelSpec:
     name: str
     paths: tuple[tuple[str, ...], ...]
+    _compiled: tuple[_Path, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_compiled", tuple(_Path.compile(p) for p in self.paths))
 
     @classmethod
     def parse(cls, name: str, spec: str) -> LabelSpec:
@@ -101,16 +142,17 @@ class LabelSpec:
     def raw_value(self, record: Record) -> str | None:
         """The first non-empty scalar along the paths (see the module docstring), unsanitized;
         the later candidates are looked up only when the first path finds nothing."""
-        paths, source = self.paths, record.source
-        text = _scalar(_lookup(source, paths[0])) if paths else None
+        paths, source = self._compiled, record.source
+        text = _scalar(paths[0].find(source)) if paths else None
         if text:
             return text
-        if self.name == "model" and (text := _scalar(record.requested_model)):
+        model = self.name == "model"
+        if model and (text := _scalar(record.requested_model)):
             return text
         for path in paths[1:]:
-            if text := _scalar(_lookup(source, path)):
+            if text := _scalar(path.find(source)):
                 return text
-        return _scalar(record.served_model) if self.name == "model" else None
+        return _scalar(record.served_model) if model else None
 
     def value(self, record: Record) -> str:
         text = self.raw_value(record)
@@ -128,9 +170,15 @@ class StreamLabeler:
         self._clean: dict[str | None, str] = {None: MISSING}
 
     def key(self, record: Record) -> tuple[str, ...]:
-        return tuple(self._sanitized(spec.raw_value(record)) for spec in self.specs)
+        # A plain loop: per record, a generator or comprehension costs as much as a label.
+        clean, values = self._clean, []
+        for spec in self.specs:
+            raw = spec.raw_value(record)
+            values.append(clean.get(raw) or self._sanitized(raw))
+        return tuple(values)
 
     def _sanitized(self, raw: str | None) -> str:
+        """The label value for a raw value not in the cache (sanitizing never gives "")."""
         clean = self._clean.get(raw)
         if clean is None:
             assert raw is not None

@@ -134,6 +134,8 @@ class FormatChecker:
 
     def rule_for_key(self, key: tuple[str, ...], names: tuple[str, ...]) -> FormatRule | None:
         """Per-record entry: the label dict is built only the first time a stream is seen."""
+        if not self.rules:  # the usual config: no format rules, nothing to look up
+            return None
         if key in self._by_stream:
             return self._by_stream[key]
         return self.rule_for(key, dict(zip(names, key, strict=True)))

@@ -21,6 +21,7 @@ from exporter.signals.tokens import TokenCounter
 
 USAGE = "usage"
 TOKENIZER = "tokenizer"
+_NO_VECTOR: tuple[None, None] = (None, None)
 
 
 @dataclass(slots=True)
@@ -136,19 +137,22 @@ class SignalMeasurer:
         rule = self.formats.rule_for_key(key, names)
         checked = rule is not None and refusal is None
         invalid = check(rule, record) if checked and rule is not None else None
-        vector, source = self._embedding(record, defer_embedding)
+        vector, source = (
+            _NO_VECTOR if self.embedder is None else self._embedding(record, defer_embedding)
+        )
+        # Positional: with eleven fields, keyword arguments cost as much as a signal.
         return Measurements(
-            output_tokens=tokens,
-            token_method=method,
-            encoding=encoding,
-            input_tokens=record.input_tokens,
-            reasoning_tokens=record.reasoning_tokens,
-            refusal=refusal,
-            format_checked=checked,
-            format_invalid=invalid,
-            embedding=vector,
-            embedding_source=source,
-            pending_text=record.output_text if vector is None and source else None,
+            tokens,  # output_tokens
+            method,  # token_method
+            encoding,  # encoding
+            record.input_tokens,  # input_tokens
+            record.reasoning_tokens,  # reasoning_tokens
+            refusal,  # refusal
+            checked,  # format_checked
+            invalid,  # format_invalid
+            vector,  # embedding
+            source,  # embedding_source
+            record.output_text if vector is None and source else None,  # pending_text
         )
 
     def embed_pending(self, batch: list[Measurements]) -> None:

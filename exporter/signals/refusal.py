@@ -39,7 +39,9 @@ The heuristic:
 Cost: each language lists trigger substrings, one of which every opening
 contains. The common case (no refusal) pays for step 1 on the first
 ``HEAD_CHARS`` characters plus one scan with the combined trigger regex of
-its script (latin, or all three for non-ASCII text), a few microseconds. Only
+its script (latin; for non-ASCII text also cyrillic and cjk, each skipped when
+none of its triggers' first characters occurs: refusal_prefilter.py), a few
+microseconds; the scan stops at the first trigger. Only
 languages whose trigger occurs run their combined opening regex, and step 3
 only runs after an opening matched.
 """
@@ -56,6 +58,7 @@ from typing import Any
 import yaml
 
 from exporter.records.record import Record
+from exporter.signals.refusal_prefilter import first_characters, may_contain
 
 __all__ = [
     "KINDS",
@@ -180,11 +183,20 @@ class _Script:
     anchor: str  # " " where triggers start a word (latin, cyrillic), "" for cjk
     triggers: re.Pattern[str]
     languages: dict[str, tuple[_Language, ...]]  # matched trigger text -> languages to try
+    firsts: str | None  # see refusal_prefilter.py
 
     def candidates(self, head: str, into: dict[str, _Language]) -> None:
+        if not may_contain(self.firsts, head):
+            return
         for hit in self.triggers.finditer(self.anchor + head if self.anchor else head):
             for language in self.languages.get(hit.group(), ()):
                 into[language.name] = language
+
+    def occurs(self, head: str) -> bool:
+        """Whether `candidates` would find a language: any hit will do (each is a trigger)."""
+        if not may_contain(self.firsts, head):
+            return False
+        return self.triggers.search(self.anchor + head if self.anchor else head) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +214,14 @@ class PhraseList:
             if script is not None:
                 script.candidates(head, found)
         return found
+
+    def has_trigger(self, head: str) -> bool:
+        """Whether `candidates(head)` is not empty, without collecting every hit."""
+        for name in ("latin",) if head.isascii() else _SCRIPTS:
+            script = self.scripts.get(name)
+            if script is not None and script.occurs(head):
+                return True
+        return False
 
     def opening(self, normalized: str) -> tuple[_Language, re.Match[str]] | None:
         """The earliest refusal opening that starts within the window of `normalized`."""
@@ -296,6 +316,7 @@ def parse_phrase_list(data: dict[str, Any]) -> PhraseList:
             anchor=anchor,
             triggers=re.compile(re.escape(anchor) + _trie_regex(table)),
             languages=languages,
+            firsts=first_characters(table),
         )
     return PhraseList(version=str(data.get("version", "unknown")), scripts=scripts)
 
@@ -365,7 +386,7 @@ class RefusalDetector:
     def _phrase(self, text: str) -> bool:
         phrases = self._phrases
         head = text[:HEAD_CHARS].lower()
-        if not phrases.candidates(_straighten(head).replace("\n", " ")):
+        if not phrases.has_trigger(_straighten(head).replace("\n", " ")):
             return False  # the common case: no trigger word in the head
         if phrases.opening(normalize(head)) is None:
             return False
