@@ -65,6 +65,13 @@ def random_features(dimension: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return directions, phase
 
 
+def _project(vectors: np.ndarray, directions: np.ndarray) -> np.ndarray:
+    """W x of each row: a stack of one-row products, so each row's floats are the same
+    however many rows come together (one matrix product's rows may differ in the last bit
+    with the number of rows), yet one call for the whole run."""
+    return np.matmul(vectors[:, None, :], directions.T)[:, 0, :]
+
+
 class EmbeddingMmd(Detector):
     kind = "embedding_mmd"
 
@@ -95,7 +102,8 @@ class EmbeddingMmd(Detector):
     def _features(self, x: np.ndarray) -> np.ndarray:
         assert self._directions is not None and self._phase is not None
         assert self._bandwidth is not None
-        return _SCALE * np.cos((self._directions @ x) / self._bandwidth + self._phase)
+        return _SCALE * np.cos(_project(x[None], self._directions)[0] / self._bandwidth
+                               + self._phase)
 
     def _use_bandwidth(self, sigma: float, dimension: int) -> None:
         self._bandwidth = sigma
@@ -133,17 +141,17 @@ class EmbeddingMmd(Detector):
             raise ValueError(f"embedding of shape {vector.shape}, this stream's are ({expected},)")
         return vector
 
-    def _vectors(self, xs: Sequence[Any]) -> np.ndarray | list[np.ndarray]:
-        """`_vector` of each: one array when all have this stream's dimension (the usual
-        case, checked at once), else one by one, so a bad one gets `_vector`'s error."""
+    def _vectors(self, xs: Sequence[Any]) -> np.ndarray:
+        """`_vector` of each, as rows: stacked at once when all have this stream's
+        dimension (the usual case), else one by one, so a bad one gets `_vector`'s error."""
         assert self._directions is not None
         try:
-            matrix = np.asarray(xs, dtype=np.float64)
+            matrix = np.stack(xs).astype(np.float64, copy=False)
         except (ValueError, TypeError):
             matrix = None
         if matrix is not None and matrix.ndim == 2 and matrix.shape[1] == self._directions.shape[1]:
             return matrix
-        return [self._vector(x) for x in xs]
+        return np.stack([self._vector(x) for x in xs])
 
     def _learn(self, x: Any) -> None:
         vector = self._vector(x)
@@ -175,15 +183,14 @@ class EmbeddingMmd(Detector):
         return distance / self._threshold
 
     def _observe_run(self, xs: Sequence[Any], start: int) -> int:
-        """Features of the whole run in one pass (each row's projection is still its own
-        matrix-vector product: a matrix product's rows may differ in the last bit), the
-        EWMA row by row, all distances in one pass; then the hysteresis up to the first
+        """Features of the whole run in one pass (see `_project`), the EWMA row by row,
+        all distances in one pass; then the hysteresis up to the first
         change of drift level, and the EWMA as of the last record taken."""
         assert self._ewma is not None and self._baseline_mean is not None
         assert self._directions is not None and self._bandwidth is not None
         directions = self._directions
         vectors = self._vectors(xs[start:])  # all checked before any is taken
-        features = np.stack([directions @ vector for vector in vectors])
+        features = _project(vectors, directions)
         features /= self._bandwidth
         features += self._phase
         np.cos(features, out=features)
