@@ -159,13 +159,8 @@ class TextEmbedder:
         code = _codepoints(" " + " ".join(texts) + "    ")
         cls = _CLASSES.take(code)
         weighted = code * self._pow[: code.size]
-        doc = starts = None
-        if n_docs > 1:
-            spans = [len(t) + 1 for t in texts]
-            spans[0], spans[-1] = spans[0] + 1, spans[-1] + 3
-            doc = np.arange(n_docs).repeat(spans)
-            starts = np.cumsum(spans[:-1])  # each text's first char (after the first's)
-        uni, bi, where = self._token_features(cls, weighted, doc)
+        # where each text's chars begin, less one: where its tokens and n-grams may begin
+        begin = np.cumsum([0] + [len(t) + 1 for t in texts[:-1]], dtype=np.intp)
         # char 3/4/5-grams of words; any non-word char counts as char 1, the "<" and ">" marks
         word = cls == _WORD
         marked = np.where(word, weighted, self._pow[: code.size])
@@ -180,24 +175,25 @@ class TextEmbedder:
         valid[0] = word[1 : m + 1]
         np.logical_and(valid[0], word[2 : m + 2], out=valid[1])
         np.logical_and(valid[1], word[3 : m + 3], out=valid[2])
-        x = np.concatenate((uni, bi, grams[valid]))
+        at = np.flatnonzero(valid)  # one pass; a take beats a boolean mask over (3, m)
+        # features in one buffer, in the order the weighted sums below depend on
+        n_uni, n_bi, counts, x = self._token_features(cls, weighted, begin, at.size)
+        np.take(grams.ravel(), at, out=x[n_uni + n_bi :])
         x ^= x >> _U(15)  # the polynomial is linear; one xorshift-multiply evens out the buckets
         x *= _U(0x2C1B3C6D)
-        x = x.astype(np.intp)
-        slot = x >> (32 - _SLOT_BITS)
-        index = x >> self._bucket_shift
-        if doc is not None and starts is not None:  # keep texts apart: offset by text number
-            # n-gram i starts at char i + 1, so text t's n-grams begin at index starts[t] - 1;
-            # counting valid ones per text gives their text numbers without a nonzero() pass
-            per_text = np.add.reduceat(valid, np.r_[0, starts - 1], axis=1, dtype=np.intp)
-            gram_doc = np.tile(np.arange(n_docs), 3).repeat(per_text.ravel())
-            doc = np.concatenate((doc.take(np.concatenate(where)), gram_doc))
-            slot += doc << _SLOT_BITS
-            index += doc * (2 * dim)
+        slot = (x >> _U(32 - _SLOT_BITS)).astype(np.intp)
+        if n_docs > 1:  # keep texts apart: offset by text number, slot += text << _SLOT_BITS
+            # n-gram i starts at char i + 1, so text t's n-grams begin at index begin[t]
+            edges = (np.arange(0, 3 * m, m)[:, None] + begin).ravel()
+            counts.append(np.diff(np.searchsorted(at, edges), append=at.size))
+            offset = np.arange(n_docs, dtype=np.intp) << _SLOT_BITS  # features come by text
+            slot += np.tile(offset, 5).repeat(np.concatenate(counts))
+        # the slot's top bits are the bucket and sign (dimension <= 4096): text * 2 * dim added
+        index = slot >> (_SLOT_BITS - dim.bit_length())
         # sublinear tf: each occurrence of a feature weighs 1/sqrt(count), so it totals sqrt(count)
         weight = _RSQRT.take(np.bincount(slot, minlength=n_docs << _SLOT_BITS).take(slot))
-        weight[uni.size : uni.size + bi.size] *= _BIGRAM_WEIGHT
-        weight[uni.size + bi.size :] *= _NGRAM_WEIGHT
+        weight[n_uni : n_uni + n_bi] *= _BIGRAM_WEIGHT
+        weight[n_uni + n_bi :] *= _NGRAM_WEIGHT
         bins = np.bincount(index, weight, minlength=n_docs * 2 * dim).reshape(n_docs, 2, dim)
         vec = bins[:, 0] - bins[:, 1]  # the top hash bit is the sign
         totals = np.sqrt(np.add.reduce(vec * vec, axis=1))  # fixed order on every CPU, no BLAS
@@ -208,23 +204,38 @@ class TextEmbedder:
         return vec
 
     def _token_features(
-        self, cls: np.ndarray, weighted: np.ndarray, doc: np.ndarray | None
-    ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+        self, cls: np.ndarray, weighted: np.ndarray, begin: np.ndarray, n_grams: int
+    ) -> tuple[int, int, list[np.ndarray], np.ndarray]:
         """Hashes of tokens (word and punctuation runs; each CJK character is a token of its
-        own) and of bigrams of neighbouring tokens, and where they start (for packing)."""
+        own) and of bigrams of neighbouring tokens in the same text, written to the front of a
+        new feature buffer with room for `n_grams` more; with their counts per text."""
         change = cls[1:] != cls[:-1]
         cjk = cls == _CJK
         filled = cls != _SPACE
         before = ((change | cjk[1:]) & filled[1:]).nonzero()[0]  # code[0] is " "
         last = ((change | cjk[:-1]) & filled[:-1]).nonzero()[0]
         prefix = weighted.cumsum(dtype=np.uint32)
-        uni = (prefix.take(last) - prefix.take(before)) * self._inv_uni.take(before)
-        starts = before + 1
-        bi, bi_at = uni[:-1] * self._pair + uni[1:], starts[:-1]
-        if doc is not None:  # no bigram across two texts
-            pair = doc.take(starts[:-1]) == doc.take(starts[1:])
-            bi, bi_at = bi[pair], bi_at[pair]
-        return uni, bi, [starts, bi_at]
+        n_uni = before.size
+        # each text's first token (texts hold no token across the joining space)
+        first = np.searchsorted(before, begin)
+        cut = first[(first > 0) & (first < n_uni)] - 1  # bigrams across two texts
+        keep = None
+        n_bi = max(n_uni - 1, 0)
+        if cut.size:
+            keep = np.ones(n_bi, dtype=bool)
+            keep[cut] = False
+            n_bi = np.count_nonzero(keep)
+        x = np.empty(n_uni + n_bi + n_grams, dtype=np.uint32)
+        uni = x[:n_uni]
+        np.multiply(prefix.take(last) - prefix.take(before), self._inv_uni.take(before), out=uni)
+        bi = uni[:-1] * self._pair
+        bi += uni[1:]
+        if keep is not None:
+            np.compress(keep, bi, out=x[n_uni : n_uni + n_bi])
+        else:
+            x[n_uni : n_uni + n_bi] = bi
+        per_text = np.diff(first, append=n_uni)
+        return n_uni, n_bi, [per_text, np.maximum(per_text - 1, 0)], x
 
 
 def vector_from_record(value: Any, dimension: int | None = None) -> np.ndarray | None:
