@@ -39,9 +39,6 @@ class StreamState:
     detectors: StreamDetectors | None = None
     evidence: Evidence | None = None
 
-    def observe(self, record: Record, measurements: Measurements, now: float) -> None:
-        self.observe_many([record], [measurements], now)
-
     def observe_many(
         self, records: Sequence[Record], measurements: Sequence[Measurements], now: float
     ) -> None:

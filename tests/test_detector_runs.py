@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from exporter.detectors import DetectorFactory
-from exporter.detectors.stream_detectors import StreamDetectors
+from exporter.detectors.stream_detectors import StreamDetectors, signal_value
 from exporter.evidence import Evidence, EvidenceSettings
 from exporter.signals.measure import Measurements
 from tests.test_detectors import CASES
@@ -93,8 +93,10 @@ def test_a_streams_batch_logs_what_one_record_at_a_time_logs(bad_at: int | None)
                                            "expected_run_time": 5000})
     batch = measurements(4, bad_at)
     alone, batched = StreamDetectors.create(factory), StreamDetectors.create(factory)
-    for m in batch:
-        alone.update(m)
+    for index, m in enumerate(batch):  # each detector's own `update`, record by record
+        alone.records += 1
+        for signal, detector in alone.detectors.items():
+            alone._update_one(signal, detector, signal_value(signal, m), index)
     cuts = random.Random(4)
     position = 0
     while position < len(batch):

@@ -103,6 +103,8 @@ class Detector(ABC):
         learned baseline, a detector may take the whole run at once (`_observe_run`);
         anything else (learning, calibrating) goes one `update` at a time. The same
         observations give the same state, scores and events as one `update` each."""
+        if start >= len(xs):
+            return start
         if self._calibrating is not None or not self.baseline_ready:
             self.update(xs[start])
             return start + 1

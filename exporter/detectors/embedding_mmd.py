@@ -37,6 +37,7 @@ True
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -141,17 +142,21 @@ class EmbeddingMmd(Detector):
             raise ValueError(f"embedding of shape {vector.shape}, this stream's are ({expected},)")
         return vector
 
-    def _vectors(self, xs: Sequence[Any]) -> np.ndarray:
-        """`_vector` of each, as rows: stacked at once when all have this stream's
-        dimension (the usual case), else one by one, so a bad one gets `_vector`'s error."""
+    def _vectors(self, xs: Sequence[Any], start: int) -> np.ndarray:
+        """The longest run of `xs` from `start` that are vectors of this stream's dimension, as
+        float64 rows; `_vector`'s error when the first is not one. Arrays of the right
+        shape (what the pipeline hands over) are stacked at once; anything else goes alone
+        through `_vector`, so one bad vector costs itself, never a re-read of the batch."""
         assert self._directions is not None
-        try:
-            matrix = np.stack(xs).astype(np.float64, copy=False)
-        except (ValueError, TypeError):
-            matrix = None
-        if matrix is not None and matrix.ndim == 2 and matrix.shape[1] == self._directions.shape[1]:
-            return matrix
-        return np.stack([self._vector(x) for x in xs])
+        expected = (self._directions.shape[1],)
+        end = start
+        for x in itertools.islice(xs, start, None):
+            if not (isinstance(x, np.ndarray) and x.shape == expected and x.dtype.kind in "fiu"):
+                break
+            end += 1
+        if end > start:
+            return np.stack(xs[start:end]).astype(np.float64, copy=False)
+        return self._vector(xs[start])[None]
 
     def _learn(self, x: Any) -> None:
         vector = self._vector(x)
@@ -183,14 +188,15 @@ class EmbeddingMmd(Detector):
         return distance / self._threshold
 
     def _observe_run(self, xs: Sequence[Any], start: int) -> int:
-        """Features of the whole run in one pass (see `_project`), the EWMA row by row,
-        all distances in one pass; then the hysteresis up to the first
-        change of drift level, and the EWMA as of the last record taken."""
+        """Features of the run in one pass (see `_project`; the run ends before the first
+        value that is not a vector of this stream's dimension), the EWMA row by row, all
+        distances in one pass; then the hysteresis up to the first change of drift level.
+        The EWMA is then the last taken record's, unless that record ended an episode
+        (`_rearm` has set it back to the baseline's)."""
         assert self._ewma is not None and self._baseline_mean is not None
         assert self._directions is not None and self._bandwidth is not None
-        directions = self._directions
-        vectors = self._vectors(xs[start:])  # all checked before any is taken
-        features = _project(vectors, directions)
+        vectors = self._vectors(xs, start)
+        features = _project(vectors, self._directions)
         features /= self._bandwidth
         features += self._phase
         np.cos(features, out=features)
@@ -205,13 +211,13 @@ class EmbeddingMmd(Detector):
         squared = ewmas - self._baseline_mean
         squared **= 2
         scores = (squared.sum(axis=1) / self._threshold).tolist()
-        taken = len(scores)
+        taken, ended = len(scores), False
         for offset, score in enumerate(scores):
             self._observations += 1
             if self._step(score):
-                taken = offset + 1
+                taken, ended = offset + 1, not self._in_drift
                 break
-        if self._in_drift or taken == len(scores):  # else the episode ended: re-armed
+        if not ended:
             self._ewma = ewmas[taken - 1].copy()
         return start + taken
 

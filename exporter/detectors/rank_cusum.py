@@ -136,7 +136,8 @@ class RankCusum(Detector):
 
     def _learned(self, ordered: list[float]) -> None:
         self._sorted = np.asarray(ordered, dtype=np.float64)
-        self._baseline_stats = _stats(ordered)  # fixed from now on: not recomputed per scrape
+        # fixed from now on: not recomputed per scrape (none for an empty, hand-made state)
+        self._baseline_stats = _stats(ordered) if ordered else {}
 
     def _uniforms(self, count: int) -> np.ndarray:
         """Tie-breaking uniforms in (0, 1) for the next `count` draws: splitmix64 of a

@@ -95,11 +95,13 @@ class StreamDetectors:
             after = detector.update_run(values, position)
         except Exception:
             taken = detector.observations - observed
-            if taken == 0:  # refused before taking any: fed alone, it is counted as below
-                self._update_one(signal, detector, values[position], indexes[position])
-                return position + 1
-            self._failed(signal)  # the last one taken failed
-            return position + taken
+            if taken:  # the last one taken failed
+                self._failed(signal)
+                return position + taken
+            after = None
+        if after is None:  # refused before taking any: fed alone, it is counted as there
+            self._update_one(signal, detector, values[position], indexes[position])
+            return position + 1
         if before != (detector.events, detector.drift_detected, True):
             self._account(signal, detector, before, indexes[after - 1])
         return after
