@@ -102,6 +102,8 @@ class Exporter:
         return handle
 
     async def start(self) -> None:
+        if self.pool is None:  # else the worker processes count tokens, and load it
+            self.pipeline.measurer.tokens.load_in_background()
         if self.pool is not None:
             await self.pool.start()
             await self._restore_shards()

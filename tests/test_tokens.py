@@ -383,6 +383,27 @@ def test_each_encoding_loads_once_and_logs_once(monkeypatch: pytest.MonkeyPatch,
     assert any("o200k_base loaded from packaged:" in m for m in loaded)
 
 
+def test_the_default_encoding_loads_in_the_background_and_a_count_waits_for_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    c = TokenCounter()
+    calls: Counter[str] = Counter()
+    real_load = TokenCounter._load
+    started = threading.Event()
+
+    def slow_load(self: TokenCounter, name: str) -> tiktoken.Encoding:
+        calls[name] += 1
+        started.set()
+        return real_load(self, name)
+
+    monkeypatch.setattr(TokenCounter, "_load", slow_load)
+    thread = c.load_in_background()
+    started.wait(5)
+    assert c.count("waits for the build, never builds twice", "claude-sonnet-4-5")[0] > 0
+    thread.join(5)
+    assert calls == {O200K_BASE: 1}  # the other encoding stays lazy
+
+
 # ---------------------------------------------------------------- no network
 
 _BLOCK_NETWORK = """

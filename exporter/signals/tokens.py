@@ -347,6 +347,18 @@ class TokenCounter:
         for name in self.ENCODINGS:
             self._encoding(name)
 
+    def load_in_background(self, name: str = DEFAULT_ENCODING) -> threading.Thread:
+        """Start building encoding `name` on a thread. The exporter calls it at start for
+        the default encoding (most models and every unknown one): built on first use, it
+        stalled the event loop, and so a scrape, for about 0.4 s. It costs ~77 MiB of RSS
+        whether or not a record ever needs counting; cl100k_base (~30 MiB, ~0.1 s) stays
+        lazy. A record that needs it earlier waits for the thread (the build is locked)."""
+        thread = threading.Thread(
+            target=self._encoding, args=(name,), name=f"load-{name}", daemon=True
+        )
+        thread.start()
+        return thread
+
     def count(self, text: str, model: str | None) -> tuple[int, str]:
         """Return ``(token_count, encoding_name)`` for `text` produced by `model`.
 

@@ -105,6 +105,7 @@ def serve(requests: BinaryIO, replies: BinaryIO) -> None:
     # Thresholds are simulated on a thread, so a scrape is answered while one runs.
     calibration = ThreadPoolExecutor(1, "calibration")
     worker = Worker(Pipeline(config, calibration=calibration))
+    worker.pipeline.measurer.tokens.load_in_background()  # see TokenCounter
     write_blocking(replies, (READY, True, os.getpid()))  # the supervisor waits for this
     try:
         while True:
