@@ -123,7 +123,6 @@ class FileTail:
         self._refresh_fingerprint()
         self._handle.seek(self.offset)
         total = 0
-        lines: list[bytes] = []
         while total < READ_BUDGET:
             chunk = self._handle.read(READ_CHUNK)
             if not chunk:
@@ -134,9 +133,8 @@ class FileTail:
             result = self.splitter.feed(chunk)
             if result.oversized:
                 on_oversize(result.oversized)
-            lines.extend(result.lines)
-        if lines:  # one batch per pass: batches make the per-record cost of ingestion smaller
-            on_lines(lines)
+            if result.lines:
+                on_lines(result.lines)
         self.size = max(self.size, self.offset)
         return total
 
