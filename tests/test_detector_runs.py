@@ -124,3 +124,18 @@ def test_evidence_of_a_batch_is_what_one_text_at_a_time_keeps(texts_kept: int) -
     assert (batched.baseline, list(batched.window)) == (alone.baseline, list(alone.window))
     assert len(alone.window) == texts_kept
     assert list(alone.window)[-1:] == ["reply num..."][:texts_kept]
+
+
+def test_rank_scores_of_a_few_values_and_of_a_run_are_the_same_floats() -> None:
+    """Rank CUSUM ranks a short run in plain Python and a longer one in numpy (same draws)."""
+    make, stationary, _ = CASES["rank_cusum"]
+    detector = make()
+    rng = np.random.default_rng(8)
+    for x in stationary(rng, 200):  # integer-valued: ties with the baseline
+        detector.update(x)
+    assert detector.baseline_ready
+    values = [*stationary(rng, 300), -1.0, 0.0, 1e9, *detector.summary()["baseline"].values()]
+    in_numpy = detector.normal_scores(values)
+    first = detector._draws + 1
+    alone = [detector._normal_score(x, draw) for draw, x in enumerate(values, first)]
+    assert in_numpy == alone

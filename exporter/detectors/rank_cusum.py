@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 from array import array
+from bisect import bisect_left, bisect_right
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
@@ -54,6 +55,7 @@ _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
 _S30, _S27, _S31, _S11 = (np.uint64(n) for n in (30, 27, 31, 11))
+_ALONE = 3  # runs this short are ranked in plain Python (see `normal_scores`)
 
 
 def simulate_maxima(n: int, allowance: float, how: Plan,
@@ -151,13 +153,25 @@ class RankCusum(Detector):
 
     def normal_scores(self, values: Sequence[float]) -> list[float]:
         """z = Phi^-1(u) of each value's randomized rank against the baseline, drawing the
-        next uniforms (not yet counted as used)."""
+        next uniforms (not yet counted as used). A few values (a one-record push) go one
+        by one in plain Python, where numpy's cost per call would be most of the work; the
+        two ways give the same floats."""
         assert self._sorted is not None
+        if len(values) <= _ALONE:
+            return [self._normal_score(x, draw) for draw, x in enumerate(values, self._draws + 1)]
         x = np.asarray(values, dtype=np.float64)
         below = np.searchsorted(self._sorted, x, side="left")
         ties = np.searchsorted(self._sorted, x, side="right") - below
         u = (below + self._uniforms(len(x)) * (ties + 1)) / (len(self._sorted) + 1)
         return ndtri(u).tolist()
+
+    def _normal_score(self, x: float, draw: int) -> float:
+        ordered = self._sorted
+        assert ordered is not None
+        below = bisect_left(ordered, x)
+        ties = bisect_right(ordered, x, lo=below) - below
+        u = (below + _uniform(self.settings.seed, draw) * (ties + 1)) / (len(ordered) + 1)
+        return float(ndtri(u))
 
     def _observe(self, x: Any) -> float:
         value = float(x)
@@ -226,6 +240,14 @@ class RankCusum(Detector):
         self._sums = list(state["sums"])
         self._window.extend(state["window"])
         self._draws = int(state["draws"])
+
+
+def _uniform(seed: int, draw: int) -> float:
+    """`RankCusum._uniforms` for one draw, in Python integers (same bits)."""
+    z = ((seed + draw) * 0x9E3779B97F4A7C15) & _MASK
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
+    return (((z ^ (z >> 31)) >> 11) + 0.5) / 9007199254740992.0
 
 
 def _stats(ordered: Sequence[float]) -> dict[str, float]:
