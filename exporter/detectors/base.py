@@ -93,8 +93,7 @@ class Detector(ABC):
             if self.baseline_ready:
                 self._baseline_ready_at = self._observations
             return
-        self._score = self._observe(x)
-        self._apply_hysteresis()
+        self._step(self._observe(x))
 
     def update_run(self, xs: Sequence[Any], start: int) -> int:
         """Feed `xs[start:]` until the drift level changes (an event starts or an episode
@@ -162,8 +161,7 @@ class Detector(ABC):
         first = now - len(held)  # older ones beyond MAX_HELD were counted, not observed
         for offset, x in enumerate(held):  # the indexes they arrived at, for the event log
             self._observations = first + offset + 1
-            self._score = self._observe(x)
-            self._apply_hysteresis()
+            self._step(self._observe(x))
         self._observations = now
 
     @property

@@ -175,9 +175,8 @@ class RankCusum(Detector):
 
     def _observe(self, x: Any) -> float:
         value = float(x)
-        score = self._cusum(value, self.normal_scores([value])[0])
         self._draws += 1
-        return score
+        return self._cusum(value, self._normal_score(value, self._draws))
 
     def _observe_run(self, xs: Sequence[Any], start: int) -> int:
         """The whole run's normal scores in one numpy pass, then the CUSUMs and the
