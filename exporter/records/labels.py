@@ -178,12 +178,11 @@ class StreamLabeler:
         return tuple(values)
 
     def _sanitized(self, raw: str | None) -> str:
-        """The label value for a raw value not in the cache (sanitizing never gives "")."""
-        clean = self._clean.get(raw)
-        if clean is None:
-            assert raw is not None
-            clean = sanitize_label_value(raw)
-            if len(self._clean) >= _CLEAN_CACHE_SIZE:
-                self._clean = {None: MISSING}
-            self._clean[raw] = clean
+        """The label value for a raw value not in the cache (sanitizing never gives "", so
+        `key`'s `or` falls through only on a miss; None is always cached)."""
+        assert raw is not None
+        clean = sanitize_label_value(raw)
+        if len(self._clean) >= _CLEAN_CACHE_SIZE:
+            self._clean = {None: MISSING}
+        self._clean[raw] = clean
         return clean

@@ -21,7 +21,6 @@ from exporter.signals.tokens import TokenCounter
 
 USAGE = "usage"
 TOKENIZER = "tokenizer"
-_NO_VECTOR: tuple[None, None] = (None, None)
 
 
 @dataclass(slots=True)
@@ -137,9 +136,7 @@ class SignalMeasurer:
         rule = self.formats.rule_for_key(key, names)
         checked = rule is not None and refusal is None
         invalid = check(rule, record) if checked and rule is not None else None
-        vector, source = (
-            _NO_VECTOR if self.embedder is None else self._embedding(record, defer_embedding)
-        )
+        vector, source = self._embedding(record, defer_embedding)
         # Positional: with eleven fields, keyword arguments cost as much as a signal.
         return Measurements(
             tokens,  # output_tokens
