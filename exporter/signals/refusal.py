@@ -206,22 +206,21 @@ class PhraseList:
     version: str
     scripts: dict[str, _Script]
 
+    def _scripts_for(self, head: str) -> list[_Script]:
+        """The scripts whose triggers may occur in `head`: latin alone for ASCII text."""
+        names = ("latin",) if head.isascii() else _SCRIPTS
+        return [self.scripts[name] for name in names if name in self.scripts]
+
     def candidates(self, head: str) -> dict[str, _Language]:
         """Languages whose triggers occur in `head` (lower case, straight quotes)."""
         found: dict[str, _Language] = {}
-        for name in ("latin",) if head.isascii() else _SCRIPTS:
-            script = self.scripts.get(name)
-            if script is not None:
-                script.candidates(head, found)
+        for script in self._scripts_for(head):
+            script.candidates(head, found)
         return found
 
     def has_trigger(self, head: str) -> bool:
         """Whether `candidates(head)` is not empty, without collecting every hit."""
-        for name in ("latin",) if head.isascii() else _SCRIPTS:
-            script = self.scripts.get(name)
-            if script is not None and script.occurs(head):
-                return True
-        return False
+        return any(script.occurs(head) for script in self._scripts_for(head))
 
     def opening(self, normalized: str) -> tuple[_Language, re.Match[str]] | None:
         """The earliest refusal opening that starts within the window of `normalized`."""
