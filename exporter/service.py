@@ -102,9 +102,9 @@ class Exporter:
         return handle
 
     async def start(self) -> None:
-        if self.pool is None:  # else the worker processes count tokens, and load it
+        if self.pool is None:
             self.pipeline.measurer.tokens.load_in_background()
-        if self.pool is not None:
+        else:  # the worker processes count tokens, and load the encoding themselves
             await self.pool.start()
             await self._restore_shards()
             self.collector.stream_source = self._worker_streams
@@ -188,7 +188,8 @@ class Exporter:
             # A snapshot waits for thresholds still being simulated (their held records are
             # covered by the positions): give them up to another interval to finish first.
             deadline = time.monotonic() + self.config.checkpoint_interval
-            while self.pipeline.calibrating() and time.monotonic() < deadline:
+            # (with workers, each worker's snapshot waits for its own: nothing to poll here)
+            while self.pool is None and self.pipeline.calibrating() and time.monotonic() < deadline:
                 await asyncio.sleep(0.1)
             await self.checkpoint_async()
 
@@ -244,10 +245,7 @@ class Exporter:
     ) -> list[tuple[str, ...]]:
         """Reset the matching streams' baselines; their label values."""
         if self.pool is None:
-            matched = self.pipeline.streams.matching(match)
-            for stream in matched:
-                stream.reset_baselines(signals)
-            return [stream.labels for stream in matched]
+            return self.pipeline.streams.reset_matching(match, signals)
         parts = await self.pool.broadcast("reset", match, signals)
         return [tuple(labels) for part in parts for labels in part]
 

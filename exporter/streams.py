@@ -119,6 +119,15 @@ class StreamTable:
         return [s for s in self._streams.values()
                 if all(s.labels[i] == v for i, v in positions.items())]
 
+    def reset_matching(
+        self, matchers: dict[str, str], signals: tuple[str, ...] | None = None
+    ) -> list[tuple[str, ...]]:
+        """Reset the baselines of the matching streams (all signals when None); their labels."""
+        matched = self.matching(matchers)
+        for stream in matched:
+            stream.reset_baselines(signals)
+        return [stream.labels for stream in matched]
+
     def __iter__(self) -> Iterator[StreamState]:
         return iter(list(self._streams.values()))
 

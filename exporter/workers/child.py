@@ -81,10 +81,7 @@ class Worker:
         return streams_view(self.pipeline.streams, with_evidence)
 
     def reset(self, match: dict[str, str], signals: tuple[str, ...]) -> list[list[str]]:
-        matched = self.pipeline.streams.matching(match)
-        for stream in matched:
-            stream.reset_baselines(signals)
-        return [list(stream.labels) for stream in matched]
+        return [list(labels) for labels in self.pipeline.streams.reset_matching(match, signals)]
 
     def handle(self, request: tuple[int, str, tuple[Any, ...]]) -> tuple[int, bool, Any]:
         request_id, kind, args = request

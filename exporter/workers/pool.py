@@ -80,10 +80,6 @@ class WorkerPool:
         log.info("started %d worker processes: %s", self.size,
                  ", ".join(str(w.process.pid) for w in self._workers))
 
-    @property
-    def pids(self) -> list[int]:
-        return [worker.process.pid for worker in self._workers]
-
     async def _read_replies(self, worker: _Worker) -> None:
         assert worker.process.stdout is not None
         try:
