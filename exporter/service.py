@@ -24,7 +24,6 @@ from exporter.pipeline import Pipeline
 from exporter.records import RejectedRecord
 from exporter.state import StateStore, settings_of
 from exporter.stream_view import streams_view
-from exporter.streams import OVERFLOW_VALUE
 from exporter.workers.pool import WorkerFailed, WorkerPool, shard_of
 from exporter.workers.router import ShardedIngest
 
@@ -200,11 +199,7 @@ class Exporter:
         if self.state is None:
             return
         by_shard: dict[int, list[dict[str, Any]]] = {}
-        overflow = (OVERFLOW_VALUE,) * len(self.pipeline.streams.label_names)
-        entries = self.state.load_entries(self.pipeline)
-        # re-admitted as one process would have: real streams first, `__other__` last
-        entries.sort(key=lambda e: isinstance(e, dict) and tuple(e.get("labels", ())) == overflow)
-        for entry in entries:
+        for entry in self.state.load_entries(self.pipeline):
             try:
                 labels = tuple(entry["labels"])
                 key = self.pipeline.streams.get(labels).labels

@@ -27,6 +27,7 @@ import orjson
 
 from exporter.pipeline import Pipeline
 from exporter.signals.embedding import FEATURES_VERSION
+from exporter.streams import OVERFLOW_VALUE
 
 log = logging.getLogger(__name__)
 DETECTORS_FILE = "detectors.json"
@@ -164,7 +165,13 @@ class StateStore:
                         "baselines re-learn", path)
             return []
         entries = document.get("streams", [])
-        return entries if isinstance(entries, list) else []
+        if not isinstance(entries, list):
+            return []
+        # re-admitted as they were first admitted: real streams, then `__other__` (a
+        # supervisor's workers may have saved theirs in any order)
+        overflow = [OVERFLOW_VALUE] * len(pipeline.streams.label_names)
+        return sorted(entries, key=lambda e: isinstance(e, dict)
+                      and e.get("labels") in (overflow, tuple(overflow)))
 
 
 def snapshot_streams(pipeline: Pipeline) -> list[dict[str, Any]]:
