@@ -28,6 +28,8 @@ class ShardedIngest:
         self.pipeline = pipeline  # built with detect=False: it admits streams, nothing more
         self.pool = pool
         self._sent: set[asyncio.Task[IngestResult]] = set()
+        # stream key -> worker: keys are admitted streams, so bounded by max_streams
+        self._shards: dict[tuple[str, ...], int] = {}
 
     def route(
         self, items: Iterable[Any], stats: InputStats, fmt: str | None, decode: bool
@@ -51,7 +53,10 @@ class ShardedIngest:
                 continue
             shards: dict[int, list[tuple[int, tuple[str, ...]]]] = {}
             for index, key in picks:  # an OTLP export's spans may belong to several workers
-                shards.setdefault(shard_of(key, size), []).append((index, key))
+                shard = self._shards.get(key)
+                if shard is None:
+                    shard = self._shards[key] = shard_of(key, size)
+                shards.setdefault(shard, []).append((index, key))
             for shard, taken in shards.items():
                 batches.setdefault(shard, []).append((position, raw, taken))
         return batches, result
