@@ -101,7 +101,7 @@ def measure(streams: int, rounds: list[int], traced: bool, expected_run_time: in
         tracemalloc.start()
     from exporter.config import parse_config
     from exporter.inputs.stats import InputStats
-    from exporter.pipeline import Pipeline
+    from exporter.streams.pipeline import Pipeline
 
     pipeline = Pipeline(parse_config(config(streams, expected_run_time)))
     pipeline.measurer.tokens.preload()

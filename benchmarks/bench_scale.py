@@ -32,8 +32,8 @@ from prometheus_client.exposition import choose_encoder
 
 from exporter.config import parse_config
 from exporter.inputs.stats import InputStats
-from exporter.scrape import MetricsEndpoint
 from exporter.service import Exporter
+from exporter.web.metrics_handler import MetricsEndpoint
 
 ACCEPTS = {"text": "", "openmetrics": "application/openmetrics-text"}
 REPEATS = 7

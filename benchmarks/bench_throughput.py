@@ -32,9 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from exporter.config import parse_config
 from exporter.inputs.stats import InputStats
-from exporter.pipeline import Pipeline
 from exporter.records import normalize
 from exporter.signals.tokens import TokenCounter
+from exporter.streams.pipeline import Pipeline
 
 T = TypeVar("T")
 

@@ -20,7 +20,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from exporter.records.record import FINISH_REASONS
 from exporter.signals.format import INVALID_REASONS
-from exporter.streams import StreamTable
+from exporter.streams.table import StreamTable
 
 
 def legacy_stream_families(table: StreamTable) -> Iterator[Metric]:

@@ -12,8 +12,8 @@ import orjson
 
 from exporter import __version__
 from exporter.config import Config, ConfigError, load_config
-from exporter.server import DEFAULT_LISTEN_ADDRESS, parse_listen_address, serve
-from exporter.web_config import WebConfig, WebConfigError, load_web_config
+from exporter.web.server import DEFAULT_LISTEN_ADDRESS, parse_listen_address, serve
+from exporter.web.web_config import WebConfig, WebConfigError, load_web_config
 
 log = logging.getLogger("exporter")
 
@@ -165,8 +165,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from exporter.pipeline import Pipeline
     from exporter.replay import build_report, max_line_bytes_of, print_summary, replay_files
+    from exporter.streams.pipeline import Pipeline
 
     config = _load(args.config, require_inputs=False)
     if config is None:
@@ -187,9 +187,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
-    from exporter.pipeline import Pipeline
     from exporter.replay import max_line_bytes_of, replay_files
-    from exporter.state import StateStore
+    from exporter.streams.pipeline import Pipeline
+    from exporter.streams.state import StateStore
 
     config = _load(args.config, require_inputs=False)
     if config is None:

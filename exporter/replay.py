@@ -17,9 +17,9 @@ from typing import Any, TextIO
 from exporter.config import Config
 from exporter.inputs.lines import LineSplitter
 from exporter.inputs.stats import InputStats
-from exporter.pipeline import Pipeline
 from exporter.records import RejectedRecord
-from exporter.stream_view import streams_view
+from exporter.streams.pipeline import Pipeline
+from exporter.streams.view import streams_view
 
 CHUNK = 1024 * 1024
 

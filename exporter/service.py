@@ -15,15 +15,15 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from exporter.config import Config
-from exporter.exposition import Dialect, StreamChunks
 from exporter.inputs.file import FileInput
 from exporter.inputs.http import HttpPushInput
 from exporter.inputs.stats import InputStats
-from exporter.metrics import ExporterCollector, build_registry
-from exporter.pipeline import Pipeline
+from exporter.metrics.collector import ExporterCollector, build_registry
+from exporter.metrics.exposition import Dialect, StreamChunks
 from exporter.records import RejectedRecord
-from exporter.state import StateStore, settings_of
-from exporter.stream_view import streams_view
+from exporter.streams.pipeline import Pipeline
+from exporter.streams.state import StateStore, settings_of
+from exporter.streams.view import streams_view
 from exporter.workers.pool import WorkerFailed, WorkerPool, shard_of
 from exporter.workers.router import ShardedIngest
 

@@ -21,7 +21,7 @@ import orjson
 from exporter.config import parse_config
 from exporter.inputs.http import HttpPushInput
 from exporter.inputs.stats import InputStats
-from exporter.pipeline import Pipeline
+from exporter.streams.pipeline import Pipeline
 from tests import samples
 
 SEEDS = [samples.chat(), samples.responses(), samples.anthropic(), samples.otel_span(),

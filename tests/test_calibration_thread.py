@@ -8,9 +8,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 from exporter.config import parse_config
 from exporter.inputs.stats import InputStats
-from exporter.pipeline import Pipeline
-from exporter.state import snapshot_streams
-from exporter.stream_view import streams_view
+from exporter.streams.pipeline import Pipeline
+from exporter.streams.state import snapshot_streams
+from exporter.streams.view import streams_view
 from tests import samples
 
 SETTINGS = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from exporter import demo
 from exporter.inputs.stats import InputStats
-from exporter.pipeline import Pipeline
+from exporter.streams.pipeline import Pipeline
 
 
 class FakeClock:

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from exporter.detectors import DetectorFactory
-from exporter.detectors.stream_detectors import StreamDetectors, signal_value
-from exporter.evidence import Evidence, EvidenceSettings
 from exporter.signals.measure import Measurements
+from exporter.streams.evidence import Evidence, EvidenceSettings
+from exporter.streams.stream_detectors import StreamDetectors, signal_value
 from tests.test_detectors import CASES
 
 

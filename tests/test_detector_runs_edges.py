@@ -10,8 +10,8 @@ import pytest
 
 from exporter.detectors import DetectorFactory
 from exporter.detectors.embedding_mmd import EmbeddingMmd
-from exporter.detectors.stream_detectors import StreamDetectors
 from exporter.signals.measure import Measurements
+from exporter.streams.stream_detectors import StreamDetectors
 from tests.test_detector_runs import episodes
 from tests.test_detectors import SETTINGS
 

@@ -7,8 +7,8 @@ from aiohttp.test_utils import TestServer
 
 from exporter.config import parse_config
 from exporter.inputs.stats import InputStats
-from exporter.server import make_app
 from exporter.service import Exporter
+from exporter.web.server import make_app
 from tests import samples
 
 CONFIG = {

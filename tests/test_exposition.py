@@ -23,11 +23,11 @@ from prometheus_client.registry import CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
 from exporter.config import parse_config
-from exporter.exposition import OPENMETRICS, TEXT, Dialect, number
-from exporter.scrape import negotiate
+from exporter.metrics.exposition import OPENMETRICS, TEXT, Dialect, number
+from exporter.metrics.families import STREAM_FAMILIES, StreamRenderer, merge_streams
 from exporter.service import Exporter
-from exporter.stream_families import STREAM_FAMILIES, StreamRenderer, merge_streams
-from exporter.streams import StreamTable
+from exporter.streams.table import StreamTable
+from exporter.web.metrics_handler import negotiate
 from tests import samples
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))

@@ -11,11 +11,11 @@ from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.exposition import choose_encoder
 
-from exporter.exposition import Dialect, StreamChunks
-from exporter.scrape import COMPRESS_OFF_LOOP_BYTES
-from exporter.server import make_app
+from exporter.metrics.exposition import Dialect, StreamChunks
+from exporter.metrics.families import StreamRenderer
 from exporter.service import Exporter
-from exporter.stream_families import StreamRenderer
+from exporter.web.metrics_handler import COMPRESS_OFF_LOOP_BYTES
+from exporter.web.server import make_app
 from tests.test_exposition import ODD_MODELS, add_raw_stream, exporter_with, sample_set
 
 PROMETHEUS_ACCEPT = (

@@ -15,10 +15,10 @@ from aiohttp.test_utils import TestServer
 
 from exporter.config import parse_config
 from exporter.inputs.stats import InputStats
-from exporter.pipeline import Pipeline
-from exporter.server import make_app
 from exporter.service import Exporter
-from exporter.web_config import WebConfigError, load_web_config
+from exporter.streams.pipeline import Pipeline
+from exporter.web.server import make_app
+from exporter.web.web_config import WebConfigError, load_web_config
 from tests import samples
 from tests.process import ExporterProcess
 

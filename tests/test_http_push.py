@@ -7,8 +7,8 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from exporter.config import parse_config
-from exporter.server import make_app
 from exporter.service import Exporter
+from exporter.web.server import make_app
 from tests import samples
 
 

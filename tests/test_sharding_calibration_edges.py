@@ -18,9 +18,9 @@ from exporter.detectors.base import MAX_HELD, DetectorSettings
 from exporter.detectors.calibration import CalibrationCache
 from exporter.detectors.rank_cusum import RankCusum
 from exporter.inputs.stats import InputStats
-from exporter.pipeline import Pipeline
 from exporter.service import Exporter
-from exporter.state import StateStore, restore_streams, snapshot_streams
+from exporter.streams.pipeline import Pipeline
+from exporter.streams.state import StateStore, restore_streams, snapshot_streams
 from exporter.workers.pool import shard_of
 from tests.process import ExporterProcess
 from tests.test_calibration_thread import SETTINGS as CONFIG

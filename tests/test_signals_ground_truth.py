@@ -13,7 +13,7 @@ import tiktoken
 
 from exporter.config import parse_config
 from exporter.inputs.stats import InputStats
-from exporter.pipeline import Pipeline
+from exporter.streams.pipeline import Pipeline
 from tests import samples
 
 REFUSAL_TEXT = "I'm sorry, but I can't help with that request."

@@ -6,9 +6,9 @@ import orjson
 
 from exporter.config import parse_config
 from exporter.inputs.stats import InputStats
-from exporter.pipeline import Pipeline
 from exporter.signals.embedding import FEATURES_VERSION
-from exporter.state import StateStore
+from exporter.streams.pipeline import Pipeline
+from exporter.streams.state import StateStore
 from tests import samples
 
 CONFIG = {"detectors": {"baseline_size": 50, "window_size": 20, "expected_run_time": 1000}}

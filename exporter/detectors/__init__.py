@@ -2,7 +2,5 @@
 
 from exporter.detectors.base import HYSTERESIS, Detector, DetectorSettings
 from exporter.detectors.factory import SIGNALS, DetectorFactory
-from exporter.detectors.stream_detectors import StreamDetectors
 
-__all__ = ["HYSTERESIS", "SIGNALS", "Detector", "DetectorFactory", "DetectorSettings",
-           "StreamDetectors"]
+__all__ = ["HYSTERESIS", "SIGNALS", "Detector", "DetectorFactory", "DetectorSettings"]

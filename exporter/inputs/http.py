@@ -21,8 +21,8 @@ from aiohttp import web
 
 from exporter.config import HttpInputConfig
 from exporter.inputs.stats import InputStats
-from exporter.pipeline import MAX_REPORTED_ERRORS, IngestResult, Pipeline
 from exporter.records import RejectedRecord
+from exporter.streams.pipeline import MAX_REPORTED_ERRORS, IngestResult, Pipeline
 
 if TYPE_CHECKING:
     from exporter.workers.router import ShardedIngest

@@ -23,12 +23,12 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, BinaryIO
 
-from exporter.exposition import Dialect
 from exporter.inputs.stats import InputStats
-from exporter.pipeline import Pipeline, RoutedItem
-from exporter.state import restore_streams, snapshot_streams
-from exporter.stream_families import StreamRenderer
-from exporter.stream_view import streams_view
+from exporter.metrics.exposition import Dialect
+from exporter.metrics.families import StreamRenderer
+from exporter.streams.pipeline import Pipeline, RoutedItem
+from exporter.streams.state import restore_streams, snapshot_streams
+from exporter.streams.view import streams_view
 from exporter.workers.protocol import READY, read_blocking, write_blocking
 
 log = logging.getLogger(__name__)

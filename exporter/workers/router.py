@@ -16,8 +16,8 @@ from typing import Any
 import orjson
 
 from exporter.inputs.stats import InputStats
-from exporter.pipeline import MAX_REPORTED_ERRORS, IngestResult, Pipeline, RoutedItem
 from exporter.records import RejectedRecord
+from exporter.streams.pipeline import MAX_REPORTED_ERRORS, IngestResult, Pipeline, RoutedItem
 from exporter.workers.pool import WorkerFailed, WorkerPool, shard_of
 
 log = logging.getLogger(__name__)

@@ -18,13 +18,14 @@ from typing import Any, TypeVar
 import orjson
 
 from exporter.config import Config
-from exporter.detectors import DetectorFactory, StreamDetectors
-from exporter.evidence import Evidence, EvidenceSettings
+from exporter.detectors import DetectorFactory
 from exporter.inputs.stats import InputStats
 from exporter.records import Record, RejectedRecord, normalize
 from exporter.records.labels import StreamLabeler
 from exporter.signals.measure import Measurements, SignalMeasurer, SignalSettings
-from exporter.streams import StreamState, StreamTable
+from exporter.streams.evidence import Evidence, EvidenceSettings
+from exporter.streams.stream_detectors import StreamDetectors
+from exporter.streams.table import StreamState, StreamTable
 
 log = logging.getLogger(__name__)
 # Reasons exported at 0 from the start so `rate()` and ratio alerts work before the first failure.

@@ -13,10 +13,10 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from exporter.api import Api
-from exporter.scrape import make_metrics_handler
 from exporter.service import Exporter
-from exporter.web_config import WebConfig
+from exporter.web.api import Api
+from exporter.web.metrics_handler import make_metrics_handler
+from exporter.web.web_config import WebConfig
 
 log = logging.getLogger(__name__)
 EXPORTER_KEY = web.AppKey("exporter", Exporter)

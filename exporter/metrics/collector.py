@@ -25,12 +25,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import CollectorRegistry
 
 from exporter import __version__
-from exporter.exposition import TEXT, Dialect, StreamChunks
 from exporter.inputs.file import FileInput
 from exporter.inputs.stats import InputStats
-from exporter.pipeline import Pipeline
-from exporter.state import StateStore
-from exporter.stream_families import StreamRenderer, merge_streams
+from exporter.metrics.exposition import TEXT, Dialect, StreamChunks
+from exporter.metrics.families import StreamRenderer, merge_streams
+from exporter.streams.pipeline import Pipeline
+from exporter.streams.state import StateStore
 
 # Where a scrape gets the per-stream families: one StreamChunks per process owning streams.
 StreamSource = Callable[[Dialect], Awaitable[list[StreamChunks]]]

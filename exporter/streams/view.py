@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from exporter.detectors import SIGNALS
-from exporter.streams import StreamState, StreamTable
+from exporter.streams.table import StreamState, StreamTable
 
 
 def _change(summary: dict[str, dict[str, float]]) -> dict[str, Any]:

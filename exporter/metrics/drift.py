@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from exporter.exposition import FamilySpec, escape_value, number
-from exporter.streams import StreamState
+from exporter.metrics.exposition import FamilySpec, escape_value, number
+from exporter.streams.table import StreamState
 
 DRIFT_FAMILIES = (
     FamilySpec("llm_drift_score", "gauge",

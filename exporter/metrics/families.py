@@ -11,14 +11,14 @@ from collections import Counter
 
 from prometheus_client.openmetrics.exposition import escape_label_name
 
-from exporter.drift_metrics import (
+from exporter.metrics.drift import (
     DETECTOR_ERRORS,
     DRIFT_FAMILIES,
     SIGNAL,
     SIGNAL_STAT,
     render_drift,
 )
-from exporter.exposition import (
+from exporter.metrics.exposition import (
     Dialect,
     FamilySpec,
     StreamChunks,
@@ -31,7 +31,7 @@ from exporter.exposition import (
 from exporter.records.record import FINISH_REASONS
 from exporter.signals.format import INVALID_REASONS
 from exporter.signals.totals import Histogram
-from exporter.streams import StreamState, StreamTable
+from exporter.streams.table import StreamState, StreamTable
 
 HISTOGRAMS = (
     ("output_tokens", FamilySpec(

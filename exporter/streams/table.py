@@ -12,12 +12,12 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from exporter.detectors.stream_detectors import StreamDetectors
-from exporter.evidence import Evidence
 from exporter.records.labels import sanitize_label_value
 from exporter.records.record import Record
 from exporter.signals.measure import Measurements
 from exporter.signals.totals import SignalTotals
+from exporter.streams.evidence import Evidence
+from exporter.streams.stream_detectors import StreamDetectors
 
 OVERFLOW_VALUE = "__other__"
 # A stream's served-model values are bounded too: a provider that put a request id

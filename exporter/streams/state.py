@@ -25,9 +25,9 @@ from typing import Any
 
 import orjson
 
-from exporter.pipeline import Pipeline
 from exporter.signals.embedding import FEATURES_VERSION
-from exporter.streams import OVERFLOW_VALUE
+from exporter.streams.pipeline import Pipeline
+from exporter.streams.table import OVERFLOW_VALUE
 
 log = logging.getLogger(__name__)
 DETECTORS_FILE = "detectors.json"

@@ -20,9 +20,9 @@ from prometheus_client.exposition import choose_encoder, gzip_accepted
 from prometheus_client.openmetrics import exposition as om
 from prometheus_client.registry import Collector
 
-from exporter.exposition import Dialect
-from exporter.metrics import ExporterCollector, build_rest_registry
-from exporter.stream_families import merge_streams
+from exporter.metrics.collector import ExporterCollector, build_rest_registry
+from exporter.metrics.exposition import Dialect
+from exporter.metrics.families import merge_streams
 
 # zlib level 1: a 1,000-stream body (5 MB) compresses 20x in 8 ms; level 6 (the default
 # aiohttp used) gets 25x for 45 ms of CPU, level 9 no better for 180 ms.

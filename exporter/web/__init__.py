@@ -1,0 +1,2 @@
+"""The HTTP side: aiohttp server, the /metrics handler, the JSON API and landing page, and the
+exporter-toolkit web config (TLS, basic auth)."""
