@@ -209,3 +209,18 @@ def test_lookup_path_returns_any_json_value() -> None:
     assert lookup_path(source, ("attributes", "my", "vector")) == [1, 2]
     assert lookup_path(source, ("extra", "nope")) is None
     assert lookup_path(source, ()) is source
+
+
+def test_lookup_path_through_lists_and_attribute_lists() -> None:
+    nested = {"x.y": {"kvlistValue": {"values": [{"key": "z", "value": {"stringValue": "deep"}}]}}}
+    source = {
+        "a": [[{"b.c": "x"}], "scalar"],
+        "attrs": [{"key": k, "value": v} for k, v in nested.items()] + [{"key": "x"}],
+    }
+    assert lookup_path(source, ("a", "0", "0", "b", "c")) == "x"
+    assert lookup_path(source, ("a", "1")) == "scalar"
+    assert lookup_path(source, ("a", "1", "b")) is None  # a scalar has no fields
+    assert lookup_path(source, ("a", "2")) is None
+    assert lookup_path(source, ("attrs", "x", "y", "z")) == "deep"
+    assert lookup_path([{"k": 1}], ("0", "k")) == 1  # the source itself may be a list
+    assert lookup_path("text", ("a",)) is None

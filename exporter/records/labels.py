@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from exporter.records.otlp import any_value, is_key_value_list
@@ -56,30 +57,7 @@ def lookup_path(obj: Any, parts: tuple[str, ...]) -> Any:
     Public so other record fields named by a path (a user-supplied embedding)
     are found with exactly the same rules as label values.
     """
-    return _lookup(obj, parts)
-
-
-def _lookup(obj: Any, parts: tuple[str, ...]) -> Any:
-    if not parts:
-        return obj
-    if isinstance(obj, dict):
-        if len(parts) == 1:  # the common case: no dotted key can be longer than the path
-            return obj.get(parts[0])
-        for cut in range(len(parts), 0, -1):
-            key = ".".join(parts[:cut]) if cut > 1 else parts[0]
-            if key in obj:
-                found = _lookup(obj[key], parts[cut:])
-                if found is not None:
-                    return found
-        return None
-    if isinstance(obj, list):
-        index = _index(parts[0])
-        if index is not None:
-            return _lookup(obj[index], parts[1:]) if index < len(obj) else None
-        if is_key_value_list(obj):
-            flat = {item["key"]: any_value(item.get("value")) for item in obj}
-            return _lookup(flat, parts)
-    return None
+    return _compiled_path(parts).find(obj) if parts else obj
 
 
 def _scalar(value: Any) -> str | None:
@@ -92,15 +70,18 @@ def _scalar(value: Any) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class _Path:
-    """A split dotted path with the dict keys it may name worked out once, not per record.
+    """A non-empty split dotted path, with what each step may name worked out once, not per
+    record: the one implementation of the lookup rules in the module docstring.
 
     `keys` lists, longest first, each key the path may name in a dict (`a.b.c`, `a.b`, `a`)
-    with what is left of the path after it (None when nothing is). `find` follows the same
-    rules as `_lookup`, which it falls back on for anything other than a plain dict.
+    with what is left of the path after it (None when nothing is). In a list the first part
+    is an index (`index`, then `after` for the rest) or else a key of an OTLP `[{key, value}]`
+    list, searched like a dict with the whole path.
     """
 
-    parts: tuple[str, ...]
     keys: tuple[tuple[str, _Path | None], ...]
+    index: int | None
+    after: _Path | None
 
     @classmethod
     def compile(cls, parts: tuple[str, ...]) -> _Path:
@@ -111,18 +92,32 @@ class _Path:
             keys = tuple(
                 (".".join(rest[:cut]), built.get(start + cut)) for cut in range(len(rest), 0, -1)
             )
-            built[start] = cls(rest, keys)
+            built[start] = cls(keys, _index(rest[0]), built.get(start + 1))
         return built[0]
 
     def find(self, obj: Any) -> Any:
-        if type(obj) is not dict:
-            return _lookup(obj, self.parts)
-        for key, rest in self.keys:
-            if key in obj:
-                found = obj[key] if rest is None else rest.find(obj[key])
-                if found is not None:
-                    return found
+        if isinstance(obj, dict):
+            for key, rest in self.keys:
+                if key in obj:
+                    found = obj[key] if rest is None else rest.find(obj[key])
+                    if found is not None:
+                        return found
+            return None
+        if isinstance(obj, list):
+            if self.index is not None:
+                if self.index >= len(obj):
+                    return None
+                item = obj[self.index]
+                return item if self.after is None else self.after.find(item)
+            if is_key_value_list(obj):
+                return self.find({item["key"]: any_value(item.get("value")) for item in obj})
         return None
+
+
+@lru_cache(maxsize=64)
+def _compiled_path(parts: tuple[str, ...]) -> _Path:
+    """`lookup_path`'s callers pass one configured path per record: compile it once."""
+    return _Path.compile(parts)
 
 
 @dataclass(frozen=True)
