@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from tests.dashboard_queries import dashboard_expressions
 from tests.process import ExporterProcess, wait_for
 from tests.prom import start_prometheus
-from tests.test_dashboards import dashboard_expressions
 
 
 def test_every_panel_returns_data_while_the_demo_runs(tmp_path):
