@@ -141,18 +141,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from exporter import demo
-    from exporter.inputs.stats import InputStats
     from exporter.service import Exporter
 
     web_ok, web_config = _web_config(args)
     if not web_ok or not _check_listen_address(args.listen_address):
         return 1
     exporter = Exporter(demo.DEMO_CONFIG)
-    stats = InputStats(name="demo", kind="demo")
-    exporter.input_stats.append(stats)
-    exporter.background.append(
-        lambda: demo.feed(lambda record: exporter.pipeline.ingest_values([record], stats))
-    )
+    exporter.add_source("demo", "demo", demo.feed)
     host = args.listen_address
     print(
         f"demo: synthetic LLM traffic on 3 streams; drifts: {demo.schedule_text()}; "

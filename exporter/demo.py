@@ -15,11 +15,14 @@ import asyncio
 import random
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from exporter.config import Config, parse_config
+
+if TYPE_CHECKING:
+    from exporter.service import RecordSink
 
 TOPICS = {
     "billing": [
@@ -228,14 +231,13 @@ def schedule_text() -> str:
     return "; ".join(f"{name} at {int(at)}s" for name, at in DRIFTS.items())
 
 
-async def feed(
-    sink: Callable[[dict[str, Any]], None], rate_per_second: float = 40.0, seed: int = 7
-) -> None:
-    """Feed generated records into the pipeline at roughly `rate_per_second`."""
+async def feed(sink: RecordSink, rate_per_second: float = 40.0, seed: int = 7) -> None:
+    """Feed generated records into the sink at roughly `rate_per_second`: the demo's source,
+    for `Exporter.add_source`. One record per call, each with its own clock reading."""
     generator = TrafficGenerator(seed=seed)
     records = generator.records()
     batch = max(1, int(rate_per_second / 10))
     while True:
         for _ in range(batch):
-            sink(next(records))
+            sink([next(records)])
         await asyncio.sleep(batch / rate_per_second)

@@ -29,6 +29,8 @@ from exporter.workers.router import ShardedIngest
 
 log = logging.getLogger(__name__)
 BackgroundTask = Callable[[], Awaitable[None]]
+RecordSink = Callable[[list[Any]], None]  # decoded JSON values, each one record (any shape)
+SourceRun = Callable[[RecordSink], Awaitable[None]]  # a source: runs, feeding the sink
 
 
 class Exporter:
@@ -50,7 +52,7 @@ class Exporter:
             self.file_inputs.append(
                 FileInput(
                     spec,
-                    on_lines=self._line_handler(stats, spec.format),
+                    on_lines=self._handler(stats, spec.format, decode=True),
                     on_oversize=self._oversize_handler(stats, spec.max_line_bytes),
                     stats=stats,
                     on_truncation=self._checkpoint_now,
@@ -83,13 +85,25 @@ class Exporter:
         self.input_stats.append(stats)
         return stats
 
-    def _line_handler(self, stats: InputStats, fmt: str | None) -> Callable[[list[bytes]], None]:
+    def add_source(self, name: str, kind: str, run: SourceRun) -> None:
+        """A record source beside the configured inputs, e.g. the demo's traffic generator.
+        It is counted as an input of its own (`name` and `kind` label its self-metrics) and
+        run from `start()` like the file tailers, restarted if it fails; `run` is handed the
+        sink its records go to (the pipeline, or the worker processes). Call before `start()`."""
+        sink = self._handler(self._stats(name, kind), None, decode=False)
+        self.background.append(lambda: run(sink))
+
+    def _handler(
+        self, stats: InputStats, fmt: str | None, decode: bool
+    ) -> Callable[[list[Any]], None]:
+        """Where a source's records go: lines (`decode`) or decoded JSON values."""
         sharded = self.sharded
         if sharded is not None:
-            return lambda lines: sharded.submit_lines(lines, stats, fmt)
+            return lambda items: sharded.submit(items, stats, fmt, decode)
+        ingest = self.pipeline.ingest_lines if decode else self.pipeline.ingest_values
 
-        def handle(lines: list[bytes]) -> None:
-            self.pipeline.ingest_lines(lines, stats, fmt)
+        def handle(items: list[Any]) -> None:
+            ingest(items, stats, fmt)
 
         return handle
 

@@ -160,6 +160,6 @@ def test_user_supplied_embedding():
     bad = {**chat("x", usage=1), "embedding": ["a", None]}
     result = pipeline.ingest_values([good, bad], stats)
     assert (result.accepted, result.rejected) == (1, 1)
-    assert result.errors[0].startswith("record 1: invalid_embedding")
+    assert str(result.errors[0]).startswith("record 1: invalid_embedding")
     assert pipeline.rejections["invalid_embedding"] == 1
     assert stream(pipeline, "gpt-4o", "/chat").signals.embeddings == {"user": 1}

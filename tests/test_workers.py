@@ -15,8 +15,14 @@ import orjson
 import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as om_families
 
+from exporter.config import parse_config
+from exporter.inputs.stats import InputStats
+from exporter.streams.pipeline import Pipeline
 from exporter.workers import protocol
+from exporter.workers.child import Worker
 from exporter.workers.pool import shard_of
+from exporter.workers.router import ShardedIngest
+from tests import samples
 from tests.process import ExporterProcess, wait_for
 
 ROUTES = [f"/r{i}" for i in range(6)]
@@ -55,6 +61,48 @@ async def test_frames_read_by_the_event_loop() -> None:
     assert await protocol.read(reader) == b"\x00" * 100_000
     with pytest.raises(asyncio.IncompleteReadError):
         await protocol.read(reader)
+
+
+class InProcessPool:
+    """One worker in this process, its replies passed through a frame as between processes."""
+
+    size = 1
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+
+    def request(self, shard: int, kind: str, *args: object) -> asyncio.Future[object]:
+        _, ok, reply = self.worker.handle((0, kind, args))
+        assert ok, reply
+        reader = asyncio.StreamReader()
+        reader.feed_data(protocol.encode(reply))
+        reader.feed_eof()
+        return asyncio.ensure_future(protocol.read(reader))
+
+    async def drained(self, shard: int) -> None:
+        return None
+
+
+async def test_rejections_come_back_from_the_workers_by_record_number(monkeypatch) -> None:
+    """A worker's rejections cross the frame structured and are merged with the supervisor's
+    in record order; the `record N: reason: message` text is made only for the answer."""
+    config = parse_config({})
+    worker = Worker(Pipeline(config))
+    measure = worker.pipeline.measurer.measure
+
+    def poisoned(record, *args, **kwargs):  # a record only the worker can find unusable
+        if record.output_text == "poison":
+            raise ValueError("poisoned vector")
+        return measure(record, *args, **kwargs)
+
+    monkeypatch.setattr(worker.pipeline.measurer, "measure", poisoned)
+    sharded = ShardedIngest(Pipeline(config, detect=False), InProcessPool(worker))
+    values = [samples.chat(text="poison"), samples.chat(), {"bad": 1}, samples.chat()]
+    result = await sharded.ingest(values, InputStats("t", "test"), decode=False)
+    assert (result.accepted, result.rejected) == (2, 2)
+    assert [(e.position, e.reason) for e in result.errors] == [
+        (0, "invalid_embedding"), (2, "unknown_format")]
+    assert str(result.errors[0]) == "record 0: invalid_embedding: poisoned vector"
 
 
 def chat(rng: random.Random, route: str) -> bytes:

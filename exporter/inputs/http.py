@@ -13,6 +13,7 @@ import hmac
 import logging
 import zlib
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,7 @@ from exporter.config import HttpInputConfig
 from exporter.inputs.stats import InputStats
 from exporter.records import RejectedRecord
 from exporter.streams.pipeline import MAX_REPORTED_ERRORS, IngestResult, Pipeline
+from exporter.web.responses import json_response
 
 if TYPE_CHECKING:
     from exporter.workers.router import ShardedIngest
@@ -160,10 +162,12 @@ class HttpPushInput:
         client is told to come back (429 + Retry-After) instead of the exporter buffering
         without limit. While shutting down the answer is 503."""
         if not self.accepting:
-            return _json({"error": "shutting down"}, status=503, headers={"Retry-After": "5"})
+            return json_response(
+                {"error": "shutting down"}, status=503, headers={"Retry-After": "5"}
+            )
         if self.stats.pending >= self.config.max_pending_requests:
-            return _json({"error": "too many requests in flight; retry later"}, status=429,
-                         headers={"Retry-After": "1"})
+            return json_response({"error": "too many requests in flight; retry later"},
+                                 status=429, headers={"Retry-After": "1"})
         self.stats.pending += 1
         try:
             return await self._accept(request)
@@ -172,7 +176,7 @@ class HttpPushInput:
 
     async def _accept(self, request: web.Request) -> web.Response:
         if not self.authorized(request):
-            return _json(
+            return json_response(
                 {"error": "missing or invalid bearer token"},
                 status=401,
                 headers={"WWW-Authenticate": 'Bearer realm="llm-drift-exporter"'},
@@ -181,27 +185,20 @@ class HttpPushInput:
             body = await self._read_body(request)
         except BodyTooLarge as exc:
             self.pipeline.reject(self.stats, RejectedRecord("too_large", str(exc)))
-            return _json({"error": str(exc)}, status=413)
+            return json_response({"error": str(exc)}, status=413)
         self.stats.bytes_read += len(body)
         if not body.strip():
             self.pipeline.reject(self.stats, RejectedRecord("empty_body", "empty body"))
-            return _json({"accepted": 0, "rejected": 1, "errors": ["empty body"]}, status=400)
+            return json_response(
+                {"accepted": 0, "rejected": 1, "errors": ["empty body"]}, status=400
+            )
         result = await self._ingest_yielding(body, request.content_type)
         payload = {
             "accepted": result.accepted,
             "rejected": result.rejected,
-            "errors": result.errors,
+            "errors": [str(error) for error in result.errors],
         }
-        return _json(payload, status=200 if result.accepted else 400)
-
-
-def _json(payload: object, status: int, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response(payload, status=status, headers=headers, dumps=json_dumps)
-
-
-def json_dumps(payload: object) -> str:
-    """orjson for aiohttp's json_response (numpy values included, e.g. evidence)."""
-    return orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+        return json_response(payload, status=200 if result.accepted else 400)
 
 
 def _read_token(path: str | None) -> str | None:
@@ -217,8 +214,5 @@ def _add_slice(result: IngestResult, done: IngestResult, start: int) -> None:
     """Fold a slice's result into the body's, its record numbers shifted by `start`."""
     result.accepted += done.accepted
     result.rejected += done.rejected
-    for error in done.errors:
-        index, _, rest = error.partition(": ")
-        position = start + int(index.removeprefix("record "))
-        if len(result.errors) < MAX_REPORTED_ERRORS:
-            result.errors.append(f"record {position}: {rest}")
+    for error in done.errors[: MAX_REPORTED_ERRORS - len(result.errors)]:
+        result.errors.append(replace(error, position=start + error.position))

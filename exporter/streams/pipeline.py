@@ -47,18 +47,32 @@ RoutedItem = tuple[int, bytes, list[Pick]]  # (position in the batch, JSON, reco
 T = TypeVar("T")
 
 
+@dataclass(frozen=True)
+class RecordError:
+    """A rejected record of a batch. It stays structured while results are folded together
+    (slices of a body, worker replies); `str()` gives the text that leaves the process,
+    `record N: reason: message`, in an HTTP answer or a log."""
+
+    position: int  # index of the item within the batch (a body's slices are shifted back)
+    reason: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"record {self.position}: {self.reason}: {self.message}"
+
+
 @dataclass
 class IngestResult:
     """Outcome of a batch, as answered to an HTTP client."""
 
     accepted: int = 0
     rejected: int = 0
-    errors: list[str] = field(default_factory=list)
+    errors: list[RecordError] = field(default_factory=list)
 
     def add_error(self, position: int, error: RejectedRecord) -> None:
         self.rejected += 1
         if len(self.errors) < MAX_REPORTED_ERRORS:
-            self.errors.append(f"record {position}: {error.reason}: {error.message}")
+            self.errors.append(RecordError(position, error.reason, error.message))
 
 
 class Pipeline:

@@ -10,12 +10,8 @@ from aiohttp import web
 
 from exporter import __version__
 from exporter.detectors import SIGNALS
-from exporter.inputs.http import json_dumps
 from exporter.service import Exporter
-
-
-def _json(payload: object, status: int = 200) -> web.Response:
-    return web.json_response(payload, status=status, dumps=json_dumps)
+from exporter.web.responses import json_response
 
 
 def _cell(view: dict[str, Any] | None) -> str:
@@ -68,7 +64,7 @@ class Api:
         return web.Response(text="Not ready\n", status=503)
 
     async def streams(self, request: web.Request) -> web.Response:
-        return _json(
+        return json_response(
             {
                 "label_names": list(self.exporter.pipeline.streams.label_names),
                 "streams": await self.exporter.stream_views(self._with_evidence),
@@ -82,28 +78,30 @@ class Api:
         token this route requires it too (basic auth, if configured, applies as well)."""
         push = self.exporter.http_input
         if push is not None and not push.authorized(request):
-            return _json({"error": "missing or invalid bearer token"}, status=401)
+            return json_response({"error": "missing or invalid bearer token"}, status=401)
         try:
             body = orjson.loads(await request.read())
         except orjson.JSONDecodeError as exc:
-            return _json({"error": f"body is not JSON: {exc}"}, status=400)
+            return json_response({"error": f"body is not JSON: {exc}"}, status=400)
         match = body.get("match") if isinstance(body, dict) else None
         if not isinstance(match, dict) or not all(isinstance(v, str) for v in match.values()):
-            return _json({"error": 'body must be {"match": {"label": "value", ...}}'}, 400)
+            return json_response({"error": 'body must be {"match": {"label": "value", ...}}'}, 400)
         signals = body.get("signals", list(SIGNALS))
         if (
             not isinstance(signals, list)
             or not signals
             or not all(isinstance(s, str) and s in SIGNALS for s in signals)
         ):
-            return _json({"error": f"signals must be a list drawn from {list(SIGNALS)}"}, 400)
+            return json_response(
+                {"error": f"signals must be a list drawn from {list(SIGNALS)}"}, 400
+            )
         streams = self.exporter.pipeline.streams
         unknown = sorted(set(match) - set(streams.label_names))
         if unknown:
-            return _json({"error": f"unknown stream labels {unknown}"}, status=400)
+            return json_response({"error": f"unknown stream labels {unknown}"}, status=400)
         matched = await self.exporter.reset_baselines(match, tuple(signals))
         names = streams.label_names
-        return _json(
+        return json_response(
             {
                 "reset": [dict(zip(names, labels, strict=True)) for labels in matched],
                 "signals": signals,

@@ -58,7 +58,7 @@ class Worker:
         return {
             "accepted": result.accepted,
             "rejected": result.rejected,
-            "errors": result.errors,
+            "errors": result.errors,  # RecordErrors, pickled as they are
             "reasons": {reason: n for reason, n in rejected.items() if n},
             "finished_at": time.time(),
         }

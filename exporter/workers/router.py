@@ -70,11 +70,14 @@ class ShardedIngest:
             await self.pool.drained(shard)
         return await self._collect(replies, result, stats)
 
-    def submit_lines(self, lines: list[bytes], stats: InputStats, fmt: str | None) -> None:
-        """For the file tailer, which reads synchronously: route and send now (so a later
-        checkpoint's snapshot request queues behind these lines), collect the answers in
-        the background. The tailer waits for `pool.capacity()` before each read pass."""
-        batches, result = self.route(lines, stats, fmt, decode=True)
+    def submit(
+        self, items: list[Any], stats: InputStats, fmt: str | None, decode: bool = True
+    ) -> None:
+        """For sources that hand records over synchronously (the file tailer, an added
+        source): route and send now (so a later checkpoint's snapshot request queues behind
+        these records), collect the answers in the background. The tailer waits for
+        `pool.capacity()` before each read pass. `decode`: lines, else decoded values."""
+        batches, result = self.route(items, stats, fmt, decode)
         if batches:
             task = asyncio.ensure_future(self._collect(self._send(batches, fmt), result, stats))
             self._sent.add(task)
@@ -111,11 +114,5 @@ class ShardedIngest:
             errors.extend(reply["errors"])
             if reply["accepted"]:
                 stats.last_record_timestamp = reply["finished_at"]
-        result.errors = sorted(errors, key=_position)[:MAX_REPORTED_ERRORS]
+        result.errors = sorted(errors, key=lambda error: error.position)[:MAX_REPORTED_ERRORS]
         return result
-
-
-def _position(error: str) -> int:
-    """The record number of an error line `record N: reason: message`."""
-    head = error.split(":", 1)[0].removeprefix("record ")
-    return int(head) if head.isdigit() else 0
