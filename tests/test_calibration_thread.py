@@ -11,23 +11,9 @@ from exporter.inputs.stats import InputStats
 from exporter.streams.pipeline import Pipeline
 from exporter.streams.state import snapshot_streams
 from exporter.streams.view import streams_view
-from tests import samples
+from tests.calibration_cases import SETTINGS, records
 
-SETTINGS = {
-    "detectors": {"baseline_size": 100, "window_size": 20, "expected_run_time": 5000},
-    "signals": {"format_validity": [{"match": {"route": "/chat"}, "expect": "json"}]},
-}
 CONFIG = parse_config(SETTINGS)
-
-
-def records() -> list[dict]:
-    """One stream: JSON replies, then prose (a validity drift), then refusals."""
-    fine = [samples.chat(text='{"answer": "Your invoice is attached."}') for _ in range(180)]
-    prose = [samples.chat(text="Sure! Here is the answer you asked for, in words.")
-             for _ in range(60)]
-    refusals = [samples.chat(text="I'm sorry, but I can't help with that request.")
-                for _ in range(80)]
-    return fine + prose + refusals
 
 
 def test_same_views_and_event_indexes_as_inline() -> None:

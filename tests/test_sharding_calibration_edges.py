@@ -22,9 +22,9 @@ from exporter.service import Exporter
 from exporter.streams.pipeline import Pipeline
 from exporter.streams.state import StateStore, restore_streams, snapshot_streams
 from exporter.workers.pool import shard_of
+from tests.calibration_cases import SETTINGS as CONFIG
+from tests.calibration_cases import records
 from tests.process import ExporterProcess
-from tests.test_calibration_thread import SETTINGS as CONFIG
-from tests.test_calibration_thread import records
 
 
 # --- 1. a checkpoint taken while a threshold is simulated loses the held records -------
