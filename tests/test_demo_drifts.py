@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from exporter import demo
 from exporter.inputs.stats import InputStats
+from exporter.service import Exporter
 from exporter.streams.pipeline import Pipeline
 
 
@@ -47,3 +50,17 @@ def test_each_scheduled_drift_is_detected_after_its_time():
                     "/summarize": demo.DRIFTS["summarize_topics"]}
     for (route, signal), at in first_detection.items():
         assert at > first_change[route], (route, signal, at)
+
+
+async def test_the_demo_runs_as_a_source_of_the_exporter():
+    """`demo` adds its generator through `Exporter.add_source`: counted as an input of its own."""
+    exporter = Exporter(demo.DEMO_CONFIG)
+    exporter.add_source("demo", "demo", lambda sink: demo.feed(sink, rate_per_second=400))
+    await exporter.start()
+    try:
+        await asyncio.sleep(0.3)
+    finally:
+        await exporter.stop()
+    stats = exporter.input_stats[-1]
+    assert (stats.name, stats.kind) == ("demo", "demo")
+    assert stats.records > 0 and exporter.pipeline.records == stats.records
