@@ -18,7 +18,8 @@ import jsonschema
 import yaml
 
 from exporter.config_schema import SCHEMA
-from exporter.detectors.factory import METHODS_BY_SIGNAL, SIGNALS, DetectorFactory
+from exporter.detectors import factory
+from exporter.detectors.registry import METHODS_BY_SIGNAL, SIGNALS, DetectorsConfig
 from exporter.signals.format import load_schema_validator
 
 # `model` is the model the application asked for (labels.py explains the fallbacks), so
@@ -213,10 +214,10 @@ def _detector_errors(section: dict[str, Any]) -> list[str]:
                 errors.append(f"detectors.{signal}.{name}: must be a finite number")
     if errors:
         return errors
-    factory = DetectorFactory.from_config(section)
+    detectors = DetectorsConfig.from_section(section)
     for signal in SIGNALS:
         try:
-            factory.make(signal)
+            factory.check(detectors, signal)
         except (TypeError, ValueError) as exc:
             errors.append(f"detectors.{signal}: invalid parameters: {exc}")
     return errors

@@ -1,16 +1,24 @@
 """The config file's JSON Schema: structure, types and allowed values.
 
-Rules that span several keys (regexes that compile, schema files that load,
-detector parameters a detector accepts, matchers naming stream labels) are
+The signals' and the detectors' parameters are declared in their packages'
+registries (signals/registry.py, detectors/registry.py) and turned into schema
+here. Rules that span several keys (regexes that compile, schema files that load,
+detector parameters the chosen method accepts, matchers naming stream labels) are
 checked in config.py, which also turns every error into `path.to.key: message`.
 """
 
 from __future__ import annotations
 
+import types
+import typing
 from typing import Any
 
-from exporter.detectors.factory import SIGNALS
+from exporter.detectors.registry import SETTINGS, SIGNALS, Param
 from exporter.records.detect import FORMATS
+from exporter.signals.registry import REQUIRED, RULE_LISTS, SECTIONS
+
+_JSON_TYPES = {bool: "boolean", int: "integer", float: "number", str: "string",
+               type(None): "null"}
 
 _POSITIVE_INT = {"type": "integer", "minimum": 1}
 _FORMAT = {"enum": list(FORMATS)}
@@ -20,6 +28,32 @@ _SIGNAL_DETECTOR = {
     "type": "object",
     "properties": {"method": {"type": "string"}, "enabled": {"type": "boolean"}},
 }
+
+
+def _param_schema(param: Param) -> dict[str, Any]:
+    if param.choices is not None:
+        return {"enum": list(param.choices)}
+    kind = param.type
+    if isinstance(kind, types.UnionType):  # `str | None`
+        return {"type": [_JSON_TYPES[member] for member in typing.get_args(kind)]}
+    if typing.get_origin(kind) is list:
+        (item,) = typing.get_args(kind)
+        return {"type": "array", "items": {"type": _JSON_TYPES[item]}}
+    if typing.get_origin(kind) is dict:
+        _, value = typing.get_args(kind)
+        return {"type": "object", "additionalProperties": {"type": _JSON_TYPES[value]}}
+    schema: dict[str, Any] = {"type": _JSON_TYPES[kind]}
+    if param.minimum is not None:
+        schema["minimum"] = param.minimum
+    return schema
+
+
+def _section_schema(name: str) -> dict[str, Any]:
+    section: dict[str, Any] = {"type": "object", "additionalProperties": False}
+    if name in REQUIRED:
+        section["required"] = list(REQUIRED[name])
+    section["properties"] = {param.name: _param_schema(param) for param in SECTIONS[name]}
+    return {"type": "array", "items": section} if name in RULE_LISTS else section
 
 SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -83,55 +117,13 @@ SCHEMA: dict[str, Any] = {
         "signals": {
             "type": "object",
             "additionalProperties": False,
-            "properties": {
-                "refusal": {
-                    "type": "object",
-                    "additionalProperties": False,
-                    "properties": {
-                        "extra_patterns": {"type": "array", "items": {"type": "string"}},
-                        "exclude_patterns": {"type": "array", "items": {"type": "string"}},
-                    },
-                },
-                "format_validity": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "additionalProperties": False,
-                        "required": ["expect"],
-                        "properties": {
-                            "match": _MATCHERS,
-                            "match_re": _MATCHERS,
-                            "expect": {"enum": ["json", "json_schema", "regex"]},
-                            "schema_file": {"type": ["string", "null"]},
-                            "pattern": {"type": ["string", "null"]},
-                            "allow_fenced": {"type": "boolean"},
-                            "tools": {"type": "boolean"},
-                        },
-                    },
-                },
-                "embedding": {
-                    "type": "object",
-                    "additionalProperties": False,
-                    "properties": {
-                        "enabled": {"type": "boolean"},
-                        "path": {"type": ["string", "null"]},
-                        "dimension": {"enum": [2**k for k in range(4, 13)]},
-                    },
-                },
-                "tokens": {
-                    "type": "object",
-                    "additionalProperties": False,
-                    "properties": {"encodings_dir": {"type": ["string", "null"]}},
-                },
-            },
+            "properties": {name: _section_schema(name) for name in SECTIONS},
         },
         "detectors": {
             "type": "object",
             "additionalProperties": False,
             "properties": {
-                "expected_run_time": {"type": "integer", "minimum": 10},
-                "baseline_size": {"type": "integer", "minimum": 20},
-                "window_size": _POSITIVE_INT,
+                **{param.name: _param_schema(param) for param in SETTINGS},
                 **{signal: _SIGNAL_DETECTOR for signal in SIGNALS},
             },
         },

@@ -1,70 +1,73 @@
-"""Which detector watches which signal, from the `detectors` config section.
+"""Builds the detector that watches each signal, from the `detectors` config section.
 
-Defaults (chosen by the detection benchmark, benchmarks/bench_detection.py):
-rank CUSUM for output tokens, Bernoulli CUSUM for refusal and format-validity
-rates, online MMD for embeddings. river's detectors can be chosen per signal.
+Which methods exist, which signals they fit and their parameters are declared in
+registry.py; a method's module (numpy, scipy, river) is imported here only when
+a detector is built, so config validation and the tailer stay light.
 """
 
 from __future__ import annotations
 
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from exporter.detectors.base import Detector, DetectorSettings
-from exporter.detectors.bernoulli_cusum import BernoulliCusum
-from exporter.detectors.calibration import CalibrationCache
-from exporter.detectors.embedding_mmd import EmbeddingMmd
-from exporter.detectors.rank_cusum import RankCusum
-from exporter.detectors.river_adapter import BINARY, RIVER_METHODS, UNIVARIATE, RiverDetector
+from exporter.detectors.registry import (
+    METHODS,
+    SIGNALS,
+    DetectorsConfig,
+    Method,
+    SignalDetectorConfig,
+)
 
-SIGNALS = ("output_tokens", "refusal", "format_validity", "embedding")
-BINARY_SIGNALS = ("refusal", "format_validity")
-DEFAULT_METHODS = {
-    "output_tokens": "rank_cusum",
-    "refusal": "bernoulli_cusum",
-    "format_validity": "bernoulli_cusum",
-    "embedding": "mmd",
-}
-METHODS_BY_SIGNAL = {
-    "output_tokens": ("rank_cusum", *UNIVARIATE),
-    "refusal": ("bernoulli_cusum", *BINARY, *UNIVARIATE),
-    "format_validity": ("bernoulli_cusum", *BINARY, *UNIVARIATE),
-    "embedding": ("mmd",),
-}
+if TYPE_CHECKING:
+    from exporter.detectors.calibration import CalibrationCache
+
+__all__ = ["SIGNALS", "DetectorFactory", "SignalDetectorConfig", "check"]
 
 
-@dataclass(frozen=True)
-class SignalDetectorConfig:
-    method: str
-    params: dict[str, Any] = field(default_factory=dict)
-    enabled: bool = True
+def _calibration_cache() -> CalibrationCache:
+    from exporter.detectors.calibration import CalibrationCache  # numpy: only to build detectors
+
+    return CalibrationCache()
+
+
+def check(config: DetectorsConfig, signal: str) -> None:
+    """Raise the TypeError or ValueError building `signal`'s detector would raise.
+
+    Declared parameters are checked without importing the method; a river detector is
+    built (river checks its own keyword arguments), so only choosing one loads river.
+    """
+    spec = config.signals[signal]
+    if not spec.enabled:
+        return
+    method = _method(signal, spec)
+    if method.params is None:
+        method.load()(config.settings, spec.method, spec.params)
+    else:
+        method.check(spec.params, config.settings)
+
+
+def _method(signal: str, spec: SignalDetectorConfig) -> Method:
+    method = METHODS.get(spec.method)
+    if method is None:
+        raise ValueError(f"unknown detector method {spec.method!r} for {signal}")
+    return method
 
 
 @dataclass
 class DetectorFactory:
     settings: DetectorSettings
     signals: dict[str, SignalDetectorConfig]
-    cache: CalibrationCache = field(default_factory=CalibrationCache)
+    cache: CalibrationCache = field(default_factory=_calibration_cache)
     # threshold simulations run here when set (a running exporter), else inline
     executor: Executor | None = None
 
     @classmethod
     def from_config(cls, section: dict[str, Any]) -> DetectorFactory:
-        settings = DetectorSettings(
-            expected_run_time=section.get("expected_run_time", 100_000),
-            baseline_size=section.get("baseline_size", 1000),
-            window_size=section.get("window_size", 200),
-        )
-        signals = {}
-        for signal in SIGNALS:
-            spec = dict(section.get(signal) or {})
-            signals[signal] = SignalDetectorConfig(
-                method=spec.pop("method", DEFAULT_METHODS[signal]),
-                enabled=spec.pop("enabled", True),
-                params=spec,
-            )
-        return cls(settings=settings, signals=signals)
+        """From a raw `detectors` section (tests, benchmarks)."""
+        config = DetectorsConfig.from_section(section)
+        return cls(settings=config.settings, signals=config.signals)
 
     def make(self, signal: str) -> Detector | None:
         detector = self._make(signal)
@@ -76,12 +79,10 @@ class DetectorFactory:
         spec = self.signals[signal]
         if not spec.enabled:
             return None
-        if spec.method == "rank_cusum":
-            return RankCusum(self.settings, self.cache, **spec.params)
-        if spec.method == "bernoulli_cusum":
-            return BernoulliCusum(self.settings, self.cache, **spec.params)
-        if spec.method == "mmd":
-            return EmbeddingMmd(self.settings, **spec.params)  # takes none: typos are errors
-        if spec.method in RIVER_METHODS:
-            return RiverDetector(self.settings, spec.method, spec.params)
-        raise ValueError(f"unknown detector method {spec.method!r} for {signal}")
+        method = _method(signal, spec)
+        cls = method.load()
+        if method.params is None:
+            return cls(self.settings, spec.method, spec.params)  # type: ignore[no-any-return]
+        if method.calibrated:
+            return cls(self.settings, self.cache, **spec.params)  # type: ignore[no-any-return]
+        return cls(self.settings, **spec.params)  # type: ignore[no-any-return]

@@ -1,0 +1,167 @@
+"""The detector methods, the signals each may watch, and their parameters: declared, not imported.
+
+The config schema (config_schema.py) and config validation (config.py) read this
+module, so checking a config or starting the file tailer does not load numpy,
+scipy or river; the factory imports a method's module only to build a detector.
+Adding a method: one `Method` here (with its parameters), its module, and its
+name in `METHODS_BY_SIGNAL`.
+
+A parameter error reads as the detector's own constructor words it (config.py
+prefixes `detectors.<signal>: invalid parameters:`), so a config is judged the
+same whether it is checked here or a detector is built from it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from exporter.detectors.base import DetectorSettings
+
+
+@dataclass(frozen=True)
+class Param:
+    """One config parameter: its type (a Python type expression), default and bounds.
+
+    config_schema.py turns it into JSON Schema; for a detector method's parameter,
+    `error` is the check its constructor makes.
+    """
+
+    name: str
+    type: Any
+    default: Any = None
+    minimum: float | None = None
+    maximum: float | None = None
+    exclusive_minimum: bool = False
+    exclusive_maximum: bool = False
+    choices: tuple[Any, ...] | None = None
+
+    def error(self, value: Any) -> str | None:
+        """Why `value` is not a valid number for this parameter (None when it is)."""
+        low, high = self.minimum, self.maximum
+        if self.type is int:  # bounded below only: counts
+            assert low is not None and high is None
+            if isinstance(value, int) and value >= low:
+                return None
+            return f"{self.name} must be >= {low:g}, got {value}"
+        assert self.type is float and low is not None and high is not None
+        if isinstance(value, int | float) and (
+            (low < value if self.exclusive_minimum else low <= value)
+            and (value < high if self.exclusive_maximum else value <= high)
+        ):
+            return None
+        interval = (f"{'(' if self.exclusive_minimum else '['}{low:g}, "
+                    f"{high:g}{')' if self.exclusive_maximum else ']'}")
+        return f"{self.name} must be a number in {interval}, got {value!r}"
+
+
+@dataclass(frozen=True)
+class Method:
+    """A detection method; `implementation` ("module:Class") is imported only to build one."""
+
+    name: str
+    implementation: str
+    # None: a river detector, whose keyword arguments are river's and checked by river
+    params: tuple[Param, ...] | None = ()
+    calibrated: bool = True  # takes the shared CalibrationCache after the settings
+    windowed: bool = False  # keeps a window of `window_size` observations
+    init: str = ""  # the constructor as Python names it in an argument error
+
+    def load(self) -> type:
+        module, name = self.implementation.split(":")
+        cls: type = getattr(importlib.import_module(module), name)
+        return cls
+
+    def check(self, params: dict[Any, Any], settings: DetectorSettings) -> None:
+        """Raise the TypeError or ValueError building the detector would raise, without
+        importing it (a method with declared parameters only)."""
+        assert self.params is not None
+        if not all(isinstance(key, str) for key in params):
+            raise TypeError("keywords must be strings")
+        bound = ("self", "settings", "cache") if self.calibrated else ("self", "settings")
+        declared = {param.name: param for param in self.params}
+        for key in params:
+            if key in bound:
+                raise TypeError(f"{self.init}() got multiple values for argument {key!r}")
+            if key not in declared:
+                raise TypeError(f"{self.init}() got an unexpected keyword argument {key!r}")
+        for name, param in declared.items():
+            if name in params and (problem := param.error(params[name])) is not None:
+                raise ValueError(problem)
+        if self.windowed:  # the detector's window: an unusable size fails as it would there
+            deque(maxlen=settings.window_size)
+
+
+_RIVER = "exporter.detectors.river_adapter:RiverDetector"
+RIVER_UNIVARIATE = ("adwin", "kswin", "page_hinkley")
+RIVER_BINARY = ("ddm", "eddm", "fhddm", "hddm_a", "hddm_w")
+
+METHODS: dict[str, Method] = {
+    method.name: method
+    for method in (
+        Method("rank_cusum", "exporter.detectors.rank_cusum:RankCusum",
+               # CUSUM reference value k, in standard-normal units (see docs)
+               (Param("allowance", float, 0.2, minimum=0.0, maximum=2.0,
+                      exclusive_maximum=True),),
+               windowed=True, init="RankCusum.__init__"),
+        Method("bernoulli_cusum", "exporter.detectors.bernoulli_cusum:BernoulliCusum",
+               (Param("ratio", float, 3.0, minimum=1.0, maximum=1000.0, exclusive_minimum=True),
+                Param("min_events", int, 10, minimum=0)),
+               windowed=True, init="BernoulliCusum.__init__"),
+        # takes no parameters: a typo is an error, not a silently ignored key
+        Method("mmd", "exporter.detectors.embedding_mmd:EmbeddingMmd", (), calibrated=False,
+               init="Detector.__init__"),
+        *(Method(name, _RIVER, None) for name in (*RIVER_UNIVARIATE, *RIVER_BINARY)),
+    )
+}
+
+SIGNALS = ("output_tokens", "refusal", "format_validity", "embedding")
+# the first is the default, chosen by the detection benchmark (benchmarks/bench_detection.py)
+METHODS_BY_SIGNAL = {
+    "output_tokens": ("rank_cusum", *RIVER_UNIVARIATE),
+    "refusal": ("bernoulli_cusum", *RIVER_BINARY, *RIVER_UNIVARIATE),
+    "format_validity": ("bernoulli_cusum", *RIVER_BINARY, *RIVER_UNIVARIATE),
+    "embedding": ("mmd",),
+}
+DEFAULT_METHODS = {signal: methods[0] for signal, methods in METHODS_BY_SIGNAL.items()}
+
+# the `detectors` section's settings shared by every method
+SETTINGS = (
+    Param("expected_run_time", int, DetectorSettings.expected_run_time, minimum=10),
+    Param("baseline_size", int, DetectorSettings.baseline_size, minimum=20),
+    Param("window_size", int, DetectorSettings.window_size, minimum=1),
+)
+
+
+@dataclass(frozen=True)
+class SignalDetectorConfig:
+    method: str
+    params: dict[str, Any] = field(default_factory=dict)
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class DetectorsConfig:
+    """The `detectors` config section, decoded (the section is validated first)."""
+
+    settings: DetectorSettings = field(default_factory=DetectorSettings)
+    signals: dict[str, SignalDetectorConfig] = field(
+        default_factory=lambda: {s: SignalDetectorConfig(DEFAULT_METHODS[s]) for s in SIGNALS}
+    )
+
+    @classmethod
+    def from_section(cls, section: dict[str, Any]) -> DetectorsConfig:
+        settings = DetectorSettings(
+            **{p.name: section.get(p.name, p.default) for p in SETTINGS}
+        )
+        signals = {}
+        for signal in SIGNALS:
+            spec = dict(section.get(signal) or {})
+            signals[signal] = SignalDetectorConfig(
+                method=spec.pop("method", DEFAULT_METHODS[signal]),
+                enabled=spec.pop("enabled", True),
+                params=spec,
+            )
+        return cls(settings=settings, signals=signals)
