@@ -25,6 +25,10 @@ sqrt and division are correctly rounded and sums use numpy's fixed-order ``add.r
 BLAS, so the floats are bit-identical too. Empty or whitespace-only text gives the fixed unit
 vector `TextEmbedder.empty` (1/sqrt(dim) everywhere): all embeddings have norm 1, and a surge of
 empty replies is itself a visible shift.
+
+``tests/reference_embedding.py`` computes the same vectors one text at a time with plain loops:
+read it first. It is the tests' oracle, and its numbered steps (1 prepare, 2 fold and classify,
+3 features, 4 mix, 5 tf weight, 6 bucket sums, 7 normalise) are marked in `_embed_packed`.
 """
 
 from __future__ import annotations
@@ -97,6 +101,7 @@ def _powers(base: int) -> np.ndarray:  # base**i mod 2**32
 
 
 def _prepare(text: str) -> str:
+    """Step 1: the part of a text that is embedded."""
     if text.isspace():  # newlines are tokens (format), but newlines alone are no reply
         return ""
     if len(text) > MAX_CHARS:
@@ -105,7 +110,7 @@ def _prepare(text: str) -> str:
 
 
 def _codepoints(text: str) -> np.ndarray:
-    """Folded code points (lone surrogates pass through)."""
+    """Step 2: folded code points (lone surrogates pass through); `_CLASSES.take` classifies."""
     return _FOLD.take(np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32))
 
 
@@ -126,7 +131,6 @@ class TextEmbedder:
         self._inv1 = self._inv * _U(base)  # base**(1-i): a hash's first char gets base**1
         self._inv_uni = self._inv * _U(words[1])  # tokens: words[1]*base**k, apart from n-grams
         self._pair = _U(words[2])
-        self._bucket_shift = 32 - dimension.bit_length()  # top bits: sign, then bucket
         self.empty = np.full(dimension, 1 / math.sqrt(dimension), dtype=np.float32)
         self.empty.flags.writeable = False  # the vector of empty and whitespace-only text
 
@@ -151,17 +155,26 @@ class TextEmbedder:
         return np.concatenate(out) if out else np.zeros((0, self.dimension), np.float32)
 
     def _embed_packed(self, texts: list[str]) -> np.ndarray:
-        """Embed texts joined by spaces in one numpy pass; no feature crosses two texts. A
-        substring hash is sum(char[k] * base**(k+1)) mod 2**32: prefix sums of char * base**i,
-        rescaled by base**-start so that it does not depend on where the substring sits."""
+        """Embed prepared texts joined by spaces in one numpy pass; no feature crosses two texts.
+
+        The reference's loops become array operations over the joined code points `code`:
+        a substring's hash sum(char[k] * base**(k+1)) mod 2**32 is a difference of prefix sums
+        of ``code[i] * base**i`` (`weighted`) rescaled by base**-start, so that it does not
+        depend on where the substring sits; an n-gram's is the sum of 3, 4 or 5 neighbouring
+        `weighted` values, rescaled the same way. All features go into one uint32 buffer `x`:
+        tokens, bigrams, then 3-, 4- and 5-grams, each in text order (the order `bincount` adds
+        their weights in, hence bit-identical to the reference's sums). With several texts,
+        a feature's text number is added to its slot above the 13 hash bits, so that one
+        `bincount` counts and sums per text."""
         n_docs, dim = len(texts), self.dimension
-        # a space first so that every word has a start; 4 at the end so n-gram rows align
+        # step 2; a space first so that every word has a start; 4 at the end so n-gram rows align
         code = _codepoints(" " + " ".join(texts) + "    ")
         cls = _CLASSES.take(code)
         weighted = code * self._pow[: code.size]
         # where each text's chars begin, less one: where its tokens and n-grams may begin
         begin = np.cumsum([0] + [len(t) + 1 for t in texts[:-1]], dtype=np.intp)
-        # char 3/4/5-grams of words; any non-word char counts as char 1, the "<" and ">" marks
+        # step 3, n-grams: grams[n - 3, i] hashes code[i : i + n], any non-word char counted
+        # as char 1 (the "<" and ">" marks); valid where the chars between the ends are word chars
         word = cls == _WORD
         marked = np.where(word, weighted, self._pow[: code.size])
         m = code.size - 4
@@ -179,9 +192,10 @@ class TextEmbedder:
         # features in one buffer, in the order the weighted sums below depend on
         n_uni, n_bi, counts, x = self._token_features(cls, weighted, begin, at.size)
         np.take(grams.ravel(), at, out=x[n_uni + n_bi :])
-        x ^= x >> _U(15)  # the polynomial is linear; one xorshift-multiply evens out the buckets
+        # step 4: the polynomial is linear; one xorshift-multiply evens out the buckets
+        x ^= x >> _U(15)
         x *= _U(0x2C1B3C6D)
-        slot = (x >> _U(32 - _SLOT_BITS)).astype(np.intp)
+        slot = (x >> _U(32 - _SLOT_BITS)).astype(np.intp)  # step 5 counts per slot
         if n_docs > 1:  # keep texts apart: offset by text number, slot += text << _SLOT_BITS
             # n-gram i starts at char i + 1, so text t's n-grams begin at index begin[t]
             edges = (np.arange(0, 3 * m, m)[:, None] + begin).ravel()
@@ -190,13 +204,15 @@ class TextEmbedder:
             slot += np.tile(offset, 5).repeat(np.concatenate(counts))
         # the slot's top bits are the bucket and sign (dimension <= 4096): text * 2 * dim added
         index = slot >> (_SLOT_BITS - dim.bit_length())
-        # sublinear tf: each occurrence of a feature weighs 1/sqrt(count), so it totals sqrt(count)
+        # step 5, sublinear tf: an occurrence weighs 1/sqrt(count), so k of them add sqrt(k)
         weight = _RSQRT.take(np.bincount(slot, minlength=n_docs << _SLOT_BITS).take(slot))
         weight[n_uni : n_uni + n_bi] *= _BIGRAM_WEIGHT
         weight[n_uni + n_bi :] *= _NGRAM_WEIGHT
+        # step 6: bins[t, 0] sums text t's positive contributions, bins[t, 1] its negative ones
         bins = np.bincount(index, weight, minlength=n_docs * 2 * dim).reshape(n_docs, 2, dim)
         vec = bins[:, 0] - bins[:, 1]  # the top hash bit is the sign
-        totals = np.sqrt(np.add.reduce(vec * vec, axis=1))  # fixed order on every CPU, no BLAS
+        # step 7; numpy's pairwise add.reduce: fixed order on every CPU, no BLAS
+        totals = np.sqrt(np.add.reduce(vec * vec, axis=1))
         if n_docs == 1:  # same arithmetic as below, less bookkeeping
             return (vec / totals[0]).astype(np.float32) if totals[0] else self.empty[None].copy()
         vec = (vec / np.where(totals > 0, totals, 1.0)[:, None]).astype(np.float32)
@@ -206,9 +222,13 @@ class TextEmbedder:
     def _token_features(
         self, cls: np.ndarray, weighted: np.ndarray, begin: np.ndarray, n_grams: int
     ) -> tuple[int, int, list[np.ndarray], np.ndarray]:
-        """Hashes of tokens (word and punctuation runs; each CJK character is a token of its
-        own) and of bigrams of neighbouring tokens in the same text, written to the front of a
-        new feature buffer with room for `n_grams` more; with their counts per text."""
+        """Step 3 for tokens (word and punctuation runs; each CJK character is a token of its
+        own) and bigrams of neighbouring tokens in the same text: their hashes, written to the
+        front of a new feature buffer with room for `n_grams` more; with their counts per text.
+
+        A token starts at char i + 1 (`before` holds i) where that char is not a space and
+        either its class differs from char i's or it is CJK, and ends at char j (`last`) on
+        the mirror condition; the k-th start pairs with the k-th end."""
         change = cls[1:] != cls[:-1]
         cjk = cls == _CJK
         filled = cls != _SPACE
