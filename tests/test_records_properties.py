@@ -1,10 +1,9 @@
-"""Properties the fast paths in the record adapters must keep.
+"""Properties of normalize and Record on any input.
 
-The adapters take shortcuts for the common case (plain dicts, one choice, no
-tool calls, no timestamps) and Record is a plain (not frozen) slots dataclass
-for cheaper construction. These properties hold whichever path a value takes:
-normalize reads its input without changing it, gives the same answer every
-time, and a Record still compares, hashes, copies and pickles by value.
+normalize reads its input without changing it and gives the same answer every time, for any
+JSON value in any format and for valid records with hostile extras. Record is a plain (not
+frozen) slots dataclass, for cheaper construction; it still compares, hashes, copies and
+pickles by value.
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from exporter.records import FORMATS, Record, RejectedRecord, normalize
-from tests.test_records_detect import SAMPLES, json_values
+from tests.record_samples import SAMPLES, json_values
 
 PROPERTY = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
