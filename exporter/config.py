@@ -20,34 +20,12 @@ import yaml
 from exporter.config_schema import SCHEMA
 from exporter.detectors import factory
 from exporter.detectors.registry import METHODS_BY_SIGNAL, SIGNALS, DetectorsConfig
+from exporter.metrics.catalog import RESERVED_LABELS  # label names a stream label may not take
 from exporter.signals.format import load_schema_validator
 
 # `model` is the model the application asked for (labels.py explains the fallbacks), so
 # that a provider's silent version change stays inside one stream.
 DEFAULT_STREAM_LABELS = {"model": "request.model|response.model", "route": "route"}
-# Label names the exporter itself puts beside stream labels; a stream label may not reuse them.
-RESERVED_LABELS = frozenset(
-    {
-        "signal",
-        "source",
-        "system_fingerprint",
-        "path",
-        "code",
-        "reason",
-        "finish_reason",
-        "served_model",
-        "stat",
-        "kind",
-        "input",
-        "le",
-        "quantile",
-        "encoding",
-        "method",
-        "job",
-        "instance",
-        "version",
-    }
-)
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
 @dataclass(frozen=True)
