@@ -24,6 +24,8 @@ from tests.prom import (
     with_short_for,
 )
 
+pytestmark = pytest.mark.e2e
+
 RULES = sorted((Path(__file__).parent.parent / "rules").glob("*.yml"))
 
 

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+import pytest
+
 from tests.dashboard_queries import dashboard_expressions
 from tests.process import ExporterProcess, wait_for
 from tests.prom import start_prometheus
+
+pytestmark = pytest.mark.e2e
 
 
 def test_every_panel_returns_data_while_the_demo_runs(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import orjson
+import pytest
 
 from exporter.cli import main
 from tests import samples
@@ -38,6 +39,7 @@ def ready_value(exporter: ExporterProcess) -> float | None:
     return exporter.samples().get(key)
 
 
+@pytest.mark.e2e
 def test_baseline_survives_restart(tmp_path):
     logs = tmp_path / "logs"
     logs.mkdir()

@@ -12,6 +12,8 @@ import pytest
 from tests import samples
 from tests.process import ExporterProcess, wait_for
 
+pytestmark = pytest.mark.e2e
+
 
 def post(exporter: ExporterProcess, body: bytes, headers: dict[str, str] | None = None):
     request = urllib.request.Request(

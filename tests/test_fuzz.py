@@ -15,6 +15,7 @@ from tests import fuzz
 from tests.process import ExporterProcess, wait_for
 
 
+@pytest.mark.slow
 def test_in_process_fuzz_counts_every_rejection():
     summary = fuzz.run(10_000, seed=3)
     assert summary["rejected"] > 0 and summary["records"] > 0
@@ -58,6 +59,7 @@ def post(exporter: ExporterProcess, body: bytes) -> tuple[int, dict]:
         return error.code, orjson.loads(error.read() or b"{}")
 
 
+@pytest.mark.e2e
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 @given(batch=st.lists(payloads, min_size=1, max_size=5), via_file=st.booleans())
 def test_real_process_survives_and_counts(exporter, batch, via_file):

@@ -94,6 +94,7 @@ def test_bad_web_config_is_reported(tmp_path, body, message):
         load_web_config(write_web_config(tmp_path, body))
 
 
+@pytest.mark.e2e
 def test_tls_end_to_end_with_the_real_process(tmp_path):
     key, cert = tmp_path / "server.key", tmp_path / "server.crt"
     subprocess.run(

@@ -40,6 +40,7 @@ def test_dockerfile_shape():
             assert (ROOT / source).exists(), source
 
 
+@pytest.mark.e2e
 def test_image_environment_installs_and_counts_tokens_offline(tmp_path):
     """`pip install .` into a fresh venv, as the Dockerfile does; then, outside the source
     tree and with the network blocked, check the config and count tokens."""

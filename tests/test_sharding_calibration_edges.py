@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import orjson
+import pytest
 
 from exporter.config import parse_config
 from exporter.detectors.base import MAX_HELD, DetectorSettings
@@ -139,6 +140,7 @@ def routes_counted(exporter: ExporterProcess) -> dict[str, float]:
             if name == "llm_records_total"}
 
 
+@pytest.mark.e2e
 def test_sharded_restart_keeps_streams_under_the_cap(tmp_path: Path) -> None:
     """workers: 2, cap reached, clean restart: the checkpoint lists streams worker by
     worker, so `__other__` (worker 0) is saved before /r0 (worker 1). `_restore_shards`
@@ -164,6 +166,7 @@ def test_sharded_restart_keeps_streams_under_the_cap(tmp_path: Path) -> None:
     assert counted.get("/r0") == 1, f"/r0's record went to the overflow stream: {counted}"
 
 
+@pytest.mark.e2e
 def test_sharded_rejected_record_does_not_take_a_stream_slot(tmp_path: Path) -> None:
     """A record rejected for its embedding creates no stream in one process (the
     pipeline says so: "a stream is created only for a record that made it"); with

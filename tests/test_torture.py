@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tests import torture
 
 
+@pytest.mark.slow
 def test_torture_run_loses_nothing_and_bounds_duplicates(tmp_path):
     result = torture.run(records=100_000, rotations=20, truncations=5, restarts=6, seed=7,
                          workdir=tmp_path)
@@ -18,6 +20,7 @@ def test_torture_run_loses_nothing_and_bounds_duplicates(tmp_path):
     assert all(seen <= bound for seen, bound in result.duplicates_after_kill)
 
 
+@pytest.mark.slow
 def test_torture_run_with_workers_loses_nothing_and_counts_nothing_twice(tmp_path):
     """The same run, streams on two worker processes; SIGKILL takes the supervisor, and its
     workers end with its pipes. After a kill, the records read again also include what was
@@ -29,6 +32,7 @@ def test_torture_run_with_workers_loses_nothing_and_counts_nothing_twice(tmp_pat
     assert result.persisted == result.written == 100_000
 
 
+@pytest.mark.slow
 @settings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck))
 @given(
     records=st.integers(min_value=500, max_value=4000),
