@@ -23,6 +23,7 @@ from tests.dashboard_lint import (
     LINT_RULES,
     rule_panel_datasource,
     rule_panel_layout,
+    rule_panel_no_targets,
     rule_panel_title_description,
     rule_panel_units,
     rule_provisionable,
@@ -30,6 +31,8 @@ from tests.dashboard_lint import (
     rule_template_instance,
     rule_template_job,
     rule_template_label_promql,
+    rule_template_stream_labels,
+    rule_variable_chain,
     rule_variables_defined_and_used,
 )
 from tests.dashboard_queries import (
@@ -215,34 +218,46 @@ BAD_PANEL = {
 }
 
 
+# One mistake per rule, applied to a copy of the overview dashboard.
+MISTAKES: list[tuple[Any, Any]] = [
+    (rule_provisionable, lambda d: d.update({"__inputs": [], "id": 7})),
+    (rule_template_datasource, lambda d: d["templating"]["list"].pop(0)),
+    (rule_template_job, lambda d: variables(d)["job"].update({"multi": False})),
+    (rule_template_instance, lambda d: variables(d)["instance"].update({"allValue": ""})),
+    (rule_template_stream_labels, lambda d: variables(d)["model"].update({"multi": False})),
+    (rule_template_label_promql, lambda d: variables(d)["job"].update({"refresh": 1})),
+    (
+        rule_variable_chain,
+        lambda d: variables(d)["route"].update(
+            {"query": 'label_values(llm_records_total{job=~"$job"}, route)'}
+        ),
+    ),
+    (rule_panel_datasource, lambda d: d["panels"].append(BAD_PANEL)),
+    (rule_panel_title_description, lambda d: d["panels"].append(BAD_PANEL)),
+    (rule_panel_units, lambda d: d["panels"].append(BAD_PANEL)),
+    (rule_panel_no_targets, lambda d: d["panels"].append({**BAD_PANEL, "targets": []})),
+    (rule_panel_layout, lambda d: d["panels"].append(BAD_PANEL)),
+    (rule_target_promql, lambda d: d["panels"].append(BAD_PANEL)),
+    (rule_target_rate_interval, lambda d: d["panels"].append(BAD_PANEL)),
+    (rule_target_counter_agg, lambda d: d["panels"].append(BAD_PANEL)),
+    (rule_target_job, lambda d: d["panels"].append(BAD_PANEL)),
+    (rule_target_instance, lambda d: d["panels"].append(BAD_PANEL)),
+    (rule_target_stream_labels, lambda d: d["panels"].append(BAD_PANEL)),
+    (rule_metrics_exist, lambda d: d["panels"].append(BAD_PANEL)),
+    (rule_legend_labels, lambda d: d["panels"].append(BAD_PANEL)),
+    (rule_variables_defined_and_used, lambda d: d["panels"].append(BAD_PANEL)),
+    (
+        rule_variables_in_regex_matchers,
+        lambda d: variables(d)["model"].update(
+            {"query": 'label_values(llm_records_total{job="$job"}, model)'}
+        ),
+    ),
+]
+
+
 @pytest.mark.parametrize(
     ("rule", "mutate"),
-    [
-        (rule_provisionable, lambda d: d.update({"__inputs": [], "id": 7})),
-        (rule_template_datasource, lambda d: d["templating"]["list"].pop(0)),
-        (rule_template_job, lambda d: variables(d)["job"].update({"multi": False})),
-        (rule_template_instance, lambda d: variables(d)["instance"].update({"allValue": ""})),
-        (rule_template_label_promql, lambda d: variables(d)["job"].update({"refresh": 1})),
-        (rule_panel_datasource, lambda d: d["panels"].append(BAD_PANEL)),
-        (rule_panel_title_description, lambda d: d["panels"].append(BAD_PANEL)),
-        (rule_panel_units, lambda d: d["panels"].append(BAD_PANEL)),
-        (rule_panel_layout, lambda d: d["panels"].append(BAD_PANEL)),
-        (rule_target_promql, lambda d: d["panels"].append(BAD_PANEL)),
-        (rule_target_rate_interval, lambda d: d["panels"].append(BAD_PANEL)),
-        (rule_target_counter_agg, lambda d: d["panels"].append(BAD_PANEL)),
-        (rule_target_job, lambda d: d["panels"].append(BAD_PANEL)),
-        (rule_target_instance, lambda d: d["panels"].append(BAD_PANEL)),
-        (rule_target_stream_labels, lambda d: d["panels"].append(BAD_PANEL)),
-        (rule_metrics_exist, lambda d: d["panels"].append(BAD_PANEL)),
-        (rule_legend_labels, lambda d: d["panels"].append(BAD_PANEL)),
-        (rule_variables_defined_and_used, lambda d: d["panels"].append(BAD_PANEL)),
-        (
-            rule_variables_in_regex_matchers,
-            lambda d: variables(d)["model"].update(
-                {"query": 'label_values(llm_records_total{job="$job"}, model)'}
-            ),
-        ),
-    ],
+    MISTAKES,
     ids=lambda v: (
         v.__name__.removeprefix("rule_") if callable(v) and v.__name__ != "<lambda>" else ""
     ),
@@ -252,6 +267,10 @@ def test_rule_catches_mistakes(rule: Any, mutate: Any) -> None:
     assert not rule(dashboard)
     mutate(dashboard)
     assert rule(dashboard)
+
+
+def test_every_rule_has_a_mistake_it_catches() -> None:
+    assert [rule for rule, _ in MISTAKES] == LINT_RULES
 
 
 @pytest.mark.parametrize(
