@@ -1,6 +1,7 @@
 """The `/metrics` handler: what prometheus_client's aiohttp handler answered for the same
-state (Content-Type by Accept, samples, `name[]`), gzip when accepted, and the stream
-source seam a multi-process supervisor plugs into."""
+state (Content-Type by Accept; the golden stream families, then the collector's own
+families; `name[]`), gzip when accepted, and the stream source seam a multi-process
+supervisor plugs into."""
 
 from __future__ import annotations
 
@@ -11,19 +12,32 @@ from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.exposition import choose_encoder
 
+from exporter.metrics.collector import build_rest_registry
 from exporter.metrics.exposition import Dialect, StreamChunks
 from exporter.metrics.families import StreamRenderer
 from exporter.service import Exporter
 from exporter.web.metrics_handler import COMPRESS_OFF_LOOP_BYTES
 from exporter.web.server import make_app
-from tests.test_exposition import ODD_MODELS, add_raw_stream, exporter_with, sample_set
+from tests.exposition_helpers import (
+    add_raw_stream,
+    exporter_with,
+    golden_exporter,
+    golden_path,
+    sample_set,
+)
 
 PROMETHEUS_ACCEPT = (
     "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.6,"
     "application/openmetrics-text;version=0.0.1;q=0.5,"
     "text/plain;version=1.0.0;escaping=allow-utf-8;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2"
 )
-ACCEPTS = ("", "application/openmetrics-text", PROMETHEUS_ACCEPT, "text/plain;version=0.0.4")
+# Accept headers and the golden dialect of their stream families
+ACCEPTS = {
+    "": "prom",
+    "application/openmetrics-text": "openmetrics",
+    PROMETHEUS_ACCEPT: "openmetrics",
+    "text/plain;version=0.0.4": "prom",
+}
 IDENTITY = {"Accept-Encoding": "identity"}
 
 
@@ -35,11 +49,9 @@ async def serve(aiohttp_client):
     return start
 
 
-def legacy_body(exporter: Exporter, accept: str) -> bytes:
-    from legacy_exposition import legacy_registry  # on sys.path through tests.test_exposition
-
-    encoder, _ = choose_encoder(accept)
-    return encoder(legacy_registry(exporter.pipeline.streams, exporter.collector))
+@pytest.fixture(scope="module")
+def golden() -> Exporter:
+    return golden_exporter()
 
 
 def steady(samples: set[tuple]) -> set[tuple]:
@@ -52,22 +64,23 @@ async def body_of(response: ClientResponse) -> bytes:
     return await response.read()
 
 
-@pytest.mark.parametrize("accept", ACCEPTS)
-async def test_answers_as_prometheus_client_did(serve, accept: str) -> None:
-    exporter = exporter_with(ODD_MODELS[:1], errors=1)
-    add_raw_stream(exporter.pipeline.streams, ("line\nbreak", "/raw"))
-    client = await serve(exporter)
+@pytest.mark.parametrize("accept", list(ACCEPTS))
+async def test_answers_as_prometheus_client_did(serve, golden: Exporter, accept: str) -> None:
+    """The golden stream families, then what prometheus_client writes for the rest."""
+    client = await serve(golden)
     response = await client.get("/metrics", headers={"Accept": accept, **IDENTITY})
     body = await body_of(response)
-    assert response.headers["Content-Type"] == choose_encoder(accept)[1]
+    encoder, content_type = choose_encoder(accept)
+    assert response.headers["Content-Type"] == content_type
     assert "Content-Encoding" not in response.headers
-    openmetrics = response.headers["Content-Type"].startswith("application/openmetrics-text")
+    openmetrics = content_type.startswith("application/openmetrics-text")
     assert body.endswith(b"# EOF\n") == openmetrics
-    old = legacy_body(exporter, accept)
-    if openmetrics:  # the parsers below read the stream part without its end marker
-        body, old = body.removesuffix(b"# EOF\n"), old.removesuffix(b"# EOF\n")
-    new_samples = sample_set(body, openmetrics)
-    assert steady(new_samples) == steady(sample_set(old, openmetrics))
+    streams = golden_path("streams", ACCEPTS[accept]).read_bytes()
+    assert body.startswith(streams)
+    rest = body.removeprefix(streams)
+    new_samples = sample_set(rest, openmetrics)
+    assert steady(new_samples) == steady(sample_set(encoder(build_rest_registry(golden.collector)),
+                                                    openmetrics))
     assert any(s[0] == "process_cpu_seconds" for s in new_samples)
 
 

@@ -25,7 +25,7 @@ from prometheus_client.openmetrics import exposition as om
 from prometheus_client.utils import floatToGoString
 from prometheus_client.validation import _is_valid_legacy_metric_name
 
-TYPE_SUFFIXES = {"counter": ("_total",), "gauge": ("",), "histogram": ("_bucket", "_count", "_sum")}
+from exporter.metrics.catalog import Family
 
 
 @dataclass(frozen=True)
@@ -41,24 +41,10 @@ TEXT = Dialect()
 OPENMETRICS = Dialect(openmetrics=True)
 
 
-@dataclass(frozen=True)
-class FamilySpec:
-    """One metric family: `name` as prometheus_client's MetricFamily takes it (counters
-    without `_total`), its type and help text."""
-
-    name: str
-    type: str
-    help: str
-
-    @property
-    def sample_names(self) -> tuple[str, ...]:
-        return tuple(self.name + suffix for suffix in TYPE_SUFFIXES[self.type])
-
-
 @dataclass
 class StreamChunks:
     """One source's share of the stream families: `families[i]` is the sample text of
-    the i-th family of the family table it was rendered with (b"" if none), and
+    the i-th family written per stream (`exporter.metrics.catalog`; b"" if none), and
     `sums` holds families that sum over streams ({family name: {label values: value}})
     as numbers, so a merge of several sources can add them up. Picklable."""
 
@@ -75,9 +61,12 @@ def escape_value(value: str) -> str:
 
 
 def number(value: float) -> str:
-    """`floatToGoString`, with a fast path for the small integers most samples are."""
+    """`floatToGoString`, with fast paths for the small integers most samples are and
+    for booleans (drift detected, baseline ready)."""
     if type(value) is int and -(2**53) < value < 1_000_000:
         return f"{value}.0"
+    if type(value) is bool:
+        return "1.0" if value else "0.0"
     return floatToGoString(value)
 
 
@@ -119,7 +108,7 @@ class FamilyNames:
 
 
 @cache
-def family_names(spec: FamilySpec, dialect: Dialect) -> FamilyNames:
+def family_names(spec: Family, dialect: Dialect) -> FamilyNames:
     """Spelled the way prometheus_client's two `generate_latest` spell them."""
     escaping = dialect.escaping
     for sample in spec.sample_names:
@@ -142,13 +131,13 @@ def family_names(spec: FamilySpec, dialect: Dialect) -> FamilyNames:
 
 def merge(
     sources: Sequence[StreamChunks],
-    families: Sequence[FamilySpec],
-    summed: Sequence[tuple[FamilySpec, tuple[str, ...]]],
+    families: Sequence[Family],
+    summed: Sequence[Family],
     dialect: Dialect,
     names: frozenset[str] | None = None,
 ) -> bytes:
     """The stream part of a scrape: every family of `families` (header once, then each
-    source's chunk), then the `summed` families (spec, label names) added up over the
+    source's chunk), then the `summed` families (labelled by their `labels` only) added up over the
     sources, sorted by label values. With `names` (the `name[]` query filter), only
     samples of those names are kept and families left without samples are dropped,
     as prometheus_client's restricted registry does."""
@@ -164,7 +153,7 @@ def merge(
                 continue
         out.append(spelled.header)
         out.extend(chunks)
-    for spec, label_names in summed:
+    for spec in summed:
         total: Counter[tuple[str, ...]] = Counter()
         for source in sources:
             total.update(source.sums.get(spec.name, {}))
@@ -172,7 +161,7 @@ def merge(
         if names is not None and (spec.sample_names[0] not in names or not total):
             continue
         out.append(spelled.header)
-        out.append(_summed_lines(spelled.samples[0], label_names, total, dialect).encode())
+        out.append(_summed_lines(spelled.samples[0], spec.labels, total, dialect).encode())
     return b"".join(out)
 
 
@@ -187,7 +176,7 @@ def _summed_lines(
 
 
 def _restrict(
-    chunks: list[bytes], spec: FamilySpec, spelled: FamilyNames, names: frozenset[str]
+    chunks: list[bytes], spec: Family, spelled: FamilyNames, names: frozenset[str]
 ) -> list[bytes]:
     """Keep the lines of the sample names asked for (the rare `name[]` path)."""
     wanted = {s for s, escaped in zip(spec.sample_names, spelled.samples, strict=True)
