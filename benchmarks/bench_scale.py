@@ -3,11 +3,9 @@
 Memory: tracemalloc over the pipeline after every stream has completed its
 baselines (steady state), for a growing number of streams; the slope is the
 cost of one more stream. Scrape: the whole work of a `/metrics` request with N
-streams (exporter.scrape.MetricsEndpoint.body: negotiation, stream families, the
-other families, gzip when accepted), in both formats, with and without gzip, side
-by side with the path it replaced (prometheus_client's generate_latest over
-MetricFamily objects, benchmarks/legacy_exposition.py, compressed as aiohttp did:
-zlib's default level) in the same run.
+streams (exporter.web.metrics_handler.MetricsEndpoint.body: negotiation, stream
+families, the other families, gzip when accepted), in both formats, uncompressed
+and at the gzip level served (1) and zlib's default (6).
 
     python benchmarks/bench_scale.py [--streams 1 10 50] [--scrape-streams 1000] [--no-memory]
 """
@@ -21,14 +19,10 @@ import statistics
 import sys
 import time
 import tracemalloc
-import zlib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from legacy_exposition import legacy_registry
-from prometheus_client.exposition import choose_encoder
 
 from exporter.config import parse_config
 from exporter.inputs.stats import InputStats
@@ -110,21 +104,8 @@ def scrape_table(streams: int) -> None:
     # minutes (it changes thresholds, not which series there are).
     exporter = exporter_with(streams, 30, 20, expected_run_time=128)
     families = sum(1 for _ in MetricsEndpoint(exporter.collector).rest.collect())
-    old = legacy_registry(exporter.pipeline.streams, exporter.collector)
 
-    def old_path(accept: str, level: int | None) -> Callable[[], Awaitable[bytes]]:
-        encoder, _ = choose_encoder(accept)
-
-        async def work() -> bytes:
-            body = encoder(old)
-            if level is None:
-                return body
-            packer = zlib.compressobj(level, zlib.DEFLATED, 31)
-            return packer.compress(body) + packer.flush()
-
-        return work
-
-    def new_path(accept: str, gzip: int | None) -> Callable[[], Awaitable[bytes]]:
+    def scrape(accept: str, gzip: int | None) -> Callable[[], Awaitable[bytes]]:
         endpoint = MetricsEndpoint(exporter.collector, gzip_level=gzip or 1)
         encoding = "gzip" if gzip is not None else ""
 
@@ -133,29 +114,16 @@ def scrape_table(streams: int) -> None:
 
         return work
 
-    rows = []
-    for fmt, accept in ACCEPTS.items():
-        for label, make, level in (
-            ("before", old_path, None), ("before", old_path, zlib.Z_DEFAULT_COMPRESSION),
-            ("after", new_path, None), ("after", new_path, 1), ("after", new_path, 6),
-        ):
-            gzip = "-" if level is None else ("6 (default)" if level < 0 else str(level))
-            rows.append((label, fmt, gzip, *timed(make(accept, level))))
+    rows = [(fmt, "-" if level is None else str(level), *timed(scrape(accept, level)))
+            for fmt, accept in ACCEPTS.items() for level in (None, 1, 6)]
     body = asyncio.run(MetricsEndpoint(exporter.collector).body(""))[0]
     lines = sum(1 for line in body.splitlines() if not line.startswith(b"#"))
     print(f"/metrics with {streams} streams ({lines:,} samples; {families} families outside "
           f"the streams; median and best of {REPEATS}):")
-    print("| path | format | gzip level | ms (median) | ms (best) | bytes |")
-    print("| --- | --- | --- | ---: | ---: | ---: |")
-    for label, fmt, gzip, median, best, size in rows:
-        print(f"| {label} | {fmt} | {gzip} | {median:.1f} | {best:.1f} | {size:,} |")
-    base = {(fmt, gzip): median for label, fmt, gzip, median, _, _ in rows if label == "before"}
-    for fmt in ACCEPTS:
-        after = {gzip: median for label, f, gzip, median, _, _ in rows
-                 if label == "after" and f == fmt}
-        print(f"speed-up {fmt}: {base[(fmt, '-')] / after['-']:.1f}x uncompressed, "
-              f"{base[(fmt, '6 (default)')] / after['1']:.1f}x gzipped (before at level 6, "
-              f"after at level 1)")
+    print("| format | gzip level | ms (median) | ms (best) | bytes |")
+    print("| --- | --- | ---: | ---: | ---: |")
+    for fmt, gzip, median, best, size in rows:
+        print(f"| {fmt} | {gzip} | {median:.1f} | {best:.1f} | {size:,} |")
 
 
 def main() -> None:
