@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+from prometheus_client import generate_latest
 from prometheus_client.openmetrics import exposition as om
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as parse_openmetrics,
@@ -23,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families as parse_tex
 from prometheus_client.utils import floatToGoString
 
 from exporter.config import parse_config
+from exporter.metrics.collector import build_rest_registry
 from exporter.metrics.exposition import OPENMETRICS, TEXT, Dialect
 from exporter.metrics.families import StreamRenderer, merge_streams
 from exporter.service import Exporter
@@ -111,6 +113,14 @@ def sample_set(text: bytes, openmetrics: bool) -> set[Sample]:
         families = parse_text(text.decode())
     return {(f.name, f.type, s.name, tuple(sorted(s.labels.items())), floatToGoString(s.value))
             for f in families for s in f.samples}
+
+
+def metrics_text(exporter: Exporter) -> bytes:
+    """What `/metrics` of this one-process exporter answers in the text format, without
+    a server or an event loop: the stream families, then the collector's and
+    prometheus_client's own families."""
+    rest = generate_latest(build_rest_registry(exporter.collector))
+    return stream_text(exporter.collector.renderer, TEXT) + rest
 
 
 def write_goldens() -> None:

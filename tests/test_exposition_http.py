@@ -23,6 +23,7 @@ from tests.exposition_helpers import (
     exporter_with,
     golden_exporter,
     golden_path,
+    metrics_text,
     sample_set,
 )
 
@@ -127,3 +128,10 @@ async def test_stream_source_seam_merges_other_processes(serve) -> None:
     models = {dict(s[3])["model"] for s in records}
     assert models == {"w1", "w2"}
     assert b'llm_exporter_detector_errors_total{signal="embedding"} 5.0\n' in body
+
+
+async def test_metrics_text_is_what_the_endpoint_serves(serve, golden: Exporter) -> None:
+    """`metrics_text` (for tests that need the whole scrape without a server)."""
+    client = await serve(golden)
+    body = await body_of(await client.get("/metrics", headers=IDENTITY))
+    assert steady(sample_set(body, False)) == steady(sample_set(metrics_text(golden), False))
