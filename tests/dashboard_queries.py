@@ -368,14 +368,14 @@ def _binary_labels(node: BinaryExpr, metrics: dict[str, MetricInfo]) -> set[str]
     if left is None:
         return None
     modifier = node.modifier
-    grouped = modifier is not None and modifier.card in (
-        VectorMatchCardinality.ManyToOne,
-        VectorMatchCardinality.OneToMany,
-    )
-    matching = modifier.matching if modifier is not None else None
-    if matching is not None and matching.type == LabelModifierType.Include and not grouped:
-        return left & set(matching.labels)
-    return left | set(modifier.group_labels if grouped and modifier is not None else ())
+    if modifier is None:  # one-to-one on all labels
+        return left
+    if modifier.card in (VectorMatchCardinality.ManyToOne, VectorMatchCardinality.OneToMany):
+        return left | set(modifier.group_labels or ())  # group_left/right (labels) adds those
+    matching = modifier.matching
+    if matching is not None and matching.type == LabelModifierType.Include:
+        return left & set(matching.labels)  # one-to-one `on (labels)` keeps only those
+    return left
 
 
 def _is_scalar(node: Expr) -> bool:
