@@ -170,11 +170,10 @@ class MetricInfo:
 @functools.cache
 def exporter_metrics() -> dict[str, MetricInfo]:
     """Metric names (with _bucket/_sum/_count/_total suffixes) and labels from a real collector."""
-    import prometheus_client
-
     from exporter.config import parse_config
     from exporter.service import Exporter
     from tests import samples
+    from tests.exposition_helpers import metrics_text
 
     with tempfile.TemporaryDirectory() as tmp:
         config = parse_config(
@@ -194,7 +193,7 @@ def exporter_metrics() -> dict[str, MetricInfo]:
             records.append(samples.chat(route="/extract", text='{"a": 1}' if i % 3 else "no"))
         result = exporter.pipeline.ingest_values(records, stats)
         assert result.accepted == len(records), result.errors
-        text = prometheus_client.generate_latest(exporter.registry).decode()
+        text = metrics_text(exporter).decode()
 
     metrics: dict[str, MetricInfo] = {}
     for line in text.splitlines():
