@@ -29,6 +29,7 @@ from exporter.workers.router import ShardedIngest
 
 log = logging.getLogger(__name__)
 BackgroundTask = Callable[[], Awaitable[None]]
+SETTLE_INTERVAL = 1.0  # seconds between two looks at finished calibrations
 RecordSink = Callable[[list[Any]], None]  # decoded JSON values, each one record (any shape)
 SourceRun = Callable[[RecordSink], Awaitable[None]]  # a source: runs, feeding the sink
 
@@ -76,6 +77,7 @@ class Exporter:
             for file_input in self.file_inputs:
                 file_input.restore(positions.get(_position_key(file_input), []))
             self.background.append(self._checkpoint_loop)
+        self.background.append(self._settle_loop)
         self._tasks: list[asyncio.Task[None]] = []
         self._checkpoints: set[asyncio.Task[bool]] = set()
         self.ready = False
@@ -205,6 +207,19 @@ class Exporter:
             while self.pool is None and self.pipeline.calibrating() and time.monotonic() < deadline:
                 await asyncio.sleep(0.1)
             await self.checkpoint_async()
+
+    async def _settle_loop(self) -> None:
+        """Thresholds are simulated off-thread; a detector takes the result in with its
+        stream's next records. This tick, on the loop that ingests, does it for a stream
+        that went quiet, so it still turns ready within SETTLE_INTERVAL. Scrapes and views
+        only read: they never do it."""
+        while True:
+            await asyncio.sleep(SETTLE_INTERVAL)
+            if self.pool is None:
+                self.pipeline.settle(wait=False)
+            elif self.pool.failure is None:
+                with contextlib.suppress(WorkerFailed):  # `serve` sees the failure and stops
+                    await self.pool.broadcast("settle")
 
     # --- with worker processes: what the web layer asks of the streams ------------------
     async def _restore_shards(self) -> None:

@@ -10,45 +10,9 @@ import pytest
 
 from exporter.detectors import HYSTERESIS, DetectorFactory, DetectorSettings
 from exporter.detectors.bernoulli_cusum import BernoulliCusum
-from exporter.detectors.calibration import CalibrationCache
 from exporter.detectors.embedding_mmd import EmbeddingMmd, random_features
 from exporter.detectors.rank_cusum import RankCusum
-from exporter.detectors.river_adapter import BINARY, UNIVARIATE, RiverDetector
-
-SETTINGS = DetectorSettings(expected_run_time=5000, baseline_size=200, window_size=50)
-CACHE = CalibrationCache()
-
-
-def tokens(rng, n, scale=1.0):
-    return list(np.round(rng.lognormal(5.0, 0.5, n) * scale))
-
-
-def flags(rng, n, p):
-    return [bool(v) for v in rng.random(n) < p]
-
-
-def vectors(rng, n, weights):
-    centers = np.random.default_rng(0).normal(size=(3, 16))
-    picks = rng.choice(3, size=n, p=weights)
-    return list(centers[picks] + rng.normal(scale=1.2, size=(n, 16)))
-
-
-# (name, factory, stationary generator, shifted generator)
-CASES = {
-    "rank_cusum": (lambda: RankCusum(SETTINGS, CACHE),
-                   lambda r, n: tokens(r, n), lambda r, n: tokens(r, n, 1.6)),
-    "bernoulli_cusum": (lambda: BernoulliCusum(SETTINGS, CACHE),
-                        lambda r, n: flags(r, n, 0.1), lambda r, n: flags(r, n, 0.4)),
-    "embedding_mmd": (lambda: EmbeddingMmd(SETTINGS),
-                      lambda r, n: vectors(r, n, [1 / 3] * 3),
-                      lambda r, n: vectors(r, n, [0.9, 0.05, 0.05])),
-    **{f"river_{m}": ((lambda m=m: RiverDetector(SETTINGS, m)),
-                      lambda r, n: tokens(r, n), lambda r, n: tokens(r, n, 3.0))
-       for m in UNIVARIATE},
-    **{f"river_{m}": ((lambda m=m: RiverDetector(SETTINGS, m)),
-                      lambda r, n: flags(r, n, 0.05), lambda r, n: flags(r, n, 0.5))
-       for m in BINARY},
-}
+from tests.detector_cases import CACHE, CASES, SETTINGS, flags, tokens
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -208,7 +172,9 @@ def test_calibrating_on_a_thread_gives_the_same_detections(kind):
     assert threaded.score == inline.score and threaded.snapshot() == inline.snapshot()
 
 
-def test_a_quiet_stream_turns_ready_when_read():
+def test_a_quiet_stream_turns_ready_when_settled():
+    """No record comes after the baseline: settling (the ingest side's periodic tick)
+    takes the finished calibration in."""
     factory = DetectorFactory.from_config({"baseline_size": 50})
     detector = factory.make("output_tokens")
     assert detector is not None
@@ -218,6 +184,7 @@ def test_a_quiet_stream_turns_ready_when_read():
             detector.update(float(value))
         assert not detector.baseline_ready  # simulating; no record comes after
         executor.submit(lambda: None).result()  # the simulation has finished
+        assert not detector.baseline_ready  # reading does not take it in
         detector.settle()
         assert detector.baseline_ready and detector.baseline_ready_at == 50
 
@@ -239,7 +206,8 @@ def test_embedding_state_saved_with_a_projection_matrix_still_restores():
     restored = EmbeddingMmd(settings)
     restored.restore(snapshot)
     probe = rng.normal(size=16)
-    assert np.allclose(restored._features(probe), detector._features(probe), atol=1e-12)
+    assert np.allclose(restored._features(probe[None]), detector._features(probe[None]),
+                       atol=1e-12)
     restored.update(probe)
     detector.update(probe)
     assert restored.score == pytest.approx(detector.score, rel=1e-9)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from aiohttp.test_utils import TestServer
 
+from exporter import service
 from exporter.config import parse_config
 from exporter.inputs.stats import InputStats
 from exporter.service import Exporter
@@ -107,3 +110,50 @@ async def test_evidence_can_be_switched_off(client):
     api = await client(exporter)
     refusal = (await (await api.get("/api/v1/streams")).json())["streams"][0]["signals"]["refusal"]
     assert refusal["drift_detected"] and "examples" not in refusal
+
+
+def calibrating_exporter() -> Exporter:
+    """Baselines complete, their thresholds simulated off-thread and finished, not yet
+    taken in: no record has come since."""
+    exporter = Exporter(parse_config(CONFIG))
+    exporter.pipeline.ingest_values([samples.chat(text="Fine.") for _ in range(120)],
+                                    InputStats("t", "test"))
+    assert exporter.calibration is not None
+    exporter.calibration.submit(lambda: None).result()  # queued after the simulations
+    assert exporter.pipeline.calibrating()
+    return exporter
+
+
+def detector_snapshots(exporter: Exporter) -> list[dict]:
+    return [{signal: detector.snapshot() for signal, detector in stream.detectors.items()}
+            for stream in (s.detectors for s in exporter.pipeline.streams) if stream]
+
+
+async def test_reads_never_advance_the_detectors(client):
+    """Scrapes, the streams API and the landing page only read: a finished calibration is
+    taken in on the ingest side, not by whoever looks first."""
+    exporter = calibrating_exporter()
+    before = detector_snapshots(exporter)
+    api = await client(exporter)
+    for path in ("/metrics", "/api/v1/streams", "/"):
+        assert (await api.get(path)).status == 200
+    assert detector_snapshots(exporter) == before
+    assert exporter.pipeline.calibrating()
+    exporter.pipeline.settle(wait=False)  # what the ingest side's tick does
+    assert not exporter.pipeline.calibrating()
+    stream = next(iter(exporter.pipeline.streams))
+    assert stream.detectors is not None and stream.detectors.ready_at["refusal"] == 100
+
+
+async def test_a_quiet_stream_turns_ready_on_the_settle_tick(monkeypatch):
+    monkeypatch.setattr(service, "SETTLE_INTERVAL", 0.01)
+    exporter = calibrating_exporter()
+    tick = asyncio.create_task(exporter._settle_loop())
+    try:
+        for _ in range(300):
+            await asyncio.sleep(0.01)
+            if not exporter.pipeline.calibrating():
+                break
+    finally:
+        tick.cancel()
+    assert not exporter.pipeline.calibrating()

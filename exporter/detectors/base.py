@@ -31,6 +31,7 @@ HYSTERESIS = 0.5
 # Observations kept while a calibration runs (the latest; five default windows): bounded, as
 # many streams may wait for the calibration thread at once (after a restart, a reset).
 MAX_HELD = 1000
+MAX_EVENTS = 1000  # events kept in a detector's log (the latest)
 T = TypeVar("T")
 
 
@@ -74,47 +75,75 @@ class Detector(ABC):
         self._score = 0.0
         self._baseline_ready_at: int | None = None
         self._drift_since: int | None = None
+        self._completed_record: int | None = None
+        self._last_change_record: int | None = None
+        # the records of the run being observed (see `update_run`); None: their own indexes
+        self._run_records: Sequence[int] | None = None
+        self._run_first = 0  # _observations before the run's first value, minus its start
         self._calibrating: Future[Any] | None = None
         self._apply: Callable[[Any], None] | None = None
-        # observations that arrived while calibrating (the latest MAX_HELD of them)
-        self._held: deque[Any] = deque(maxlen=MAX_HELD)
+        # (observation, its record) that arrived while calibrating (the latest MAX_HELD)
+        self._held: deque[tuple[Any, int]] = deque(maxlen=MAX_HELD)
         self._held_from = 0  # observations when the baseline was complete
 
     # --- the contract -------------------------------------------------------------
-    def update(self, x: Any) -> None:
-        """Feed one observation; learning the baseline first, detecting after."""
-        self._observations += 1
-        if self._calibrating is not None:
-            self._held.append(x)  # the latest MAX_HELD: what the statistics remember
-            self.settle()
-            return
-        if not self.baseline_ready:
-            self._learn(x)
-            if self.baseline_ready:
-                self._baseline_ready_at = self._observations
-            return
-        self._step(self._observe(x))
+    def update(self, x: Any, record: int | None = None) -> None:
+        """Feed one observation; learning the baseline first, detecting after. `record`:
+        the index its events are logged with (a stream's record index; by default the
+        observation's own 0-based index)."""
+        self.update_run((x,), 0, None if record is None else (record,))
 
-    def update_run(self, xs: Sequence[Any], start: int) -> int:
+    def update_run(self, xs: Sequence[Any], start: int,
+                   records: Sequence[int] | None = None) -> int:
         """Feed `xs[start:]` until the drift level changes (an event starts or an episode
-        ends) and return the index after the last observation taken, so a caller that logs
-        changes with record indexes sees each one where it happened. Detecting from a
-        learned baseline, a detector may take the whole run at once (`_observe_run`);
-        anything else (learning, calibrating) goes one `update` at a time. The same
-        observations give the same state, scores and events as one `update` each."""
+        ends) and return the index after the last observation taken, so a caller sees each
+        change where it happened. `records[i]` is the index `xs[i]` is logged with (default:
+        its own observation index). Detecting from a learned baseline, a detector takes the
+        whole run at once (`_observe_run`); learning and calibrating take one at a time.
+        However a sequence is cut into runs, the state, scores and events are the same."""
         if start >= len(xs):
             return start
-        if self._calibrating is not None or not self.baseline_ready:
-            self.update(xs[start])
+        if self._calibrating is None and self.baseline_ready:  # detecting: the common case
+            # the run's records, at hand for the rare change of drift level (see
+            # `_latest_record`): nothing is paid per value for them
+            self._run_records, self._run_first = records, self._observations - start
+            end = self._observe_run(xs, start)
+            self._run_records = None  # not kept beyond the run
+            return end
+        record = self._observations if records is None else records[start]
+        if self._calibrating is not None:
+            self._observations += 1
+            self._held.append((xs[start], record))  # what the statistics remember
+            self.settle()
             return start + 1
-        return self._observe_run(xs, start)
+        self._observations += 1
+        self._learn(xs[start])
+        if self.baseline_ready or self._calibrating is not None:
+            self._completed_record = record
+        if self.baseline_ready:
+            self._baseline_ready_at = self._observations
+        return start + 1
 
+    def _latest_record(self) -> int:
+        """The record of the observation just counted in `_observations`."""
+        if self._run_records is None:
+            return self._observations - 1
+        return self._run_records[self._observations - 1 - self._run_first]
+
+    @abstractmethod
     def _observe_run(self, xs: Sequence[Any], start: int) -> int:
-        """`update_run` from a learned baseline; detectors override it with a faster way
-        to compute the same scores (numpy over the run, a tight loop)."""
+        """`update_run` from a learned baseline: for each value from `start`, count it in
+        `_observations`, update the statistic and `_step` its score, stopping after the
+        first that changes the drift level; the index after the last one taken. A value
+        that raises is counted as observed."""
+
+    def _observe_each(self, xs: Sequence[Any], start: int,
+                      observe: Callable[[Any], float]) -> int:
+        """`_observe_run` for a statistic updated one value at a time (`observe`: one
+        value's score)."""
         for index in range(start, len(xs)):
             self._observations += 1
-            if self._step(self._observe(xs[index])):
+            if self._step(observe(xs[index])):
                 return index + 1
         return len(xs)
 
@@ -145,10 +174,11 @@ class Detector(ABC):
         return self._calibrating is not None
 
     def settle(self, wait: bool = False) -> None:
-        """Take a finished calibration's result and observe what was held meanwhile.
-        `update` calls it; so do readers (a scrape), so a stream that went quiet still
-        turns ready; `wait` blocks for a running one. Only call it from the thread that
-        calls `update`."""
+        """Take a finished calibration's result and observe what was held meanwhile, each
+        logged with the record it arrived with. `update` calls it, and so does the ingest
+        side's periodic tick (a stream that went quiet still turns ready); `wait` blocks
+        for a running one. Only call it from the thread that calls `update`: readers never
+        do, so reading never changes a detector."""
         future = self._calibrating
         if future is None or not (wait or future.done()):
             return
@@ -156,13 +186,16 @@ class Detector(ABC):
         held, apply = self._held, self._apply
         self._calibrating, self._apply, self._held = None, None, deque(maxlen=MAX_HELD)
         apply(future.result())
-        now = self._observations
         self._baseline_ready_at = self._held_from
-        first = now - len(held)  # older ones beyond MAX_HELD were counted, not observed
-        for offset, x in enumerate(held):  # the indexes they arrived at, for the event log
-            self._observations = first + offset + 1
-            self._step(self._observe(x))
-        self._observations = now
+        now = self._observations
+        self._observations = now - len(held)  # older ones beyond MAX_HELD: counted, not seen
+        values, records = [x for x, _ in held], [record for _, record in held]
+        position = 0
+        try:
+            while position < len(values):
+                position = self.update_run(values, position, records)
+        finally:
+            self._observations = now
 
     @property
     def drift_detected(self) -> bool:
@@ -178,8 +211,19 @@ class Detector(ABC):
 
     @property
     def event_log(self) -> list[dict[str, float]]:
-        """Events as {"record": 0-based index of the observation, "score": score then}."""
+        """The latest MAX_EVENTS events as {"record": the record it was logged with (see
+        `update`), "score": score then}."""
         return self._event_log
+
+    @property
+    def completed_record(self) -> int | None:
+        """The record that completed the baseline (its threshold may still be simulated)."""
+        return self._completed_record
+
+    @property
+    def last_change_record(self) -> int | None:
+        """The record with which the drift level last changed (an event, an episode end)."""
+        return self._last_change_record
 
     @property
     def observations(self) -> int:
@@ -208,10 +252,6 @@ class Detector(ABC):
     @abstractmethod
     def _learn(self, x: Any) -> None:
         """Add a baseline observation; calibrate once the baseline is complete."""
-
-    @abstractmethod
-    def _observe(self, x: Any) -> float:
-        """Update the statistic with a live observation; return statistic / threshold."""
 
     @abstractmethod
     def _rearm(self) -> None:
@@ -269,13 +309,13 @@ class Detector(ABC):
                 self._calm = 0
                 self._events += 1
                 self._drift_since = self._observations - 1
-                self._event_log.append(
-                    {"record": self._observations - 1, "score": round(self._score, 4)}
-                )
-                del self._event_log[:-1000]
+                record = self._last_change_record = self._latest_record()
+                self._event_log.append({"record": record, "score": round(self._score, 4)})
+                del self._event_log[:-MAX_EVENTS]
             return
         self._calm = self._calm + 1 if self._score < self.release_level else 0
         if self._calm >= self.settings.window_size:
             self._in_drift = False
             self._drift_since = None
+            self._last_change_record = self._latest_record()
             self._rearm()

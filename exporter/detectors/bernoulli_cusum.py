@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -165,7 +165,11 @@ class BernoulliCusum(Detector):
         self._threshold = threshold
         self._ready = True
 
+    def _observe_run(self, xs: Sequence[Any], start: int) -> int:
+        return self._observe_each(xs, start, self._observe)
+
     def _observe(self, x: Any) -> float:
+        """One value into both CUSUMs (a step each: nothing to gain from numpy)."""
         hit = bool(x)
         self._window.append(hit)
         (up_hit, up_miss), (down_hit, down_miss) = self._steps

@@ -108,14 +108,12 @@ class CalibrationCache:
     the same baseline count) share one simulation."""
 
     _values: dict[tuple[object, ...], float] = field(default_factory=dict)
-    simulations: int = 0
 
     def get(self, key: tuple[object, ...], compute: Callable[[], float]) -> float:
         value = self._values.get(key)
         if value is None:
             value = compute()
             self._values[key] = value
-            self.simulations += 1
         return value
 
 

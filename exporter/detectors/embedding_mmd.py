@@ -100,11 +100,16 @@ class EmbeddingMmd(Detector):
     def _weight(self) -> float:
         return 2.0 / (self.settings.window_size + 1.0)
 
-    def _features(self, x: np.ndarray) -> np.ndarray:
+    def _features(self, vectors: np.ndarray) -> np.ndarray:
+        """phi of each row of `vectors`: one pass for a run (see `_project`)."""
         assert self._directions is not None and self._phase is not None
         assert self._bandwidth is not None
-        return _SCALE * np.cos(_project(x[None], self._directions)[0] / self._bandwidth
-                               + self._phase)
+        features = _project(vectors, self._directions)
+        features /= self._bandwidth
+        features += self._phase
+        np.cos(features, out=features)
+        features *= _SCALE
+        return features
 
     def _use_bandwidth(self, sigma: float, dimension: int) -> None:
         self._bandwidth = sigma
@@ -119,7 +124,7 @@ class EmbeddingMmd(Detector):
             math.sqrt(float(np.median(positive))) if positive.size else 1.0, dimension
         )
         for vector in self._bandwidth_sample:
-            self._add_baseline_feature(self._features(vector))
+            self._add_baseline_feature(self._features(vector[None])[0])
         self._bandwidth_sample = []
 
     def _add_baseline_feature(self, phi: np.ndarray) -> None:
@@ -165,7 +170,7 @@ class EmbeddingMmd(Detector):
             if len(self._bandwidth_sample) >= min(BANDWIDTH_SAMPLE, self.settings.baseline_size):
                 self._make_features(vector.shape[0])
         else:
-            self._add_baseline_feature(self._features(vector))
+            self._add_baseline_feature(self._features(vector[None])[0])
         if self._baseline_n >= self.settings.baseline_size:
             self._calibrate()
 
@@ -180,27 +185,20 @@ class EmbeddingMmd(Detector):
         self._ewma = self._baseline_mean.copy()
         self._reservoir = []
 
-    def _observe(self, x: Any) -> float:
-        assert self._ewma is not None and self._baseline_mean is not None
-        phi = self._features(self._vector(x))
-        self._ewma += self._weight * (phi - self._ewma)
-        distance = float(((self._ewma - self._baseline_mean) ** 2).sum())
-        return distance / self._threshold
-
     def _observe_run(self, xs: Sequence[Any], start: int) -> int:
         """Features of the run in one pass (see `_project`; the run ends before the first
-        value that is not a vector of this stream's dimension), the EWMA row by row, all
-        distances in one pass; then the hysteresis up to the first change of drift level.
-        The EWMA is then the last taken record's, unless that record ended an episode
-        (`_rearm` has set it back to the baseline's)."""
+        value that is not a vector of this stream's dimension, and a run that starts with
+        one counts it and raises), the EWMA row by row, all distances in one pass; then the
+        hysteresis up to the first change of drift level. The EWMA is then the last taken
+        record's, unless that record ended an episode (`_rearm` has set it back to the
+        baseline's)."""
         assert self._ewma is not None and self._baseline_mean is not None
-        assert self._directions is not None and self._bandwidth is not None
-        vectors = self._vectors(xs, start)
-        features = _project(vectors, self._directions)
-        features /= self._bandwidth
-        features += self._phase
-        np.cos(features, out=features)
-        features *= _SCALE
+        try:
+            vectors = self._vectors(xs, start)
+        except ValueError:
+            self._observations += 1
+            raise
+        features = self._features(vectors)
         ewma, step, weight = self._ewma.copy(), np.empty(FEATURES), self._weight
         ewmas = np.empty_like(features)
         for row, phi in enumerate(features):

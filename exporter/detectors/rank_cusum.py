@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import math
 from array import array
-from bisect import bisect_left, bisect_right
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
@@ -55,7 +54,9 @@ _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
 _S30, _S27, _S31, _S11 = (np.uint64(n) for n in (30, 27, 31, 11))
-_ALONE = 3  # runs this short are ranked in plain Python (see `normal_scores`)
+# Tie-breaking uniforms are computed this many at a time and kept for the next short runs:
+# a one-record push then costs a slice, not a dozen numpy calls (see `RankCusum._uniforms`).
+_BLOCK = 32
 
 
 def simulate_maxima(n: int, allowance: float, how: Plan,
@@ -117,6 +118,8 @@ class RankCusum(Detector):
         self._sums = [0.0, 0.0, 0.0, 0.0]
         self._window: deque[float] = deque(maxlen=self.settings.window_size)
         self._draws = 0
+        self._block = np.empty(0)  # uniforms of draws _block_first.. (a cache)
+        self._block_first = 0
 
     @property
     def baseline_ready(self) -> bool:
@@ -142,46 +145,39 @@ class RankCusum(Detector):
         self._baseline_stats = _stats(ordered) if ordered else {}
 
     def _uniforms(self, count: int) -> np.ndarray:
-        """Tie-breaking uniforms in (0, 1) for the next `count` draws: splitmix64 of a
-        counter, so a snapshot is just the counter. The caller advances `_draws` by the
-        number it used."""
-        z = (np.arange(self._draws + 1, self._draws + count + 1, dtype=np.uint64)
-             + np.uint64(self.settings.seed & _MASK)) * _GOLDEN
-        z = (z ^ (z >> _S30)) * _MIX1
-        z = (z ^ (z >> _S27)) * _MIX2
-        return (((z ^ (z >> _S31)) >> _S11).astype(np.float64) + 0.5) / 9007199254740992.0
+        """Tie-breaking uniforms in (0, 1) for the next `count` draws (see `uniforms`);
+        the caller advances `_draws` by the number it used. Short runs slice a block
+        computed ahead, long ones get their own."""
+        first = self._draws + 1
+        if count > _BLOCK:
+            return uniforms(self.settings.seed, first, count)
+        offset = first - self._block_first
+        if offset < 0 or offset + count > len(self._block):
+            self._block, self._block_first, offset = (
+                uniforms(self.settings.seed, first, _BLOCK), first, 0)
+        return self._block[offset:offset + count]
 
     def normal_scores(self, values: Sequence[float]) -> list[float]:
         """z = Phi^-1(u) of each value's randomized rank against the baseline, drawing the
-        next uniforms (not yet counted as used). A few values (a one-record push) go one
-        by one in plain Python, where numpy's cost per call would be most of the work; the
-        two ways give the same floats."""
-        assert self._sorted is not None
-        if len(values) <= _ALONE:
-            return [self._normal_score(x, draw) for draw, x in enumerate(values, self._draws + 1)]
-        x = np.asarray(values, dtype=np.float64)
-        below = np.searchsorted(self._sorted, x, side="left")
-        ties = np.searchsorted(self._sorted, x, side="right") - below
-        u = (below + self._uniforms(len(x)) * (ties + 1)) / (len(self._sorted) + 1)
-        return ndtri(u).tolist()
-
-    def _normal_score(self, x: float, draw: int) -> float:
+        next uniforms (not yet counted as used). One value (a one-record push) goes
+        through the same numpy calls as numpy scalars, where a one-element array would
+        cost several times more; the floats are the same."""
         ordered = self._sorted
         assert ordered is not None
-        below = bisect_left(ordered, x)
-        ties = bisect_right(ordered, x, lo=below) - below
-        u = (below + _uniform(self.settings.seed, draw) * (ties + 1)) / (len(ordered) + 1)
-        return float(ndtri(u))
-
-    def _observe(self, x: Any) -> float:
-        value = float(x)
-        self._draws += 1
-        return self._cusum(value, self._normal_score(value, self._draws))
+        if len(values) == 1:
+            x: Any = values[0]
+            u: Any = self._uniforms(1)[0]
+        else:
+            x, u = np.asarray(values, dtype=np.float64), self._uniforms(len(values))
+        below = ordered.searchsorted(x, "left")  # (positional: cheaper for one value)
+        ties = ordered.searchsorted(x, "right") - below
+        scores = ndtri((below + u * (ties + 1)) / (len(ordered) + 1)).tolist()
+        return scores if isinstance(scores, list) else [scores]
 
     def _observe_run(self, xs: Sequence[Any], start: int) -> int:
-        """The whole run's normal scores in one numpy pass, then the CUSUMs and the
-        hysteresis value by value, up to the first change of drift level (the uniforms
-        drawn for values after it are not used: the next run draws them again)."""
+        """The run's normal scores in one numpy pass, then the CUSUMs and the hysteresis
+        value by value, up to the first change of drift level (the uniforms drawn for
+        values after it are not used: the next run draws them again)."""
         values = [float(x) for x in xs[start:]]
         taken = 0
         for value, z in zip(values, self.normal_scores(values), strict=True):
@@ -241,12 +237,13 @@ class RankCusum(Detector):
         self._draws = int(state["draws"])
 
 
-def _uniform(seed: int, draw: int) -> float:
-    """`RankCusum._uniforms` for one draw, in Python integers (same bits)."""
-    z = ((seed + draw) * 0x9E3779B97F4A7C15) & _MASK
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
-    return (((z ^ (z >> 31)) >> 11) + 0.5) / 9007199254740992.0
+def uniforms(seed: int, first: int, count: int) -> np.ndarray:
+    """Uniforms in (0, 1) of draws `first`.. `first + count - 1`: splitmix64 of the draw
+    counter (plus the seed), so a snapshot is just the counter."""
+    z = (np.arange(first, first + count, dtype=np.uint64) + np.uint64(seed & _MASK)) * _GOLDEN
+    z = (z ^ (z >> _S30)) * _MIX1
+    z = (z ^ (z >> _S27)) * _MIX2
+    return (((z ^ (z >> _S31)) >> _S11).astype(np.float64) + 0.5) / 9007199254740992.0
 
 
 def _stats(ordered: Sequence[float]) -> dict[str, float]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import pickle
+from collections.abc import Sequence
 from typing import Any
 
 from river.drift import ADWIN, KSWIN, PageHinkley
@@ -56,8 +57,8 @@ class RiverDetector(Detector):
     def _learn(self, x: Any) -> None:
         self._feed(x)
 
-    def _observe(self, x: Any) -> float:
-        return 1.0 if self._feed(x) else 0.0
+    def _observe_run(self, xs: Sequence[Any], start: int) -> int:
+        return self._observe_each(xs, start, lambda x: 1.0 if self._feed(x) else 0.0)
 
     def _rearm(self) -> None:
         """river resets itself after each detection; nothing to do."""

@@ -45,6 +45,7 @@ Measured = tuple[Record, StreamKey, Measurements]
 Pick = tuple[int, StreamKey]  # (index of a record within its JSON value, its stream key)
 RoutedItem = tuple[int, bytes, list[Pick]]  # (position in the batch, JSON, records to take)
 T = TypeVar("T")
+X = TypeVar("X")
 
 
 @dataclass(frozen=True)
@@ -124,16 +125,18 @@ class Pipeline:
             raise self._internal_error(stats, exc) from exc
 
     def _each_usable(
-        self, records: list[Record], stats: InputStats, take: Callable[[int, Record], T]
+        self, items: Iterable[X], stats: InputStats, take: Callable[[X, InputStats], T]
     ) -> list[T]:
-        """`take` of each record. Each record of a multi-record value (an OTLP export) stands
-        on its own: one bad span costs that span (counted), and a stream is created only for
-        a record that made it. Raises the first RejectedRecord when none made it."""
+        """`take` of each record (`items`: a value's records, or them with their indexes).
+        Each record of a multi-record value (an OTLP export) stands on its own: one bad span
+        costs that span (counted), and a stream is created only for a record that made it.
+        Raises the first RejectedRecord when none made it. Every record goes this way, so
+        `take` is a bound method (no closure per record)."""
         taken: list[T] = []
         first_error: RejectedRecord | None = None
-        for index, record in enumerate(records):
+        for item in items:
             try:
-                taken.append(take(index, record))
+                taken.append(take(item, stats))
             except RejectedRecord as error:
                 first_error = first_error or error
             except Exception as exc:
@@ -145,19 +148,11 @@ class Pipeline:
     def _measure_value(self, value: Any, stats: InputStats, fmt: str | None) -> list[Measured]:
         """Records of one value with their stream keys and signals (the built-in embedding
         still to come). Raises RejectedRecord (counted) when none of its records is usable."""
-        records = self._normalize(value, stats, fmt)
-        if len(records) == 1:  # the usual case, without `_each_usable`'s bookkeeping
-            record = records[0]
-            try:
-                return [self._measure(record, self.labeler.key(record), stats)]
-            except RejectedRecord:
-                raise
-            except Exception as exc:
-                raise self._internal_error(stats, exc) from exc
-        return self._each_usable(
-            records, stats,
-            lambda _, record: self._measure(record, self.labeler.key(record), stats),
-        )
+        return self._each_usable(self._normalize(value, stats, fmt), stats, self._measure_own)
+
+    def _measure_own(self, record: Record, stats: InputStats) -> Measured:
+        """`_measure` under the record's own stream key."""
+        return self._measure(record, self.labeler.key(record), stats)
 
     def _commit(self, measured: list[Measured], stats: InputStats, started: float) -> None:
         """Embed a batch's texts in shared numpy passes, then update each stream with its
@@ -188,12 +183,16 @@ class Pipeline:
             for detector in stream.detectors.detectors.values()
         )
 
-    def settle(self) -> None:
-        """Wait for every threshold simulation still running and let its detector catch up
-        (a caller that needs the state as of now: the baseline command, tests)."""
+    def settle(self, wait: bool = True) -> None:
+        """Let each detector whose threshold simulation has finished catch up on the
+        records held meanwhile. Part of ingestion (call it from the thread that ingests):
+        a stream that gets records does it as they arrive, and the service calls this
+        periodically (`wait=False`) so a stream that went quiet still turns ready; reads
+        (scrapes, views) never do. `wait`: also wait for those still running (a caller
+        that needs the state as of now: the baseline command, tests)."""
         for stream in self.streams:
             if stream.detectors is not None:
-                stream.detectors.settle(wait=True)
+                stream.detectors.settle(wait)
 
     def _internal_error(self, stats: InputStats, exc: Exception) -> RejectedRecord:
         log.exception("internal error while processing a record")
@@ -275,17 +274,16 @@ class Pipeline:
         """The supervisor's half of a record: its usable records and their admitted stream
         keys (the stream cap applied here, in one place for all workers). Nothing is
         measured. Raises RejectedRecord (counted) when no record of `value` is usable."""
-        return self._each_usable(
-            self._normalize(value, stats, fmt), stats,
-            lambda index, record: (index, self._admit(record, stats)),
-        )
+        return self._each_usable(enumerate(self._normalize(value, stats, fmt)), stats, self._admit)
 
-    def _admit(self, record: Record, stats: InputStats) -> StreamKey:
+    def _admit(self, picked: tuple[int, Record], stats: InputStats) -> Pick:
+        """(the record's index in its value, its admitted stream key)."""
+        index, record = picked
         try:  # a record the worker would reject must not take a stream slot here
             self.measurer.check_supplied_embedding(record)
         except ValueError as exc:
             raise self._invalid_embedding(stats, exc) from exc
-        return self.streams.get(self.labeler.key(record)).labels
+        return index, self.streams.get(self.labeler.key(record)).labels
 
     def ingest_routed(
         self, items: Iterable[RoutedItem], stats: InputStats, fmt: str | None = None

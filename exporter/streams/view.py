@@ -1,4 +1,7 @@
-"""Plain-data views of stream state, shared by the JSON API, the landing page and replay."""
+"""Plain-data views of stream state, shared by the JSON API, the landing page and replay.
+
+Views only read: a calibration that finished off-thread is taken in on the ingest side
+(`Pipeline.settle`), never here, so looking at a stream cannot change what it detects."""
 
 from __future__ import annotations
 
@@ -32,7 +35,7 @@ def signal_view(stream: StreamState, signal: str, with_evidence: bool) -> dict[s
         "baseline_ready_at": stream.detectors.ready_at.get(signal),
         "drift_detected": detector.drift_detected,
         "score": round(detector.score, 4),
-        "events": stream.detectors.events.get(signal, []),
+        "events": detector.event_log,
         "last_change_record": stream.detectors.last_change.get(signal),
         "change": _change(detector.summary()),
     }
@@ -48,8 +51,6 @@ def signal_view(stream: StreamState, signal: str, with_evidence: bool) -> dict[s
 
 def stream_view(stream: StreamState, names: tuple[str, ...], with_evidence: bool = True
                 ) -> dict[str, Any]:
-    if stream.detectors is not None:
-        stream.detectors.settle()
     signals = {}
     for signal in SIGNALS:
         view = signal_view(stream, signal, with_evidence)

@@ -48,6 +48,7 @@ class Worker:
             "restore": self.restore,
             "streams": self.streams,
             "reset": self.reset,
+            "settle": self.settle,
         }
 
     def ingest(self, fmt: str | None, items: list[RoutedItem]) -> dict[str, Any]:
@@ -79,6 +80,11 @@ class Worker:
 
     def streams(self, with_evidence: bool) -> list[dict[str, Any]]:
         return streams_view(self.pipeline.streams, with_evidence)
+
+    def settle(self) -> None:
+        """The supervisor's periodic tick: finished calibrations of quiet streams (see
+        `Exporter._settle_loop`)."""
+        self.pipeline.settle(wait=False)
 
     def reset(self, match: dict[str, str], signals: tuple[str, ...]) -> list[list[str]]:
         return [list(labels) for labels in self.pipeline.streams.reset_matching(match, signals)]
