@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import cache
 from typing import TYPE_CHECKING, Any, Literal
 
 from exporter.records.record import FINISH_REASONS
@@ -71,10 +72,15 @@ def _format_invalid(stream: StreamState) -> Iterable[tuple[str, int]]:
     totals = stream.signals
     if not totals.format_checked:
         return ()
-    # here, not at the top: the format checker loads jsonschema (this module stays light)
+    return [(reason, totals.format_invalid[reason]) for reason in _invalid_reasons()]
+
+
+@cache
+def _invalid_reasons() -> tuple[str, ...]:
+    """Imported on first use: the format checker loads jsonschema (this module stays light)."""
     from exporter.signals.format import INVALID_REASONS
 
-    return [(reason, totals.format_invalid[reason]) for reason in INVALID_REASONS]
+    return INVALID_REASONS
 
 
 def _detector_errors(stream: StreamState) -> Iterable[tuple[str, int]]:

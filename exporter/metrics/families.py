@@ -56,6 +56,15 @@ SHAPES = tuple({(), ("le",), *(tuple(sorted(family.labels)) for family in FAMILI
 _EXTRA_NAMES = tuple(sorted({name for shape in SHAPES for name in shape}))
 
 
+class Escaped(dict[str, str]):
+    """Label values escaped, each once per scrape: most repeat on every stream (finish
+    reasons, signals, stats), and a dict hit costs a quarter of `escape_value`."""
+
+    def __missing__(self, value: str) -> str:
+        escaped = self[value] = escape_value(value)
+        return escaped
+
+
 class StreamRenderer:
     """Writes the stream families of one StreamTable. Holds each stream's label text cut
     into segments (built on first sight of the stream; labels never change), so a scrape
@@ -84,17 +93,18 @@ class StreamRenderer:
         if len(cached) > len(streams):  # streams went away: forget their text
             self._segments[spelling] = cached = {s.labels: cached[s.labels] for s in streams}
         labelled = [(cached[stream.labels], stream) for stream in streams]
+        escaped = Escaped()
         # one row per detector: a stream's summary is asked once per scrape
-        detectors = [(segments, escape_value(signal), detector, detector.summary())
+        detectors = [(segments, escaped[signal], detector, detector.summary())
                      for segments, stream in labelled if stream.detectors is not None
                      for signal, detector in stream.detectors.detectors.items()]
         chunks = []
         for family in WRITTEN:
             names = family_names(family, dialect).samples
             if family.per == "stream":
-                lines = _per_stream(family, names, labelled)
+                lines = _per_stream(family, names, labelled, escaped)
             else:
-                lines = _per_detector(family, names[0], detectors)
+                lines = _per_detector(family, names[0], detectors, escaped)
             chunks.append("".join(lines).encode())
         sums = {family.name: _summed(family, streams) for family in SUMMED}
         return StreamChunks(dialect, chunks, sums)
@@ -108,7 +118,8 @@ def merge_streams(
 
 
 def _per_stream(
-    family: Family, names: tuple[str, ...], labelled: list[tuple[Segments, StreamState]]
+    family: Family, names: tuple[str, ...], labelled: list[tuple[Segments, StreamState]],
+    escaped: Escaped,
 ) -> list[str]:
     """The sample lines of a family read from each stream, in stream order."""
     value, how, shape, name = family.value, _HOW[family], _SHAPE[family], names[0]
@@ -116,7 +127,7 @@ def _per_stream(
         return [f"{name}{segments[shape][0]}{number(v)}\n" for segments, stream in labelled
                 if (v := value(stream)) is not None]
     if how == ONE:
-        return [f"{name}{a}{escape_value(x)}{b}{number(n)}\n" for segments, stream in labelled
+        return [f"{name}{a}{escaped[x]}{b}{number(n)}\n" for segments, stream in labelled
                 for a, b in (segments[shape],) for x, n in value(stream)]
     if how == HISTOGRAM:
         lines: list[str] = []
@@ -125,13 +136,13 @@ def _per_stream(
                 _histogram(histogram, names, segments[("le",)], segments[()][0], lines)
         return lines
     swap = how == TWO_SWAPPED
-    return [f"{name}{a}{escape_value(y if swap else x)}{b}{escape_value(x if swap else y)}{c}"
+    return [f"{name}{a}{escaped[y if swap else x]}{b}{escaped[x if swap else y]}{c}"
             f"{number(n)}\n" for segments, stream in labelled
             for a, b, c in (segments[shape],) for (x, y), n in value(stream)]
 
 
 def _per_detector(
-    family: Family, name: str, detectors: list[tuple[Segments, str, Any, Any]]
+    family: Family, name: str, detectors: list[tuple[Segments, str, Any, Any]], escaped: Escaped
 ) -> list[str]:
     """The sample lines of a family read from each detector (and its summary), labelled
     by signal (`sig`, escaped) first."""
@@ -141,11 +152,11 @@ def _per_detector(
                 for segments, sig, detector, summary in detectors
                 for a, b in (segments[shape],)]
     if how == TWO:
-        return [f"{name}{a}{sig}{b}{escape_value(x)}{c}{number(n)}\n"
+        return [f"{name}{a}{sig}{b}{escaped[x]}{c}{number(n)}\n"
                 for segments, sig, detector, summary in detectors
                 for a, b, c in (segments[shape],) for x, n in value(detector, summary)]
     # the other label sorts before `signal`
-    return [f"{name}{a}{escape_value(x)}{b}{sig}{c}{number(n)}\n"
+    return [f"{name}{a}{escaped[x]}{b}{sig}{c}{number(n)}\n"
             for segments, sig, detector, summary in detectors
             for a, b, c in (segments[shape],) for x, n in value(detector, summary)]
 
