@@ -5,7 +5,7 @@ Why: with 1,000 streams a scrape holds ~70-150k samples. Building a prometheus_c
 cost about half a second on the event loop. A stream's labels never change, so its
 escaped label text is built once and kept; a scrape then only formats numbers.
 The text written is what prometheus_client writes for the same families, byte for
-byte, in both formats (tests/test_exposition*.py compares them).
+byte, in both formats (tests/golden/ pins the bytes; tests/test_exposition*.py).
 
 The stream part is built in two steps so it can be produced in several processes
 and merged in one: `StreamChunks` holds one source's samples per family as bytes

@@ -10,10 +10,10 @@ stream labels, a histogram; per stream or per detector (labelled by signal).
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
 
 from prometheus_client.openmetrics.exposition import escape_label_name
 
+from exporter.detectors.base import Detector
 from exporter.metrics.catalog import FAMILIES, Family
 from exporter.metrics.exposition import (
     Dialect,
@@ -33,9 +33,13 @@ SUMMED = tuple(family for family in FAMILIES if family.summed)
 # order or not); a histogram. Per detector, the first label is the signal.
 PLAIN, ONE, TWO, TWO_SWAPPED, HISTOGRAM = range(5)
 Segments = dict[tuple[str, ...], tuple[str, ...]]
+# a stream's label text, a signal (escaped), its detector and the detector's summary
+DetectorRow = tuple[Segments, str, Detector, dict[str, dict[str, float]]]
 
 
 def _how(family: Family) -> int:
+    if family.summed and family.per != "stream":
+        raise ValueError(f"{family.name}: a family summed over streams is read per stream")
     if family.type == "histogram":
         if family.labels or family.per != "stream":
             raise ValueError(f"{family.name}: histograms take no labels beside the stream's")
@@ -142,7 +146,7 @@ def _per_stream(
 
 
 def _per_detector(
-    family: Family, name: str, detectors: list[tuple[Segments, str, Any, Any]], escaped: Escaped
+    family: Family, name: str, detectors: list[DetectorRow], escaped: Escaped
 ) -> list[str]:
     """The sample lines of a family read from each detector (and its summary), labelled
     by signal (`sig`, escaped) first."""
