@@ -3,7 +3,7 @@
 It only reads in-memory state (no I/O, no locks held long). The few families that
 are not per stream are built fresh each scrape in the style of prometheus_client's
 own collectors; the per-stream families (the bulk: ~150 series per stream) come
-from `stream_source` as pre-rendered text (see `exporter.exposition`), so a scrape
+from `stream_source` as pre-rendered text (see `exporter.metrics.exposition`), so a scrape
 of thousands of streams stays cheap and a supervisor of several worker processes
 can plug in its own source.
 """
