@@ -77,9 +77,6 @@ class Detector(ABC):
         self._drift_since: int | None = None
         self._completed_record: int | None = None
         self._last_change_record: int | None = None
-        # the records of the run being observed (see `update_run`); None: their own indexes
-        self._run_records: Sequence[int] | None = None
-        self._run_first = 0  # _observations before the run's first value, minus its start
         self._calibrating: Future[Any] | None = None
         self._apply: Callable[[Any], None] | None = None
         # (observation, its record) that arrived while calibrating (the latest MAX_HELD)
@@ -104,11 +101,10 @@ class Detector(ABC):
         if start >= len(xs):
             return start
         if self._calibrating is None and self.baseline_ready:  # detecting: the common case
-            # the run's records, at hand for the rare change of drift level (see
-            # `_latest_record`): nothing is paid per value for them
-            self._run_records, self._run_first = records, self._observations - start
+            in_drift = self._in_drift
             end = self._observe_run(xs, start)
-            self._run_records = None  # not kept beyond the run
+            if self._in_drift is not in_drift:  # a run ends with a change: log it there
+                self._changed(self._observations - 1 if records is None else records[end - 1])
             return end
         record = self._observations if records is None else records[start]
         if self._calibrating is not None:
@@ -123,12 +119,6 @@ class Detector(ABC):
         if self.baseline_ready:
             self._baseline_ready_at = self._observations
         return start + 1
-
-    def _latest_record(self) -> int:
-        """The record of the observation just counted in `_observations`."""
-        if self._run_records is None:
-            return self._observations - 1
-        return self._run_records[self._observations - 1 - self._run_first]
 
     @abstractmethod
     def _observe_run(self, xs: Sequence[Any], start: int) -> int:
@@ -309,13 +299,17 @@ class Detector(ABC):
                 self._calm = 0
                 self._events += 1
                 self._drift_since = self._observations - 1
-                record = self._last_change_record = self._latest_record()
-                self._event_log.append({"record": record, "score": round(self._score, 4)})
-                del self._event_log[:-MAX_EVENTS]
             return
         self._calm = self._calm + 1 if self._score < self.release_level else 0
         if self._calm >= self.settings.window_size:
             self._in_drift = False
             self._drift_since = None
-            self._last_change_record = self._latest_record()
             self._rearm()
+
+    def _changed(self, record: int) -> None:
+        """The drift level changed with the observation logged as `record` (the last of
+        its run): an event starts (logged) or an episode ends."""
+        self._last_change_record = record
+        if self._in_drift:
+            self._event_log.append({"record": record, "score": round(self._score, 4)})
+            del self._event_log[:-MAX_EVENTS]

@@ -148,11 +148,7 @@ class Pipeline:
     def _measure_value(self, value: Any, stats: InputStats, fmt: str | None) -> list[Measured]:
         """Records of one value with their stream keys and signals (the built-in embedding
         still to come). Raises RejectedRecord (counted) when none of its records is usable."""
-        return self._each_usable(self._normalize(value, stats, fmt), stats, self._measure_own)
-
-    def _measure_own(self, record: Record, stats: InputStats) -> Measured:
-        """`_measure` under the record's own stream key."""
-        return self._measure(record, self.labeler.key(record), stats)
+        return self._each_usable(self._normalize(value, stats, fmt), stats, self._measure)
 
     def _commit(self, measured: list[Measured], stats: InputStats, started: float) -> None:
         """Embed a batch's texts in shared numpy passes, then update each stream with its
@@ -205,8 +201,12 @@ class Pipeline:
         self.reject(stats, error)
         return error
 
-    def _measure(self, record: Record, key: StreamKey, stats: InputStats) -> Measured:
-        """One record's signals; RejectedRecord (counted) when it cannot be measured."""
+    def _measure(self, record: Record, stats: InputStats, key: StreamKey | None = None
+                 ) -> Measured:
+        """One record's signals, under `key` (default: its own stream key); RejectedRecord
+        (counted) when it cannot be measured."""
+        if key is None:
+            key = self.labeler.key(record)
         try:
             measurements = self.measurer.measure(
                 record, key, self.labeler.names, defer_embedding=True
@@ -302,7 +302,7 @@ class Pipeline:
                 continue
             for index, key in picks:
                 try:
-                    measured.append(self._measure(records[index], key, stats))
+                    measured.append(self._measure(records[index], stats, key))
                     result.accepted += 1
                 except RejectedRecord as error:
                     result.add_error(position, error)
