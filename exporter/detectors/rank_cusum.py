@@ -144,18 +144,19 @@ class RankCusum(Detector):
         # fixed from now on: not recomputed per scrape (none for an empty, hand-made state)
         self._baseline_stats = _stats(ordered) if ordered else {}
 
-    def _uniforms(self, count: int) -> np.ndarray:
-        """Tie-breaking uniforms in (0, 1) for the next `count` draws (see `uniforms`);
-        the caller advances `_draws` by the number it used. Short runs slice a block
-        computed ahead, long ones get their own."""
+    def _uniforms(self, count: int) -> tuple[np.ndarray, int]:
+        """Tie-breaking uniforms in (0, 1) for the next `count` draws (see `uniforms`), as
+        an array and the offset where they start in it; the caller advances `_draws` by
+        the number it used. Short runs share a block computed ahead, long ones get their
+        own."""
         first = self._draws + 1
         if count > _BLOCK:
-            return uniforms(self.settings.seed, first, count)
+            return uniforms(self.settings.seed, first, count), 0
         offset = first - self._block_first
         if offset < 0 or offset + count > len(self._block):
             self._block, self._block_first, offset = (
                 uniforms(self.settings.seed, first, _BLOCK), first, 0)
-        return self._block[offset:offset + count]
+        return self._block, offset
 
     def normal_scores(self, values: Sequence[float]) -> list[float]:
         """z = Phi^-1(u) of each value's randomized rank against the baseline, drawing the
@@ -164,11 +165,13 @@ class RankCusum(Detector):
         cost several times more; the floats are the same."""
         ordered = self._sorted
         assert ordered is not None
-        if len(values) == 1:
+        count = len(values)
+        drawn, offset = self._uniforms(count)
+        if count == 1:
             x: Any = values[0]
-            u: Any = self._uniforms(1)[0]
+            u: Any = drawn[offset]
         else:
-            x, u = np.asarray(values, dtype=np.float64), self._uniforms(len(values))
+            x, u = np.asarray(values, dtype=np.float64), drawn[offset:offset + count]
         below = ordered.searchsorted(x, "left")  # (positional: cheaper for one value)
         ties = ordered.searchsorted(x, "right") - below
         scores = ndtri((below + u * (ties + 1)) / (len(ordered) + 1)).tolist()
