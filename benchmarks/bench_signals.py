@@ -22,7 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from exporter.records import normalize
 from exporter.records.record import Record
 from exporter.signals.format import build_rules, check
-from exporter.signals.measure import SignalMeasurer, SignalSettings
+from exporter.signals.measure import SignalMeasurer
+from exporter.signals.registry import SignalSettings
 
 WORDS = (
     "the deployment rolled out gradually and latency stayed within budget if retry count "

@@ -22,6 +22,7 @@ from exporter.detectors import factory
 from exporter.detectors.registry import METHODS_BY_SIGNAL, SIGNALS, DetectorsConfig
 from exporter.metrics.catalog import RESERVED_LABELS  # label names a stream label may not take
 from exporter.signals.format import load_schema_validator
+from exporter.signals.registry import SignalSettings
 
 # `model` is the model the application asked for (labels.py explains the fallbacks), so
 # that a provider's silent version change stays inside one stream.
@@ -52,6 +53,16 @@ InputConfig = FileInputConfig | HttpInputConfig
 
 
 @dataclass(frozen=True)
+class EvidenceConfig:
+    """The `evidence` section: example outputs kept per stream (streams/evidence.py)."""
+
+    enabled: bool = True
+    texts: int = 40
+    examples: int = 3
+    max_chars: int = 240
+
+
+@dataclass(frozen=True)
 class Config:
     inputs: tuple[InputConfig, ...] = ()
     format: str = "auto"
@@ -60,9 +71,9 @@ class Config:
     workers: int = 1  # >1: detector work sharded over that many processes by stream key
     state_dir: str | None = None
     checkpoint_interval: float = 30.0
-    signals: dict[str, Any] = field(default_factory=dict)
-    detectors: dict[str, Any] = field(default_factory=dict)
-    evidence: dict[str, Any] = field(default_factory=dict)
+    signals: SignalSettings = field(default_factory=SignalSettings)
+    detectors: DetectorsConfig = field(default_factory=DetectorsConfig)
+    evidence: EvidenceConfig = field(default_factory=EvidenceConfig)
 
     @property
     def http_inputs(self) -> tuple[HttpInputConfig, ...]:
@@ -240,9 +251,9 @@ def _build(raw: dict[str, Any]) -> Config:
         workers=raw.get("workers", 1),
         state_dir=raw.get("state_dir"),
         checkpoint_interval=raw.get("checkpoint_interval", 30.0),
-        signals=raw.get("signals") or {},
-        detectors=raw.get("detectors") or {},
-        evidence=raw.get("evidence") or {},
+        signals=SignalSettings.from_config(raw.get("signals") or {}),
+        detectors=DetectorsConfig.from_section(raw.get("detectors") or {}),
+        evidence=EvidenceConfig(**(raw.get("evidence") or {})),
     )
 
 

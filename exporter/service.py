@@ -18,7 +18,7 @@ from exporter.config import Config
 from exporter.inputs.file import FileInput
 from exporter.inputs.http import HttpPushInput
 from exporter.inputs.stats import InputStats
-from exporter.metrics.collector import ExporterCollector, build_registry
+from exporter.metrics.collector import ExporterCollector
 from exporter.metrics.exposition import Dialect, StreamChunks
 from exporter.records import RejectedRecord
 from exporter.streams.pipeline import Pipeline
@@ -68,7 +68,6 @@ class Exporter:
         self.collector = ExporterCollector(
             self.pipeline, self.input_stats, state=self.state, file_inputs=self.file_inputs
         )
-        self.registry = build_registry(self.collector)
         self.background: list[BackgroundTask] = [f.run for f in self.file_inputs]
         if self.state is not None:
             if self.pool is None:

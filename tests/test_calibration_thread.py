@@ -29,7 +29,8 @@ def test_same_views_and_event_indexes_as_inline() -> None:
         assert not any(d.baseline_ready for d in stream.detectors.detectors.values())
         gate.set()
         executor.submit(lambda: None).result()  # queued after them: all have finished
-        views = streams_view(threaded.streams)  # a reader settles finished calibrations
+        threaded.settle(wait=False)  # the ingest side's tick takes finished ones in
+    views = streams_view(threaded.streams)
     expected = streams_view(inline.streams)
     events = expected[0]["signals"]["refusal"]["events"]
     assert events and events[0]["record"] >= 240
@@ -38,7 +39,7 @@ def test_same_views_and_event_indexes_as_inline() -> None:
     assert snapshot_streams(threaded) == snapshot_streams(inline)
 
 
-def test_a_failed_simulation_costs_its_detector_not_the_reader() -> None:
+def test_a_failed_simulation_costs_only_its_detector() -> None:
     with ThreadPoolExecutor(1) as executor:
         pipeline = Pipeline(CONFIG, clock=lambda: 1.0, calibration=executor)
         gate = threading.Event()
@@ -51,7 +52,8 @@ def test_a_failed_simulation_costs_its_detector_not_the_reader() -> None:
         detector._calibrating = executor.submit(lambda: 1 / 0)  # a bug in a simulation
         gate.set()
         executor.submit(lambda: None).result()  # queued after them all: all have finished
-        views = streams_view(pipeline.streams)  # must not raise
+        pipeline.settle(wait=False)  # must not raise
+    views = streams_view(pipeline.streams)
     assert stream.detectors.errors["output_tokens"] == 1
     assert not detector.baseline_ready and not detector.calibrating  # learning again
     assert views[0]["signals"]["refusal"]["baseline_ready"]

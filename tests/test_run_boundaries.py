@@ -17,13 +17,14 @@ import numpy as np
 import pytest
 from scipy.special import ndtri
 
+from exporter.config import EvidenceConfig
 from exporter.detectors import DetectorFactory
 from exporter.detectors.base import DetectorSettings
 from exporter.detectors.calibration import CalibrationCache
 from exporter.detectors.embedding_mmd import EmbeddingMmd
 from exporter.detectors.rank_cusum import RankCusum
 from exporter.signals.measure import Measurements
-from exporter.streams.evidence import Evidence, EvidenceSettings
+from exporter.streams.evidence import Evidence
 from exporter.streams.stream_detectors import StreamDetectors
 from tests.detector_cases import CASES, SETTINGS, episodes
 
@@ -172,7 +173,7 @@ def test_events_of_a_signal_that_skips_records_carry_stream_indexes() -> None:
 
 @pytest.mark.parametrize("texts_kept", [0, 3, 20])
 def test_evidence_of_a_batch_is_what_one_text_at_a_time_keeps(texts_kept: int) -> None:
-    settings = EvidenceSettings.from_config({"texts": texts_kept, "max_chars": 12})
+    settings = EvidenceConfig(texts=texts_kept, max_chars=12)
     texts = [f"reply number {i} " * (i % 4) for i in range(300)]
     alone, batched = Evidence(settings, baseline_size=40), Evidence(settings, baseline_size=40)
     for text in texts:

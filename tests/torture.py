@@ -124,7 +124,8 @@ class Torture:
         """copytruncate, after the exporter has read everything and checkpointed it. Data
         truncated away before that is gone if the exporter then dies before it sees the
         truncation (it checkpoints at once when it does): copytruncate's window, documented
-        in the README, like the lines a writer adds between the copy and the truncate."""
+        in docs/inputs.md (File input: tailing), like the lines a writer adds between the copy
+        and the truncate."""
         self.caught_up()
         deadline = time.monotonic() + 10 * CHECKPOINT_INTERVAL
         while self.persisted() != self.result.written and time.monotonic() < deadline:

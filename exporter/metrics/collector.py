@@ -21,14 +21,13 @@ from prometheus_client.core import (
     InfoMetricFamily,
     Metric,
 )
-from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import CollectorRegistry
 
 from exporter import __version__
 from exporter.inputs.file import FileInput
 from exporter.inputs.stats import InputStats
-from exporter.metrics.exposition import TEXT, Dialect, StreamChunks
-from exporter.metrics.families import StreamRenderer, merge_streams
+from exporter.metrics.exposition import Dialect, StreamChunks
+from exporter.metrics.families import StreamRenderer
 from exporter.streams.pipeline import Pipeline
 from exporter.streams.state import StateStore
 
@@ -226,37 +225,12 @@ class ExporterCollector:
         )
 
 
-class StreamFamilies:
-    """This process's per-stream families as MetricFamily objects, parsed back from their
-    text, so that `generate_latest(exporter.registry)` and `get_sample_value` still see
-    every family. Slow with many streams: `/metrics` writes the text directly instead."""
-
-    def __init__(self, renderer: StreamRenderer) -> None:
-        self.renderer = renderer
-
-    def collect(self) -> Iterable[Metric]:
-        text = merge_streams([self.renderer.render(TEXT)], TEXT).decode()
-        return text_string_to_metric_families(text)
-
-
-def build_registry(collector: ExporterCollector) -> CollectorRegistry:
-    """Every family of one exporter, in `/metrics` order, for programmatic use. A private
-    registry per exporter instance: tests and the demo can run several side by side."""
-    registry = CollectorRegistry(auto_describe=True)
-    registry.register(StreamFamilies(collector.renderer))
-    _register_rest(registry, collector)
-    return registry
-
-
 def build_rest_registry(collector: ExporterCollector) -> CollectorRegistry:
     """What `/metrics` serves after the per-stream families: the collector's own families,
-    then process and platform metrics."""
+    then process and platform metrics. A private registry per exporter instance: tests
+    and the demo can run several side by side."""
     registry = CollectorRegistry(auto_describe=True)
-    _register_rest(registry, collector)
-    return registry
-
-
-def _register_rest(registry: CollectorRegistry, collector: ExporterCollector) -> None:
     registry.register(collector)
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
+    return registry

@@ -86,8 +86,6 @@ class StreamRenderer:
         cached = self._segments.setdefault(spelling, {})
         streams = list(self.table)
         for stream in streams:
-            if stream.detectors is not None:
-                stream.detectors.settle()  # calibrations finished off-thread count now
             segments = cached.get(stream.labels)
             if segments is None:
                 pairs = tuple(zip(label_names, stream.labels, strict=True))

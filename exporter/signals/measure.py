@@ -8,7 +8,6 @@ and an embedding (a user-supplied vector, else the built-in one).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -17,6 +16,7 @@ from exporter.records.record import Record
 from exporter.signals.embedding import TextEmbedder, vector_from_record
 from exporter.signals.format import FormatChecker, build_rules, check
 from exporter.signals.refusal import RefusalDetector
+from exporter.signals.registry import SignalSettings
 from exporter.signals.tokens import TokenCounter
 
 USAGE = "usage"
@@ -37,34 +37,6 @@ class Measurements:
     embedding_source: str | None  # user | builtin
     # the text the built-in embedding is still to be computed from (see `embed_pending`)
     pending_text: str | None = None
-
-
-@dataclass(frozen=True)
-class SignalSettings:
-    """The `signals` config section, decoded."""
-
-    refusal_extra_patterns: tuple[str, ...] = ()
-    refusal_exclude_patterns: tuple[str, ...] = ()
-    format_rules: tuple[dict[str, Any], ...] = ()
-    embedding_enabled: bool = True
-    embedding_path: tuple[str, ...] | None = None
-    embedding_dimension: int = 256
-    encodings_dir: str | None = None
-
-    @classmethod
-    def from_config(cls, signals: dict[str, Any]) -> SignalSettings:
-        refusal = signals.get("refusal") or {}
-        embedding = signals.get("embedding") or {}
-        path = embedding.get("path")
-        return cls(
-            refusal_extra_patterns=tuple(refusal.get("extra_patterns") or ()),
-            refusal_exclude_patterns=tuple(refusal.get("exclude_patterns") or ()),
-            format_rules=tuple(signals.get("format_validity") or ()),
-            embedding_enabled=embedding.get("enabled", True),
-            embedding_path=tuple(path.split(".")) if path else None,
-            embedding_dimension=embedding.get("dimension", 256),
-            encodings_dir=(signals.get("tokens") or {}).get("encodings_dir"),
-        )
 
 
 def visible_output_tokens(record: Record) -> int | None:

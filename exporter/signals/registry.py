@@ -8,6 +8,9 @@ one `Param` here, its field in `SignalSettings`, and its use in measure.py.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Any
+
 from exporter.detectors.registry import Param
 
 # 2**4 .. 2**12: the built-in embedding hashes features into a power of two of buckets
@@ -38,3 +41,35 @@ SECTIONS: dict[str, tuple[Param, ...]] = {
 }
 RULE_LISTS = frozenset({"format_validity"})  # sections that are lists of objects
 REQUIRED = {"format_validity": ("expect",)}
+
+
+@dataclass(frozen=True)
+class SignalSettings:
+    """The `signals` config section, decoded."""
+
+    refusal_extra_patterns: tuple[str, ...] = ()
+    refusal_exclude_patterns: tuple[str, ...] = ()
+    format_rules: tuple[dict[str, Any], ...] = ()
+    embedding_enabled: bool = True
+    embedding_path: tuple[str, ...] | None = None
+    embedding_dimension: int = 256
+    encodings_dir: str | None = None
+    # the `embedding` section as written: saved detector state is keyed by it (state files
+    # hold it so), and a baseline must survive a restart with the same config
+    embedding_section: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_config(cls, signals: dict[str, Any]) -> SignalSettings:
+        refusal = signals.get("refusal") or {}
+        embedding = signals.get("embedding") or {}
+        path = embedding.get("path")
+        return cls(
+            refusal_extra_patterns=tuple(refusal.get("extra_patterns") or ()),
+            refusal_exclude_patterns=tuple(refusal.get("exclude_patterns") or ()),
+            format_rules=tuple(signals.get("format_validity") or ()),
+            embedding_enabled=embedding.get("enabled", True),
+            embedding_path=tuple(path.split(".")) if path else None,
+            embedding_dimension=embedding.get("dimension", 256),
+            encodings_dir=(signals.get("tokens") or {}).get("encodings_dir"),
+            embedding_section=embedding,
+        )

@@ -10,26 +10,14 @@ from __future__ import annotations
 import random
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
+from exporter.config import EvidenceConfig
 from exporter.signals.embedding import top_features
 
 
-@dataclass(frozen=True)
-class EvidenceSettings:
-    enabled: bool = True
-    texts: int = 40
-    examples: int = 3
-    max_chars: int = 240
-
-    @classmethod
-    def from_config(cls, section: dict[str, Any]) -> EvidenceSettings:
-        return cls(**section)
-
-
 class Evidence:
-    def __init__(self, settings: EvidenceSettings, baseline_size: int, seed: int = 0) -> None:
+    def __init__(self, settings: EvidenceConfig, baseline_size: int, seed: int = 0) -> None:
         self.settings = settings
         self.baseline_size = baseline_size
         self._rng = random.Random(seed)

@@ -22,8 +22,8 @@ from exporter.detectors import DetectorFactory
 from exporter.inputs.stats import InputStats
 from exporter.records import Record, RejectedRecord, normalize
 from exporter.records.labels import StreamLabeler
-from exporter.signals.measure import Measurements, SignalMeasurer, SignalSettings
-from exporter.streams.evidence import Evidence, EvidenceSettings
+from exporter.signals.measure import Measurements, SignalMeasurer
+from exporter.streams.evidence import Evidence
 from exporter.streams.stream_detectors import StreamDetectors
 from exporter.streams.table import StreamState, StreamTable
 
@@ -92,13 +92,13 @@ class Pipeline:
         self.learn_only = learn_only
         self.clock = clock
         self.labeler = StreamLabeler(config.stream_labels)
-        self.detector_factory = DetectorFactory.from_config(config.detectors)
+        self.detector_factory = DetectorFactory(config.detectors.settings, config.detectors.signals)
         self.detector_factory.executor = calibration
-        self.evidence_settings = EvidenceSettings.from_config(config.evidence)
+        self.evidence_settings = config.evidence
         self.streams = StreamTable(
             self.labeler.names, config.max_streams, self._stream_parts if detect else None
         )
-        self.measurer = SignalMeasurer(SignalSettings.from_config(config.signals))
+        self.measurer = SignalMeasurer(config.signals)
         self.rejections: Counter[str] = Counter({reason: 0 for reason in KNOWN_REJECTION_REASONS})
         self.records = 0
         self.processing_seconds = 0.0

@@ -54,7 +54,7 @@ def settings_of(pipeline: Pipeline) -> dict[str, Any]:
     return {
         # embedding settings shape the MMD detector's input (dimension, source), and so
         # does the built-in embedding's own version (its features and text sample)
-        "embedding": pipeline.config.signals.get("embedding") or {},
+        "embedding": pipeline.config.signals.embedding_section,
         "builtin_embedding": FEATURES_VERSION,
         "detector_settings": dataclasses.asdict(factory.settings),
         "methods": {s: dataclasses.asdict(c) for s, c in factory.signals.items()},

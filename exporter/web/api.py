@@ -75,7 +75,8 @@ class Api:
         """`{"match": {label: value}, "signals": [...]}`: re-learn after an intended change.
 
         It mutes detection until the baselines are learned again, so when push has a bearer
-        token this route requires it too (basic auth, if configured, applies as well)."""
+        token this route requires it too, instead of basic auth (one Authorization header
+        cannot carry both)."""
         push = self.exporter.http_input
         if push is not None and not push.authorized(request):
             return json_response({"error": "missing or invalid bearer token"}, status=401)
