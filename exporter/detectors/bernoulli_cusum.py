@@ -45,14 +45,18 @@ from exporter.detectors.calibration import (
     seeded,
     threshold_for_run_length,
 )
+from exporter.detectors.registry import METHODS
 
-DEFAULT_RATIO = 3.0
+# defaults and bounds declared once, in the registry the config is checked against
+_RATIO = METHODS["bernoulli_cusum"].param("ratio")
+_MIN_EVENTS = METHODS["bernoulli_cusum"].param("min_events")
+DEFAULT_RATIO: float = _RATIO.default
 # A rate learned from 4 events is off by +-50%: the detector would then report the
 # baseline's own error as drift, for good. When the baseline saw a few events but fewer
 # than this, learning goes on past baseline_size until it has (at most 3 x baseline_size
 # records). A baseline with no event at all stops on time: rate ~0 is the useful answer
 # there, and extending it would absorb the first burst into the baseline.
-DEFAULT_MIN_EVENTS = 10
+DEFAULT_MIN_EVENTS: int = _MIN_EVENTS.default
 MAX_BASELINE_FACTOR = 3
 
 
@@ -117,10 +121,8 @@ class BernoulliCusum(Detector):
 
     def __init__(self, settings: DetectorSettings, cache: CalibrationCache,
                  ratio: float = DEFAULT_RATIO, min_events: int = DEFAULT_MIN_EVENTS) -> None:
-        if not isinstance(ratio, int | float) or not 1.0 < ratio <= 1000.0:
-            raise ValueError(f"ratio must be a number in (1, 1000], got {ratio!r}")
-        if not isinstance(min_events, int) or min_events < 0:
-            raise ValueError(f"min_events must be >= 0, got {min_events}")
+        _RATIO.check(ratio)
+        _MIN_EVENTS.check(min_events)
         self.cache = cache
         self.ratio = ratio
         self.min_events = min_events

@@ -45,8 +45,12 @@ from exporter.detectors.calibration import (
     seeded,
     threshold_for_run_length,
 )
+from exporter.detectors.registry import METHODS
 
-DEFAULT_ALLOWANCE = 0.2  # CUSUM reference value k, in standard-normal units (see docs)
+# CUSUM reference value k, in standard-normal units (see docs); default and bounds declared
+# once, in the registry the config is checked against
+_ALLOWANCE = METHODS["rank_cusum"].param("allowance")
+DEFAULT_ALLOWANCE: float = _ALLOWANCE.default
 _SQRT2 = math.sqrt(2.0)
 _MASK = (1 << 64) - 1
 # splitmix64's constants, as numpy scalars so the arithmetic wraps at 64 bits
@@ -101,8 +105,7 @@ class RankCusum(Detector):
 
     def __init__(self, settings: DetectorSettings, cache: CalibrationCache,
                  allowance: float = DEFAULT_ALLOWANCE) -> None:
-        if not isinstance(allowance, int | float) or not 0.0 <= allowance < 2.0:
-            raise ValueError(f"allowance must be a number in [0, 2), got {allowance!r}")
+        _ALLOWANCE.check(allowance)
         self.cache = cache
         self.allowance = float(allowance)
         super().__init__(settings)

@@ -56,6 +56,11 @@ class Param:
                     f"{high:g}{')' if self.exclusive_maximum else ']'}")
         return f"{self.name} must be a number in {interval}, got {value!r}"
 
+    def check(self, value: Any) -> None:
+        """Raise the ValueError a detector's constructor raises for a bad value."""
+        if (problem := self.error(value)) is not None:
+            raise ValueError(problem)
+
 
 @dataclass(frozen=True)
 class Method:
@@ -68,6 +73,11 @@ class Method:
     calibrated: bool = True  # takes the shared CalibrationCache after the settings
     windowed: bool = False  # keeps a window of `window_size` observations
     init: str = ""  # the constructor as Python names it in an argument error
+
+    def param(self, name: str) -> Param:
+        """The declared parameter `name`: its implementation reads default and check here."""
+        assert self.params is not None
+        return next(param for param in self.params if param.name == name)
 
     def load(self) -> type:
         module, name = self.implementation.split(":")
@@ -88,8 +98,8 @@ class Method:
             if key not in declared:
                 raise TypeError(f"{self.init}() got an unexpected keyword argument {key!r}")
         for name, param in declared.items():
-            if name in params and (problem := param.error(params[name])) is not None:
-                raise ValueError(problem)
+            if name in params:
+                param.check(params[name])
         if self.windowed:  # the detector's window: an unusable size fails as it would there
             deque(maxlen=settings.window_size)
 
