@@ -61,7 +61,7 @@ def exporter_with(
     stats = InputStats("bench", "bench")
     for i in range(per_stream):
         exporter.pipeline.ingest_values([record(f"/r{s}", i) for s in range(streams)], stats)
-    exporter.pipeline.settle()  # thresholds are simulated on a thread
+    exporter.pipeline.settle(wait=True)  # thresholds are simulated on a thread
     return exporter
 
 

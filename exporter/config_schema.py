@@ -13,7 +13,8 @@ import types
 import typing
 from typing import Any
 
-from exporter.detectors.registry import SETTINGS, SIGNALS, Param
+from exporter.detectors.registry import SETTINGS, SIGNALS
+from exporter.params import Param
 from exporter.records.detect import FORMATS
 from exporter.signals.registry import REQUIRED, RULE_LISTS, SECTIONS
 
@@ -22,8 +23,8 @@ _JSON_TYPES = {bool: "boolean", int: "integer", float: "number", str: "string",
 
 _POSITIVE_INT = {"type": "integer", "minimum": 1}
 _FORMAT = {"enum": list(FORMATS)}
-_MATCHERS = {"type": "object", "additionalProperties": {"type": "string"}}
-# Method parameters are checked by constructing the detector (see _detector_errors).
+# Method parameters are checked against their registry declarations (factory.check), not
+# here: the allowed keys depend on the chosen method.
 _SIGNAL_DETECTOR = {
     "type": "object",
     "properties": {"method": {"type": "string"}, "enabled": {"type": "boolean"}},

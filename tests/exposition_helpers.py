@@ -65,7 +65,7 @@ def exporter_with(models: Iterable[str], errors: int = 0) -> Exporter:
             records.append(samples.responses(model=model))
     result = exporter.pipeline.ingest_values(records, stats)
     assert result.accepted == len(records), result.errors
-    exporter.pipeline.settle()  # thresholds are simulated on a thread in a running exporter
+    exporter.pipeline.settle(wait=True)  # a running exporter simulates thresholds on a thread
     if errors:
         stream = next(iter(exporter.pipeline.streams))
         assert stream.detectors is not None

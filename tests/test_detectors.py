@@ -185,7 +185,7 @@ def test_a_quiet_stream_turns_ready_when_settled():
         assert not detector.baseline_ready  # simulating; no record comes after
         executor.submit(lambda: None).result()  # the simulation has finished
         assert not detector.baseline_ready  # reading does not take it in
-        detector.settle()
+        detector.settle(wait=False)
         assert detector.baseline_ready and detector.baseline_ready_at == 50
 
 

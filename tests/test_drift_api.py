@@ -27,7 +27,7 @@ def drifted_exporter() -> Exporter:
     refusals = [samples.chat(text="I'm sorry, but I can't help with that request.")
                 for _ in range(150)]
     exporter.pipeline.ingest_values(short + refusals, stats)
-    exporter.pipeline.settle()  # thresholds are simulated on a thread in a running exporter
+    exporter.pipeline.settle(wait=True)  # a running exporter simulates thresholds on a thread
     return exporter
 
 
@@ -106,7 +106,7 @@ async def test_evidence_can_be_switched_off(client):
     exporter.pipeline.ingest_values(
         [samples.chat(text="Fine.") for _ in range(150)]
         + [samples.chat(text="I cannot assist with that.") for _ in range(150)], stats)
-    exporter.pipeline.settle()
+    exporter.pipeline.settle(wait=True)
     api = await client(exporter)
     refusal = (await (await api.get("/api/v1/streams")).json())["streams"][0]["signals"]["refusal"]
     assert refusal["drift_detected"] and "examples" not in refusal

@@ -110,7 +110,7 @@ class Detector(ABC):
         if self._calibrating is not None:
             self._observations += 1
             self._held.append((xs[start], record))  # what the statistics remember
-            self.settle()
+            self.settle(wait=False)
             return start + 1
         self._observations += 1
         self._learn(xs[start])
@@ -163,7 +163,7 @@ class Detector(ABC):
         """The baseline is complete and its threshold is being simulated off-thread."""
         return self._calibrating is not None
 
-    def settle(self, wait: bool = False) -> None:
+    def settle(self, *, wait: bool) -> None:
         """Take a finished calibration's result and observe what was held meanwhile, each
         logged with the record it arrived with. `update` calls it, and so does the ingest
         side's periodic tick (a stream that went quiet still turns ready); `wait` blocks

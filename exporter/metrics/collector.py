@@ -227,8 +227,8 @@ class ExporterCollector:
 
 def build_rest_registry(collector: ExporterCollector) -> CollectorRegistry:
     """What `/metrics` serves after the per-stream families: the collector's own families,
-    then process and platform metrics. A private registry per exporter instance: tests
-    and the demo can run several side by side."""
+    then process and platform metrics. A private registry for each caller (one per
+    `/metrics` endpoint), never the global one: tests can run several side by side."""
     registry = CollectorRegistry(auto_describe=True)
     registry.register(collector)
     ProcessCollector(registry=registry)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from exporter.detectors.registry import Param
+from exporter.params import Param
 
 # 2**4 .. 2**12: the built-in embedding hashes features into a power of two of buckets
 EMBEDDING_DIMENSIONS = tuple(2**k for k in range(4, 13))
@@ -43,6 +43,11 @@ RULE_LISTS = frozenset({"format_validity"})  # sections that are lists of object
 REQUIRED = {"format_validity": ("expect",)}
 
 
+def _declared(section: str, name: str) -> Any:
+    """A parameter's default as declared in SECTIONS (stated there only)."""
+    return next(param.default for param in SECTIONS[section] if param.name == name)
+
+
 @dataclass(frozen=True)
 class SignalSettings:
     """The `signals` config section, decoded."""
@@ -50,9 +55,9 @@ class SignalSettings:
     refusal_extra_patterns: tuple[str, ...] = ()
     refusal_exclude_patterns: tuple[str, ...] = ()
     format_rules: tuple[dict[str, Any], ...] = ()
-    embedding_enabled: bool = True
+    embedding_enabled: bool = field(default=_declared("embedding", "enabled"))
     embedding_path: tuple[str, ...] | None = None
-    embedding_dimension: int = 256
+    embedding_dimension: int = field(default=_declared("embedding", "dimension"))
     encodings_dir: str | None = None
     # the `embedding` section as written: saved detector state is keyed by it (state files
     # hold it so), and a baseline must survive a restart with the same config
@@ -67,9 +72,9 @@ class SignalSettings:
             refusal_extra_patterns=tuple(refusal.get("extra_patterns") or ()),
             refusal_exclude_patterns=tuple(refusal.get("exclude_patterns") or ()),
             format_rules=tuple(signals.get("format_validity") or ()),
-            embedding_enabled=embedding.get("enabled", True),
+            embedding_enabled=embedding.get("enabled", cls.embedding_enabled),
             embedding_path=tuple(path.split(".")) if path else None,
-            embedding_dimension=embedding.get("dimension", 256),
+            embedding_dimension=embedding.get("dimension", cls.embedding_dimension),
             encodings_dir=(signals.get("tokens") or {}).get("encodings_dir"),
             embedding_section=embedding,
         )

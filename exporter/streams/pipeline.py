@@ -179,7 +179,7 @@ class Pipeline:
             for detector in stream.detectors.detectors.values()
         )
 
-    def settle(self, wait: bool = True) -> None:
+    def settle(self, *, wait: bool) -> None:
         """Let each detector whose threshold simulation has finished catch up on the
         records held meanwhile. Part of ingestion (call it from the thread that ingests):
         a stream that gets records does it as they arrive, and the service calls this
@@ -188,7 +188,7 @@ class Pipeline:
         that needs the state as of now: the baseline command, tests)."""
         for stream in self.streams:
             if stream.detectors is not None:
-                stream.detectors.settle(wait)
+                stream.detectors.settle(wait=wait)
 
     def _internal_error(self, stats: InputStats, exc: Exception) -> RejectedRecord:
         log.exception("internal error while processing a record")

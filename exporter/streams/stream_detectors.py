@@ -29,7 +29,9 @@ def signal_value(signal: str, m: Measurements) -> Any:
         return m.refusal is not None
     if signal == "format_validity":
         return (m.format_invalid is not None) if m.format_checked else None
-    return m.embedding
+    if signal == "embedding":
+        return m.embedding
+    raise ValueError(f"no observation is defined for signal {signal!r}: add it here")
 
 
 def signal_values(
@@ -116,7 +118,7 @@ class StreamDetectors:
         if (detector.events, detector.drift_detected) != (events, in_drift) and changed is not None:
             self.last_change[signal] = changed
 
-    def settle(self, wait: bool = False) -> None:
+    def settle(self, *, wait: bool) -> None:
         """Finish calibrations that completed off-thread, on the ingest side (`update`
         does it for a stream that gets records; the ingest side's periodic tick for one
         that went quiet); `wait`: also those still running."""
@@ -124,7 +126,7 @@ class StreamDetectors:
             if detector.calibrating:
                 before = (detector.events, detector.drift_detected, False)
                 try:
-                    detector.settle(wait)
+                    detector.settle(wait=wait)
                 except Exception:  # as in `update`: a bug costs this detector, not the rest
                     self.errors[signal] += 1
                     log.exception("detector for %s failed to finish calibrating", signal)

@@ -1,5 +1,5 @@
-"""JSON answers for every aiohttp handler: the API, the landing page's JSON views and the
-HTTP push input. It imports nothing of the exporter, so an input can answer with it without
+"""JSON answers for every aiohttp handler that answers JSON: the API and the HTTP push
+input. It imports nothing of the exporter, so an input can answer with it without
 depending on the rest of the web layer."""
 
 from __future__ import annotations
