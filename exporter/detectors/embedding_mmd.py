@@ -159,6 +159,8 @@ class EmbeddingMmd(Detector):
             if not (isinstance(x, np.ndarray) and x.shape == expected and x.dtype.kind in "fiu"):
                 break
             end += 1
+        if end - start == 1:  # a run of one (a quiet stream): a view, not np.stack's copy
+            return xs[start][None].astype(np.float64, copy=False)
         if end > start:
             return np.stack(xs[start:end]).astype(np.float64, copy=False)
         return self._vector(xs[start])[None]
