@@ -143,7 +143,7 @@ def test_a_streams_batches_log_what_one_record_at_a_time_logs(bad_at: int | None
     batch = measurements(4, bad_at)
     alone, batched = StreamDetectors.create(FACTORY), StreamDetectors.create(FACTORY)
     for m in batch:
-        alone.update(m)
+        alone.update_many([m])
     cuts = random.Random(4)
     position = 0
     while position < len(batch):
@@ -233,7 +233,7 @@ def test_one_record_at_a_time_through_a_stream_gives_the_detectors_scores() -> N
     stream = StreamDetectors.create(factory)
     for x in values[: end + 20]:
         reference.update(x)
-        stream.update(_embedding_only(x))
+        stream.update_many([_embedding_only(x)])
         assert stream.detectors["embedding"].score == reference.score
 
 
@@ -247,7 +247,7 @@ def test_a_batch_of_refused_embeddings_is_not_restacked_per_record(
     stream = StreamDetectors.create(FACTORY)
     rng = np.random.default_rng(0)
     for vector in rng.normal(size=(250, 16)):
-        stream.update(_embedding_only(vector))
+        stream.update_many([_embedding_only(vector)])
     assert stream.detectors["embedding"].baseline_ready
     observed = stream.detectors["embedding"].observations
     stacked = []

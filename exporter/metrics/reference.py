@@ -13,10 +13,11 @@ from collections.abc import Iterable
 
 from prometheus_client.core import Metric
 
-from exporter.metrics.catalog import FAMILIES, RESERVED_LABELS, Family
+from exporter.metrics.catalog import FAMILIES, RESERVED_LABELS, TYPE_SUFFIXES, Family
 
-# the suffix a family's samples take in the text format, by type
-_SAMPLE_SUFFIXES = {"counter": "_total", "info": "_info", "histogram": "_bucket, _count, _sum"}
+# the suffixes a family's samples take in the text format, by type: the per-stream types'
+# from the catalog, plus the info type the collector's own build_info uses
+_SAMPLE_SUFFIXES = {**TYPE_SUFFIXES, "info": ("_info",)}
 _BUCKET_LABEL = {"histogram": ("le",)}
 _HEADER = """\
 # Metrics reference
@@ -31,11 +32,11 @@ declared without `_total` and info families as `info`). All names start with `ll
 
 
 def _row(name: str, kind: str, labels: Iterable[str], help_text: str) -> str:
-    suffix = _SAMPLE_SUFFIXES.get(kind, "")
-    if kind == "histogram":
-        shown = f"`{name}` (`{'`, `'.join(suffix.split(', '))}`)"
+    suffixes = _SAMPLE_SUFFIXES.get(kind, ("",))
+    if len(suffixes) > 1:
+        shown = f"`{name}` (`{'`, `'.join(suffixes)}`)"
     else:
-        shown = f"`{name}{suffix}`"
+        shown = f"`{name}{suffixes[0]}`"
     label_text = ", ".join(f"`{label}`" for label in (*labels, *_BUCKET_LABEL.get(kind, ())))
     # in a Markdown table `|` ends the cell and `__` starts bold
     text = help_text.replace("|", "&#124;").replace("__", r"\_\_")

@@ -72,9 +72,6 @@ class StreamDetectors:
         """Each signal's latest events, {"record": stream record index, "score": ...}."""
         return {s: d.event_log for s, d in self.detectors.items() if d.event_log}
 
-    def update(self, m: Measurements) -> None:
-        self.update_many([m])
-
     def update_many(self, batch: Sequence[Measurements]) -> None:
         """A batch of this stream's records, in order. Each detector takes its values a run
         at a time (`Detector.update_run`), which ends at every change worth noting."""
