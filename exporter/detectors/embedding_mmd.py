@@ -225,6 +225,16 @@ class EmbeddingMmd(Detector):
     def release_level(self) -> float:
         return self._release
 
+    def witness(self, vectors: np.ndarray) -> np.ndarray | None:
+        """The MMD witness function at each row of `vectors` (None while learning): how
+        much more like the live window than like the baseline each vector is, so the
+        replies with the largest values are the ones that carry an embedding drift.
+        A read: nothing of the detector changes."""
+        if self._baseline_mean is None or self._ewma is None:
+            return None
+        rows = np.asarray(vectors, dtype=np.float64).reshape(len(vectors), -1)
+        return self._features(rows) @ (self._ewma - self._baseline_mean)
+
     def _rearm(self) -> None:
         if self._baseline_mean is not None:
             self._ewma = self._baseline_mean.copy()

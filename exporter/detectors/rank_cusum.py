@@ -215,6 +215,14 @@ class RankCusum(Detector):
         """Which of the four CUSUMs leads: up, down, wider, narrower."""
         return ("up", "down", "wider", "narrower")[int(np.argmax(self._sums))]
 
+    def baseline_quantile(self, q: float) -> float | None:
+        """The baseline's q-quantile (None while learning): evidence shows the replies
+        beyond the baseline's p95 (or below its p5) while lengths drift."""
+        if self._sorted is None or not len(self._sorted):
+            return None
+        n = len(self._sorted)
+        return float(self._sorted[min(n - 1, max(0, int(q * n)))])
+
     def summary(self) -> dict[str, dict[str, float]]:
         out: dict[str, dict[str, float]] = {}
         if self._baseline_stats:
