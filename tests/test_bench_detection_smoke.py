@@ -1,4 +1,4 @@
-"""Smoke test of the detection benchmark (benchmarks/bench_detection.py) on tiny sizes, so that
+"""Smoke test of the detection benchmark (benchmarks/bench_detection*.py) on tiny sizes, so that
 it keeps running as the detectors change. Figures are the benchmark's job, not this test's."""
 
 from __future__ import annotations
@@ -13,7 +13,12 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
-import bench_detection as bench
+import bench_detection
+import bench_detection_averages as averages
+import bench_detection_common as common
+import bench_detection_runs as bench
+import bench_detection_trust as trust
+import bench_detection_trust_report as trust_report
 import detection_streams as streams
 
 TINY = bench.Config(
@@ -43,9 +48,9 @@ def test_streams_have_the_promised_shape() -> None:
 
 
 def test_statistics_helpers() -> None:
-    assert bench.nearest_rank([3.0, 1.0, 2.0, math.inf], 0.5) == 2.0
-    assert math.isinf(bench.nearest_rank([1.0, math.inf], 0.9))
-    low, high = bench.poisson_interval(0)
+    assert common.nearest_rank([3.0, 1.0, 2.0, math.inf], 0.5) == 2.0
+    assert math.isinf(common.nearest_rank([1.0, math.inf], 0.9))
+    low, high = common.poisson_interval(0)
     assert low == 0.0 and high == pytest.approx(3.689, abs=0.01)
 
 
@@ -67,7 +72,7 @@ def test_embedding_calibration_task_runs() -> None:
 
 
 def test_tiny_benchmark_end_to_end() -> None:
-    results = bench.run_benchmark(TINY, workers=1, keys=("tokens", "refusal"),
+    results = averages.run_benchmark(TINY, workers=1, keys=("tokens", "refusal"),
                                   calibration_keys=("tokens",), tokenizer=False)
     labels = {(row.key, row.detector, row.setting.split("=")[0]) for row in results.rows}
     assert ("tokens", "ours: rank CUSUM", "expected_run_time") in labels
@@ -80,7 +85,93 @@ def test_tiny_benchmark_end_to_end() -> None:
         assert row.runs and all(pre >= 0 for _, pre in row.runs)
     assert [c["key"] for c in results.calibration] == ["tokens"]
     assert set(results.costs) == {"rank_cusum", "bernoulli_cusum"}
-    text = bench.markdown(results)
+    text = averages.markdown(results)
     for heading in ("### False events and delay", "### Calibration", "### Cost"):
         assert heading in text
     assert text.count("| ours: ") == 2 + 1 + 2  # main rows, calibration row, cost rows
+
+
+# --- the per-stream (trust) section ------------------------------------------------------------
+TINY_TRUST = trust.TrustConfig(streams=12, change_runs=2, river_runs=1, length=1500,
+                               change_at=1200, after=800, river_horizon=300, pool_size=40)
+
+
+def test_json_route_signals_share_their_records() -> None:
+    lengths = streams.values("json_tokens", "null", 5, 200_000, change_at=100_000)
+    invalid = streams.values("json_validity", "null", 5, 200_000, change_at=100_000)
+    assert np.all(lengths[invalid] >= 13) and np.all(invalid[lengths >= 14])
+    assert invalid[:100_000].mean() == pytest.approx(0.01, abs=0.002)
+    assert invalid[100_000:].mean() == pytest.approx(0.05, abs=0.003)
+    shift = lengths[100_000:].mean() / lengths[:100_000].mean() - 1
+    assert shift == pytest.approx(0.008, abs=0.002)
+    const = streams.values("tokens_const", "null", 5, 100_000)
+    assert set(np.unique(const).tolist()) == {11.0, 12.0, 13.0} and np.mean(const == 12) > 0.98
+
+
+def test_blocks_apply_the_change_at_its_absolute_record() -> None:
+    first = streams.blocks("refusal", "smoke", 1, change_at=15_000, size=10_000)
+    second = streams.blocks("refusal", "smoke", 1, change_at=15_000, size=10_000)
+    records = np.concatenate([next(first) for _ in range(4)])
+    assert np.array_equal(records, np.concatenate([next(second) for _ in range(4)]))
+    assert records[:15_000].mean() == pytest.approx(0.02, abs=0.006)
+    assert records[15_000:].mean() == pytest.approx(0.06, abs=0.01)
+
+
+def test_feed_sees_each_event_where_update_does() -> None:
+    """`feed` (runs, blocks) must log the same event records as one update() per record."""
+    factory = trust.DetectorFactory.from_config({"expected_run_time": 300})
+    data = np.concatenate([block for _, block in zip(range(3), streams.blocks(
+        "tokens_07", "smoke", 2, size=5000), strict=False)])
+    one_by_one = factory.make("output_tokens")
+    assert one_by_one is not None
+    expected = []
+    for i, x in enumerate(data.tolist()):
+        before = one_by_one.events
+        one_by_one.update(x)
+        if one_by_one.events != before:
+            expected.append(i)
+    detector = factory.make("output_tokens")
+    assert detector is not None
+    fed = trust.feed(detector, "tokens_07", streams.blocks("tokens_07", "smoke", 2, size=5000),
+                     lambda _baseline: len(data), 10_000)
+    assert len(expected) >= 3 and fed.events == expected
+    assert fed.baseline == 1000
+
+
+def test_null_verdict_fails_a_bad_stream_or_group() -> None:
+    def runs(events: list[int]) -> list[tuple[int, int, int]]:
+        return [(seed, e, 1000) for seed, e in enumerate(events)]
+
+    assert trust_report.null_row("refusal", runs([3] * 6 + [0] * 6))[1]
+    assert not trust_report.null_row("refusal", runs([4] + [0] * 11))[1]
+    assert not trust_report.null_row("refusal", runs([2] * 12))[1]
+    assert not trust_report.null_row("refusal", runs([0] * 12 + [9] + [0] * 11))[1]
+
+
+def test_tiny_trust_run_end_to_end() -> None:
+    results = trust.run_trust(TINY_TRUST, workers=1, null_shapes=("tokens_const", "refusal_5"),
+                              changes=("json_tokens", "json_validity"))
+    assert [len(results.null[k]) for k in ("tokens_const", "refusal_5")] == [12, 12]
+    assert all(0 < b <= 3000 for runs in results.null.values() for _, _, b in runs)
+    runs = results.changes["json_validity"]
+    assert [run.seed for run in runs] == [0, 1]
+    assert all(run.delay is None or 1 <= run.delay <= TINY_TRUST.after for run in runs)
+    assert set(results.river) == {("json_tokens", "adwin"), ("json_tokens", "page_hinkley"),
+                                  ("json_validity", "adwin"), ("json_validity", "page_hinkley"),
+                                  ("json_validity", "ddm"), ("json_validity", "eddm")}
+    text = trust_report.markdown_trust(results, trust.CHANGES)
+    for heading in ("### 1. False events per stream", "### 2. Flapping", "### 3. Detection delay",
+                    "TUNING seeds", "Trust bars:"):
+        assert heading in text
+    assert text.count("| river ") == 6
+    only = trust.run_trust(dataclasses.replace(TINY_TRUST, seed_base=1_000_000), workers=1,
+                           signals=("refusal",), null_shapes=("tokens_const", "refusal_5"),
+                           changes=("json_validity",))
+    assert list(only.null) == ["refusal_5"] and not only.changes
+    assert only.null["refusal_5"][0][0] == 1_000_000
+    assert "HELD-OUT seeds (base 1,000,000" in trust_report.markdown_trust(only, trust.CHANGES)
+
+
+def test_cli_refuses_streams_not_in_groups_of_12() -> None:
+    with pytest.raises(SystemExit):
+        bench_detection.main(["--trust", "--streams", "13"])
