@@ -68,12 +68,14 @@ def replay_files(
 
 
 def build_report(pipeline: Pipeline, summary: ReplaySummary) -> dict[str, Any]:
-    """DESIGN.md's replay report; evidence texts are left out (reports get shared)."""
+    """DESIGN.md's replay report, with each event's examples (the outputs that carried the
+    change, clipped) so a report explains itself. Reports get shared and outputs may hold
+    personal data: `evidence.enabled: false` in the replay's config leaves every text out."""
     return {
         "records": summary.records,
         "rejected": summary.rejected,
         "rejected_by_reason": {k: v for k, v in pipeline.rejections.items() if v},
-        "streams": streams_view(pipeline.streams, with_evidence=False),
+        "streams": streams_view(pipeline.streams, pipeline.evidence_settings.enabled),
     }
 
 

@@ -28,6 +28,8 @@ def drifted_exporter() -> Exporter:
                 for _ in range(150)]
     exporter.pipeline.ingest_values(short + refusals, stats)
     exporter.pipeline.settle(wait=True)  # a running exporter simulates thresholds on a thread
+    # the event fired while the settle replayed the held records: the next batch notes it
+    exporter.pipeline.ingest_values(refusals[:1], stats)
     return exporter
 
 
@@ -52,8 +54,14 @@ async def test_streams_show_drift_with_evidence(client):
     assert refusal["events"][0]["record"] >= 150
     assert refusal["change"]["rate"]["baseline"] == 0.0
     assert refusal["change"]["rate"]["window"] == 1.0
-    assert refusal["examples"]["window"][0].startswith("I'm sorry")
-    assert refusal["examples"]["baseline"][0] == "Your invoice is attached."
+    examples = refusal["examples"]
+    assert examples["shows"] == "refusals"
+    assert [e["text"] for e in examples["window"]] == [
+        "I'm sorry, but I can't help with that request."] * 3
+    assert all(e["reason"] == "phrase" and e["record"] >= 150 for e in examples["window"])
+    assert examples["baseline"][0] == {"text": "Your invoice is attached."}
+    # the event keeps the examples it fired with
+    assert refusal["events"][0]["examples"]["window"][0]["text"].startswith("I'm sorry")
     embedding = stream["signals"]["embedding"]
     assert embedding["drift_detected"]
     moved = {f["feature"]: f for f in embedding["moved_features"]}
@@ -61,6 +69,7 @@ async def test_streams_show_drift_with_evidence(client):
     assert moved["help"]["window_share"] == 1.0
     page = await (await api.get("/")).text()
     assert "DRIFT" in page and "What changed" in page and "I&#x27;m sorry" in page
+    assert "latest refusals" in page and "(reason phrase)" in page
 
 
 async def test_metrics_expose_drift_state(client):

@@ -1,19 +1,104 @@
-"""Example outputs kept per stream, so a drift alert can show *what* changed.
+"""Example outputs kept per stream, so a drift alert shows the records that carry the change.
 
-A reservoir sample of the outputs seen while the baseline was learned, and
-the most recent outputs, each truncated. In memory only and switchable off
-(`evidence.enabled: false`) because outputs may hold personal data.
+A random sample of recent outputs shows the change only as often as the change touches a
+record: a format drift from 1% to 12% invalid replies leaves nine valid replies in ten. So
+besides a reservoir sample of the outputs seen while the baselines were learned (`baseline`)
+and the latest outputs (`window`), each signal keeps a ring of the latest records that carry a
+change of it, collected whether or not the signal is in drift, so the records that raised an
+alarm are there when it fires:
+
+- format_validity: invalid replies, with the reason the format rule gave;
+- refusal: replies found to be refusals, with how (structured, phrase, custom);
+- output_tokens: replies above the baseline's p95 and below its p5 (two rings; the detector's
+  direction picks which one a drift shows);
+- embedding: no vectors are kept (at 256 dimensions one would cost as much as four texts, a
+  user-supplied one up to 48 times that). At read time the window's texts are embedded again
+  and ranked by the detector's MMD witness function: the replies it finds most like the live
+  window and least like the baseline. That costs a millisecond per drifted stream and view.
+
+Each ring holds `examples` records, so the carriers cost a few kilobytes per stream. When an
+event fires, its window examples are noted with it (the latest `EVENT_EXAMPLES` events per
+signal) for the replay report. Texts are clipped to `max_chars`. In memory only and switchable
+off (`evidence.enabled: false`) because outputs may hold personal data.
 """
 
 from __future__ import annotations
 
+import functools
 import random
 from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass, fields
 from typing import Any
 
+import numpy as np
+
 from exporter.config import EvidenceConfig
-from exporter.signals.embedding import top_features
+from exporter.detectors.base import Detector
+from exporter.records.record import Record
+from exporter.signals.embedding import TextEmbedder, top_features
+from exporter.signals.measure import Measurements
+
+EVENT_EXAMPLES = 10  # events per signal whose window examples are kept (the latest)
+LATEST = "latest"  # what a window shows when no ring carries the change (see `examples`)
+
+
+@dataclass(slots=True)
+class Example:
+    """One kept output and what makes it an example of its signal's change."""
+
+    text: str
+    record: int | None = None  # a carrier's index in the stream, as events are logged
+    reason: str | None = None  # format: invalid reason; refusal: structured | phrase | custom
+    output_tokens: int | None = None
+    witness: float | None = None  # embedding: MMD witness at read time
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: value for f in fields(self)
+                if (value := getattr(self, f.name)) is not None}
+
+
+@dataclass(slots=True)
+class EventExamples:
+    """The examples an event fired with (the replay report shows them with the event)."""
+
+    shows: str
+    baseline: tuple[str, ...]
+    window: tuple[Example, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"shows": self.shows, "baseline": [{"text": t} for t in self.baseline],
+                "window": [e.as_dict() for e in self.window]}
+
+
+@functools.lru_cache(maxsize=4)
+def _embedder(dimension: int) -> TextEmbedder:
+    """The built-in embedding as SignalMeasurer builds it (default seed): the witness must
+    see vectors from the space the detector learned."""
+    return TextEmbedder(dimension)
+
+
+def text_of(record: Record) -> str:
+    """What a person should read of a reply: its text, its refusal, or its tool calls
+    (an invalid `tool_arguments` reply may have no text at all)."""
+    if record.output_text or record.refusal_text:
+        return record.output_text or record.refusal_text or ""
+    return " ".join(f"{c.name}({c.arguments or ''})" for c in record.tool_calls)
+
+
+def length_bounds(detector: Detector | None) -> tuple[float, float] | None:
+    """(p5, p95) of the output-token baseline, None while learning or for a detector that
+    does not keep its baseline (river's)."""
+    quantile = getattr(detector, "baseline_quantile", None)
+    if quantile is None:
+        return None
+    low, high = quantile(0.05), quantile(0.95)
+    return None if low is None or high is None else (low, high)
+
+
+# the rings of carriers each signal's examples are drawn from
+RINGS = {"format_validity": ("format_validity",), "refusal": ("refusal",),
+         "output_tokens": ("long", "short"), "embedding": ()}
 
 
 class Evidence:
@@ -21,12 +106,24 @@ class Evidence:
         self.settings = settings
         self.baseline_size = baseline_size
         self._rng = random.Random(seed)
-        self.reset_baseline()
         self.window: deque[str] = deque(maxlen=settings.texts)
+        self.rings: dict[str, deque[Example]] = {
+            ring: deque(maxlen=settings.examples) for rings in RINGS.values() for ring in rings}
+        self._events: dict[str, deque[tuple[int, EventExamples]]] = {}
+        self._events_noted: dict[str, int] | None = None  # see `events_noted`
+        # the built-in embedding's dimension while the stream's vectors are built-in ones
+        self._embedding_dimension: int | None = None
+        self.reset_baseline()
 
-    def reset_baseline(self) -> None:
+    def reset_baseline(self, signals: Sequence[str] | None = None) -> None:
+        """A new baseline sample; the rings of the reset signals (all when None) start
+        empty, as what carries a change is measured against the new baseline. Noted event
+        examples stay, as the detectors' event logs do."""
         self.baseline: list[str] = []
         self._baseline_seen = 0
+        for signal in signals or RINGS:
+            for ring in RINGS.get(signal, ()):
+                self.rings[ring].clear()
 
     def baseline_complete(self) -> None:
         """After a restart from saved detector state the baseline is long learned: new
@@ -39,7 +136,7 @@ class Evidence:
         limit = self.settings.max_chars
         return text if len(text) <= limit else text[: limit - 3] + "..."
 
-    def add(self, text: str) -> None:
+    def _add_text(self, text: str) -> None:
         clipped = self._clip(text)
         if self._baseline_seen < self.baseline_size:
             self._baseline_seen += 1
@@ -52,20 +149,94 @@ class Evidence:
         else:
             self.window.append(clipped)
 
-    def add_many(self, texts: Sequence[str]) -> None:
-        """`add` of each, in order; once the baseline sample is taken only the latest texts
-        can stay in the window, so only those are clipped and kept."""
+    def add_many(self, records: Sequence[Record], measurements: Sequence[Measurements],
+                 first: int, bounds: tuple[float, float] | None) -> None:
+        """A batch of the stream's records in order (`first`: the stream index of the first;
+        `bounds`: `length_bounds` of the stream's output-token detector). Only what can stay
+        is clipped and kept: the latest `texts` outputs, the latest `examples` carriers."""
         learning = 0
-        while learning < len(texts) and self._baseline_seen < self.baseline_size:
-            self.add(texts[learning])
+        while learning < len(records) and self._baseline_seen < self.baseline_size:
+            self._add_text(text_of(records[learning]))
             learning += 1
         if self.window.maxlen:
-            kept = max(learning, len(texts) - self.window.maxlen)
-            self.window.extend(self._clip(text) for text in texts[kept:])
+            kept = max(learning, len(records) - self.window.maxlen)
+            self.window.extend(self._clip(text_of(r)) for r in records[kept:])
+        last = measurements[-1]
+        if last.embedding_source is not None:
+            builtin = last.embedding_source == "builtin" and last.embedding is not None
+            self._embedding_dimension = len(last.embedding) if builtin else None
+        self._keep("format_validity", records, first, [
+            (i, m.format_invalid) for i, m in enumerate(measurements) if m.format_invalid])
+        self._keep("refusal", records, first,
+                   [(i, m.refusal) for i, m in enumerate(measurements) if m.refusal is not None])
+        if bounds is not None:
+            low, high = bounds
+            self._keep_lengths("long", records, measurements, first,
+                               [i for i, m in enumerate(measurements) if m.output_tokens > high])
+            self._keep_lengths("short", records, measurements, first,
+                               [i for i, m in enumerate(measurements) if m.output_tokens < low])
 
-    def examples(self) -> dict[str, list[str]]:
+    def _keep(self, ring: str, records: Sequence[Record], first: int,
+              picked: list[tuple[int, str | None]]) -> None:
+        target = self.rings[ring]
+        for index, reason in picked[-self.settings.examples:]:
+            target.append(Example(self._clip(text_of(records[index])), first + index, reason))
+
+    def _keep_lengths(self, ring: str, records: Sequence[Record],
+                      measurements: Sequence[Measurements], first: int, picked: list[int]) -> None:
+        target = self.rings[ring]
+        for index in picked[-self.settings.examples:]:
+            target.append(Example(self._clip(text_of(records[index])), first + index,
+                                  output_tokens=measurements[index].output_tokens))
+
+    # --- reads: nothing below changes what is kept -------------------------------------
+    def window_examples(self, signal: str, detector: Detector) -> tuple[str, list[Example]]:
+        """(what the examples show, the latest `examples` records that carry `detector`'s
+        change, newest first). A change no ring holds (fewer refusals, narrower lengths,
+        user-supplied vectors) shows the latest outputs instead, and says so."""
+        direction = getattr(detector, "direction", "up") if detector.baseline_ready else "up"
         count = self.settings.examples
-        return {"baseline": self.baseline[:count], "window": list(self.window)[-count:]}
+        picked: list[Example] = []
+        shows = LATEST
+        if signal in ("format_validity", "refusal") and direction == "up":
+            picked = list(self.rings[signal])[::-1]
+            shows = "invalid" if signal == "format_validity" else "refusals"
+        elif signal == "output_tokens" and direction != "narrower":
+            rings = {"up": ("long",), "down": ("short",), "wider": ("long", "short")}[direction]
+            merged = [e for ring in rings for e in self.rings[ring]]
+            picked = sorted(merged, key=lambda e: e.record or 0, reverse=True)[:count]
+            shows = {"up": "above_p95", "down": "below_p5", "wider": "beyond_p5_p95"}[direction]
+        elif signal == "embedding":
+            picked = self._most_unlike_baseline(detector)
+            shows = "most_unlike_baseline" if picked else LATEST
+        if not picked:
+            return LATEST, [Example(t) for t in list(self.window)[-count:][::-1]]
+        return shows, picked[:count]
+
+    def _most_unlike_baseline(self, detector: Detector) -> list[Example]:
+        witness = getattr(detector, "witness", None)
+        texts = list(self.window)
+        if witness is None or self._embedding_dimension is None or not texts:
+            return []
+        limit = self.settings.max_chars
+        # a clipped text's "..." is ours, not the model's: embed what the model wrote
+        vectors = _embedder(self._embedding_dimension).embed_many(
+            t[:-3] if len(t) == limit and t.endswith("...") else t for t in texts)
+        values = witness(vectors)
+        if values is None:
+            return []
+        order = np.argsort(-values, kind="stable")[: self.settings.examples]
+        return [Example(texts[i], witness=round(float(values[i]), 6)) for i in order]
+
+    def examples(self, signal: str, detector: Detector) -> dict[str, Any]:
+        shows, window = self.window_examples(signal, detector)
+        return {"shows": shows,
+                "baseline": [{"text": t} for t in self.baseline[: self.settings.examples]],
+                "window": [e.as_dict() for e in window]}
+
+    def event_examples(self, signal: str) -> dict[int, dict[str, Any]]:
+        """{event record: the examples it fired with} for the signal's latest events."""
+        return {record: noted.as_dict() for record, noted in self._events.get(signal, ())}
 
     def moved_features(self, k: int = 8) -> list[dict[str, Any]]:
         """Tokens whose share of outputs moved most (evidence for an embedding drift)."""
@@ -79,3 +250,25 @@ class Evidence:
              "window_share": round(f.share_b, 3)}
             for f in (wordy or shifts)[:k]
         ]
+
+    # --- ingest side ---------------------------------------------------------------
+    def events_noted(self, detectors: dict[str, Detector]) -> dict[str, int]:
+        """Each detector's event count as of the last `note_events` (the current counts
+        before the first): events that fired between two batches, when a calibration
+        finished on the settle tick, are noted with the next batch."""
+        if self._events_noted is not None:
+            return self._events_noted
+        return {signal: detector.events for signal, detector in detectors.items()}
+
+    def note_events(self, detectors: dict[str, Detector], noted: dict[str, int]) -> None:
+        """Keep the window examples with each event logged since `noted` (`events_noted`)."""
+        for signal, detector in detectors.items():
+            new = detector.events - noted.get(signal, detector.events)
+            if new > 0:  # rare: an event fired
+                shows, window = self.window_examples(signal, detector)
+                examples = EventExamples(
+                    shows, tuple(self.baseline[: self.settings.examples]), tuple(window))
+                kept = self._events.setdefault(signal, deque(maxlen=EVENT_EXAMPLES))
+                for event in detector.event_log[-min(new, EVENT_EXAMPLES):]:
+                    kept.append((int(event["record"]), examples))
+        self._events_noted = {signal: detector.events for signal, detector in detectors.items()}

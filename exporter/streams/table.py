@@ -16,7 +16,7 @@ from exporter.records.labels import sanitize_label_value
 from exporter.records.record import Record
 from exporter.signals.measure import Measurements
 from exporter.signals.totals import SignalTotals
-from exporter.streams.evidence import Evidence
+from exporter.streams.evidence import Evidence, length_bounds
 from exporter.streams.stream_detectors import StreamDetectors
 
 OVERFLOW_VALUE = "__other__"
@@ -46,6 +46,7 @@ class StreamState:
         their values a run at a time instead of one call chain per record."""
         if not records:
             return
+        first = self.records if self.detectors is None else self.detectors.records
         self.records += len(records)
         for record, m in zip(records, measurements, strict=True):
             self.finish_reasons[record.finish_reason] += 1
@@ -53,15 +54,29 @@ class StreamState:
             if record.system_fingerprint:
                 _bounded_increment(self.system_fingerprints, record.system_fingerprint)
             self.signals.add(m)
-        if self.evidence is not None:
-            self.evidence.add_many([r.output_text or r.refusal_text or "" for r in records])
         self.last_record_time = records[-1].timestamp or now
-        if self.detectors is not None:
+        if self.evidence is not None:
+            self._observe_with_evidence(self.evidence, records, measurements, first)
+        elif self.detectors is not None:
             self.detectors.update_many(measurements)
+
+    def _observe_with_evidence(self, evidence: Evidence, records: Sequence[Record],
+                               measurements: Sequence[Measurements], first: int) -> None:
+        """Evidence first, so the records that raise an alarm are among its examples when
+        it fires; then the detectors, noting the examples of each new event."""
+        if self.detectors is None:
+            evidence.add_many(records, measurements, first, None)
+            return
+        detectors = self.detectors.detectors
+        evidence.add_many(records, measurements, first,
+                          length_bounds(detectors.get("output_tokens")))
+        noted = evidence.events_noted(detectors)
+        self.detectors.update_many(measurements)
+        evidence.note_events(detectors, noted)
 
     def reset_baselines(self, signals: tuple[str, ...] | None = None) -> list[str]:
         if self.evidence is not None:
-            self.evidence.reset_baseline()
+            self.evidence.reset_baseline(signals)
         if self.detectors is None:
             return []
         if signals:

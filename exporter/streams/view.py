@@ -24,6 +24,18 @@ def _change(summary: dict[str, dict[str, float]]) -> dict[str, Any]:
     return out
 
 
+def _events(stream: StreamState, signal: str, log: list[dict[str, Any]], with_evidence: bool
+            ) -> list[dict[str, Any]]:
+    """The detector's event log; with evidence, each of the latest events with the examples
+    it fired with (copies: the log itself is the detector's)."""
+    evidence = stream.evidence if with_evidence else None
+    noted = evidence.event_examples(signal) if evidence is not None else {}
+    if not noted:
+        return log
+    return [{**event, "examples": noted[int(event["record"])]}
+            if int(event["record"]) in noted else event for event in log]
+
+
 def signal_view(stream: StreamState, signal: str, with_evidence: bool) -> dict[str, Any] | None:
     if stream.detectors is None or signal not in stream.detectors.detectors:
         return None
@@ -35,7 +47,7 @@ def signal_view(stream: StreamState, signal: str, with_evidence: bool) -> dict[s
         "baseline_ready_at": stream.detectors.ready_at.get(signal),
         "drift_detected": detector.drift_detected,
         "score": round(detector.score, 4),
-        "events": detector.event_log,
+        "events": _events(stream, signal, detector.event_log, with_evidence),
         "last_change_record": stream.detectors.last_change.get(signal),
         "change": _change(detector.summary()),
     }
@@ -43,7 +55,7 @@ def signal_view(stream: StreamState, signal: str, with_evidence: bool) -> dict[s
     if direction is not None and detector.baseline_ready:
         view["direction"] = direction
     if with_evidence and stream.evidence is not None and detector.drift_detected:
-        view["examples"] = stream.evidence.examples()
+        view["examples"] = stream.evidence.examples(signal, detector)
         if signal == "embedding":
             view["moved_features"] = stream.evidence.moved_features()
     return view

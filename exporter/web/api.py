@@ -40,9 +40,34 @@ def _evidence(view: dict[str, Any], signal: str) -> str:
             f"recent outputs, was {item['baseline_share']:.0%}</li>"
         )
     parts.append("</ul>")
-    for side in ("baseline", "window"):
-        for text in view.get("examples", {}).get(side, []):
-            parts.append(f"<blockquote><b>{side}</b>: {html.escape(text)}</blockquote>")
+    examples = view.get("examples")
+    if examples:
+        parts.append(_examples(examples))
+    return "".join(parts)
+
+
+# what a signal's window examples are, in words (`Evidence.window_examples`)
+SHOWS = {
+    "invalid": "latest invalid replies",
+    "refusals": "latest refusals",
+    "above_p95": "latest replies longer than the baseline's p95",
+    "below_p5": "latest replies shorter than the baseline's p5",
+    "beyond_p5_p95": "latest replies outside the baseline's p5 to p95",
+    "most_unlike_baseline": "recent replies most unlike the baseline (MMD witness)",
+    "latest": "latest replies",
+}
+
+
+def _examples(examples: dict[str, Any]) -> str:
+    """Baseline examples beside the window's, each window example with what makes it one."""
+    parts = [f"<p>Window: {html.escape(SHOWS.get(examples['shows'], examples['shows']))}</p>"]
+    for side in ("window", "baseline"):
+        for example in examples[side]:
+            notes = [f"{key} {example[key]}" for key in ("reason", "output_tokens", "witness")
+                     if key in example]
+            note = f" ({html.escape(', '.join(notes))})" if notes else ""
+            parts.append(f"<blockquote><b>{side}</b>{note}: "
+                         f"{html.escape(example['text'])}</blockquote>")
     return "".join(parts)
 
 
