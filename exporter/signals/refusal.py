@@ -63,6 +63,8 @@ from typing import Any
 import yaml
 
 from exporter.records.record import Record
+from exporter.signals.refusal_normalize import normalize
+from exporter.signals.refusal_normalize import straighten as _straighten
 from exporter.signals.refusal_prefilter import first_characters, may_contain
 
 __all__ = [
@@ -88,59 +90,8 @@ _SCRIPTS = ("latin", "cyrillic", "cjk")
 _WORD_START = {"latin": r"\b", "cyrillic": r"\b", "cjk": ""}
 _DATA_FILE = "refusal_phrases.yaml"
 
-# Models write apostrophes and quotes in several code points; patterns use the ASCII ones.
-# Backticks become apostrophes too, so a code fence reads as ''' after normalizing.
-_QUOTES = (
-    ("\u2019", "'"),  # right single quotation mark: the usual curly apostrophe
-    ("\u2018", "'"),
-    ("\u201b", "'"),
-    ("\u02bc", "'"),  # modifier letter apostrophe
-    ("\uff07", "'"),  # fullwidth apostrophe
-    ("\u00b4", "'"),
-    ("`", "'"),
-    ("\u201c", '"'),
-    ("\u201d", '"'),
-    ("\u201e", '"'),
-    ("\u00ab", '"'),
-    ("\u00bb", '"'),
-    ("\uff02", '"'),
-)
-_FENCE = "'''"
+_FENCE = "'''"  # a code fence after normalize (refusal_normalize.py)
 _UNLOCKED = "🔓"  # the "jailbroken" persona of DAN-style prompts
-
-# What a reply may start with before its first word: whitespace, markdown marks, quotes,
-# a bracketed tag, emoji; and separately a short "Name:" label such as "BasedGPT:".
-_MARKUP = re.compile(
-    r"(?:\s+|[#>*_~'\"|=+-]+|\[[^\]\n]{0,40}\]|\([^)\n]{0,40}\)"
-    r"|[\U0001F000-\U0001FAFF\u2600-\u27BF\uFE0F\u200D]+)+"
-)
-_LABEL = re.compile(r"[^\s:\[\]()]{1,24}(?: [^\s:\[\]()]{1,24})?:(?=\s)")
-
-
-def _strip_lead(text: str) -> str:
-    start = 0
-    while True:
-        markup = _MARKUP.match(text, start)
-        if markup is not None:
-            start = markup.end()
-        label = _LABEL.match(text, start) if ":" in text[start : start + 50] else None
-        if label is None:
-            return text[start:] if start else text
-        start = label.end()
-
-
-def _straighten(text: str) -> str:
-    if text.isascii():
-        return text.replace("`", "'") if "`" in text else text
-    for old, new in _QUOTES:
-        if old in text:
-            text = text.replace(old, new)
-    return text
-
-
-def normalize(text: str) -> str:
-    """Lower case, straight quotes, one space between words, leading tags removed."""
-    return " ".join(_strip_lead(_straighten(text.lower())).split())
 
 
 def _trie_regex(words: Iterable[str]) -> str:
