@@ -108,12 +108,16 @@ def markdown_trust(results: TrustResults, bars: dict[str, int | None]) -> str:
         "| worst stream | > 1 / > 2 / > 3 | bar |",
         "|---|---|---:|---:|---:|---:|---:|---:|---|---|",
     ]
-    passed = failed = 0
+    tally: dict[str, list[int]] = {}  # signal -> [passed, failed]
+
+    def count(key: str, ok: bool) -> None:
+        tally.setdefault(streams.SPECS[key].signal, [0, 0])[0 if ok else 1] += 1
+
     for key, runs in results.null.items():
         if runs:
             row, ok = null_row(key, runs)
             lines.append(row)
-            passed, failed = passed + ok, failed + (not ok)
+            count(key, ok)
     lines += [
         "",
         f"### 2. Flapping after a persistent change (at record {cfg.change_at:,}, "
@@ -132,7 +136,7 @@ def markdown_trust(results: TrustResults, bars: dict[str, int | None]) -> str:
         if changed:
             row, ok = change_row(key, changed, cfg.change_at)
             lines.append(row)
-            passed, failed = passed + ok, failed + (not ok)
+            count(key, ok)
     lines += [
         "",
         "### 3. Detection delay at the defaults (same change runs)",
@@ -157,7 +161,7 @@ def markdown_trust(results: TrustResults, bars: dict[str, int | None]) -> str:
         else:
             ok = nearest_rank(values, 0.5) <= bar
             status = f"{verdict(ok)} (median <= {bar:,})"
-            passed, failed = passed + ok, failed + (not ok)
+            count(key, ok)
         lines.append(
             f"| {spec.signal} | {spec.label}: {spec.change} | {OUR_LABELS[spec.kind]} "
             f"| {len(changed)} | {delay_cells(values, cfg.after)} "
@@ -169,5 +173,7 @@ def markdown_trust(results: TrustResults, bars: dict[str, int | None]) -> str:
                 lines.append(
                     f"| {spec.signal} | {spec.label}: {spec.change} | {RIVER_LABELS[method]} "
                     f"| {len(runs)} | {cells} | {sum(p > 0 for _, p in runs)} | - |")
-    lines += ["", f"**Trust bars: {passed} PASS, {failed} FAIL** ({seeds})."]
+    passed, failed = (sum(t[i] for t in tally.values()) for i in (0, 1))
+    per_signal = "; ".join(f"{signal} {t[0]} PASS, {t[1]} FAIL" for signal, t in tally.items())
+    lines += ["", f"**Trust bars: {passed} PASS, {failed} FAIL** ({per_signal}; {seeds})."]
     return "\n".join(lines) + "\n"
