@@ -1,20 +1,26 @@
 """The one Detector interface every signal's detector implements.
 
 Shape borrowed from river's drift detectors (one `update()` per observation,
-then read-only state), with two differences that alerting needs:
+then read-only state), with differences that alerting needs:
 
 - the state is a *level* (`drift_detected` holds while the change holds),
   not an edge, so a Prometheus alert can fire and resolve;
 - a detector learns its own baseline from the first `baseline_size`
   observations and calibrates its threshold from it, so `score` (statistic
-  divided by threshold) means the same on every stream: >= 1 is drift.
-
-Hysteresis: drift starts when the score reaches 1 and ends only after the
-score has stayed below `release_level` (0.5 unless the detector's statistic
-rests higher without change) for `window_size` consecutive observations;
-then the detector re-arms from rest, so the time to the next false event
-again has the calibrated distribution (calibration targets the mean run
-length from rest).
+  divided by threshold) means the same on every stream: >= 1 is a change
+  the statistics are sure of;
+- one event per change. An event starts when the score reaches 1 *and* the
+  change is practically significant (`_practical`: a detector with a floor
+  in its signal's units, such as "mean or p95 tokens moved by 10%", holds
+  back a statistically certain but negligible change). It then lasts until
+  `_back_to_baseline` says the stream is back: the CUSUM detectors run a
+  sequential test of "back to the baseline" against "still at the level seen
+  when the event started", so a persistent change stays one event however
+  its score hovers; by default (river, MMD) the score must stay below
+  `release_level` for `window_size` consecutive observations. Then the
+  detector re-arms from rest, so the time to the next false event again has
+  the calibrated distribution (calibration targets the mean run length from
+  rest).
 """
 
 from __future__ import annotations
@@ -294,17 +300,32 @@ class Detector(ABC):
     # --- level state --------------------------------------------------------------
     def _apply_hysteresis(self) -> None:
         if not self._in_drift:
-            if self._score >= 1.0:
+            if self._score >= 1.0 and self._practical():
                 self._in_drift = True
-                self._calm = 0
                 self._events += 1
                 self._drift_since = self._observations - 1
+                self._started()
             return
-        self._calm = self._calm + 1 if self._score < self.release_level else 0
-        if self._calm >= self.settings.window_size:
+        if self._back_to_baseline():
             self._in_drift = False
             self._drift_since = None
             self._rearm()
+
+    def _practical(self) -> bool:
+        """Whether a change the statistics are sure of (score >= 1) is large enough to
+        be an event; detectors with a floor in their signal's units override it."""
+        return True
+
+    def _started(self) -> None:
+        """An event has just started: the count of calm observations starts again (a
+        detector that tests for the way back notes the level it tests against)."""
+        self._calm = 0
+
+    def _back_to_baseline(self) -> bool:
+        """Called for each observation during an episode: True ends it. By default the
+        score must stay below `release_level` for `window_size` observations in a row."""
+        self._calm = self._calm + 1 if self._score < self.release_level else 0
+        return self._calm >= self.settings.window_size
 
     def _changed(self, record: int) -> None:
         """The drift level changed with the observation logged as `record` (the last of

@@ -6,10 +6,19 @@ for rare events). p0 is the Jeffreys estimate
 (events + 1/2) / (n + 1), so a baseline with no events still gives a usable,
 small rate. The baseline lasts `baseline_size` records, longer (up to 3x) when it saw
 the rarer outcome a few times but fewer than `min_events`. The threshold is simulated per
-baseline count: each simulated
-path draws its true rate from the Beta posterior of the baseline, so the
-uncertainty of a rate learned from ~20 events out of 1000 is paid for in
-the threshold instead of in false pages.
+baseline count, with a per-stream guarantee: the upward CUSUM is fed the true
+rate at the upper end of the 90% credible interval of the learned rate
+(Jeffreys' Beta posterior), the downward one the lower end, so on at least
+9 streams in 10 (those whose true rate lies in the interval) the mean run
+length between false events is at least the expected run time. A stream
+that learned 2.8% refusals for a true 2% is covered; averaging over the
+posterior instead covered it only on average, and it paged again and again.
+
+An event needs the window's rate to differ from the baseline's by
+`min_effect` percentage points; it ends when a CUSUM of "back at the
+baseline rate" vs "odds sqrt(ratio) times higher (lower)" reaches
+log(expected_run_time) (Wald: no more often than once in that many
+records while the change holds), so a persistent change is one event.
 
 Examples
 --------
@@ -36,9 +45,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+from scipy.special import betaincinv
 
 from exporter.detectors.base import Detector, DetectorSettings
 from exporter.detectors.calibration import (
+    GUARANTEE,
     CalibrationCache,
     Plan,
     plan,
@@ -50,6 +61,8 @@ from exporter.detectors.registry import METHODS
 # defaults and bounds declared once, in the registry the config is checked against
 _RATIO = METHODS["bernoulli_cusum"].param("ratio")
 _MIN_EVENTS = METHODS["bernoulli_cusum"].param("min_events")
+_MIN_EFFECT = METHODS["bernoulli_cusum"].param("min_effect")
+GATE_EVERY = 16  # below the floor, the window's rate is looked at again after this many
 DEFAULT_RATIO: float = _RATIO.default
 # A rate learned from 4 events is off by +-50%: the detector would then report the
 # baseline's own error as drift, for good. When the baseline saw a few events but fewer
@@ -85,18 +98,22 @@ def increments(p0: float, ratio: float) -> tuple[tuple[float, float], tuple[floa
 
 def simulate_maxima(events: int, n: int, ratio: float, how: Plan,
                     rng: np.random.Generator) -> np.ndarray:
+    """Running maxima of the larger CUSUM, the upward one fed the true rate at the top of
+    the GUARANTEE credible interval of the learned rate and the downward one its bottom:
+    a bound on the false-alarm hazard for every true rate inside the interval (each
+    CUSUM alarms more often the further the rate moves its way)."""
     paths = how.paths
     p0 = jeffreys_rate(events, n)
     (up_hit, up_miss), (down_hit, down_miss) = increments(p0, ratio)
-    true_rates = rng.beta(events + 0.5, n - events + 0.5, size=paths)
+    tail = (1.0 - GUARANTEE) / 2.0
+    high, low = (float(betaincinv(events + 0.5, n - events + 0.5, q)) for q in (1 - tail, tail))
     up = np.zeros(paths)
     down = np.zeros(paths)
     maxima = np.zeros(paths)
     running = []
     for t in range(how.length):
-        hit = rng.random(paths) < true_rates
-        np.maximum(0.0, up + np.where(hit, up_hit, up_miss), out=up)
-        np.maximum(0.0, down + np.where(hit, down_hit, down_miss), out=down)
+        np.maximum(0.0, up + np.where(rng.random(paths) < high, up_hit, up_miss), out=up)
+        np.maximum(0.0, down + np.where(rng.random(paths) < low, down_hit, down_miss), out=down)
         np.maximum(maxima, np.maximum(up, down), out=maxima)
         if how.is_checkpoint(t):
             running.append(maxima.copy())
@@ -107,25 +124,29 @@ def bernoulli_threshold(events: int, n: int, ratio: float, expected_run_time: in
                         cache: CalibrationCache) -> float:
     def compute() -> float:
         how = plan(expected_run_time)
-        rng = seeded("bernoulli_cusum", events, n, ratio, expected_run_time)
+        rng = seeded("bernoulli_cusum", events, n, ratio, expected_run_time, GUARANTEE)
         running = simulate_maxima(events, n, ratio, how, rng)
         # never below one step: a single record must not be able to raise an alarm
         steps = [abs(step) for pair in increments(jeffreys_rate(events, n), ratio) for step in pair]
         return max(threshold_for_run_length(running, how), max(steps))
 
-    return cache.get(("bernoulli_cusum", events, n, ratio, expected_run_time), compute)
+    return cache.get(("bernoulli_cusum", events, n, ratio, expected_run_time, GUARANTEE),
+                     compute)
 
 
 class BernoulliCusum(Detector):
     kind = "bernoulli_cusum"
 
     def __init__(self, settings: DetectorSettings, cache: CalibrationCache,
-                 ratio: float = DEFAULT_RATIO, min_events: int = DEFAULT_MIN_EVENTS) -> None:
+                 ratio: float = DEFAULT_RATIO, min_events: int = DEFAULT_MIN_EVENTS,
+                 min_effect: float = _MIN_EFFECT.default) -> None:
         _RATIO.check(ratio)
         _MIN_EVENTS.check(min_events)
+        _MIN_EFFECT.check(min_effect)
         self.cache = cache
         self.ratio = ratio
         self.min_events = min_events
+        self.min_effect = float(min_effect)
         super().__init__(settings)
 
     def _reset(self) -> None:
@@ -138,6 +159,8 @@ class BernoulliCusum(Detector):
         self._up = 0.0
         self._down = 0.0
         self._window: deque[bool] = deque(maxlen=self.settings.window_size)
+        self._gate_next = 0  # below the floor: the observation count of the next look
+        self._back = ((0.0, 0.0), 0.0)  # during an event: (steps back, CUSUM of the way back)
 
     @property
     def baseline_ready(self) -> bool:
@@ -178,10 +201,45 @@ class BernoulliCusum(Detector):
         cap = 2.0 * self._threshold
         self._up = min(cap, max(0.0, self._up + (up_hit if hit else up_miss)))
         self._down = min(cap, max(0.0, self._down + (down_hit if hit else down_miss)))
+        if self._in_drift:
+            (back_hit, back_miss), back = self._back
+            self._back = ((back_hit, back_miss), max(0.0, back + (back_hit if hit else back_miss)))
         return max(self._up, self._down) / self._threshold
+
+    def effect(self) -> float:
+        """The window's rate minus the baseline's, in percentage points (absolute)."""
+        if not self._window or not self._baseline_n:
+            return 0.0
+        window = sum(self._window) / len(self._window)
+        return abs(window - self._baseline_events / self._baseline_n) * 100.0
+
+    def _practical(self) -> bool:
+        if self.min_effect <= 0.0:
+            return True
+        if self._observations < self._gate_next:
+            return False
+        if self.effect() >= self.min_effect:
+            return True
+        self._gate_next = self._observations + GATE_EVERY
+        return False
+
+    def _started(self) -> None:
+        """The rate the way back is tested against: odds sqrt(ratio) times the baseline's
+        in the direction that fired, half the CUSUM's design change on the log-odds scale.
+        Not the window's rate: an estimate taken at an alarm is biased away from the
+        baseline, and testing against it would end a real but smaller change (or one the
+        learned baseline missed), then raise it again: flapping."""
+        p0 = jeffreys_rate(self._baseline_events, self._baseline_n)
+        half = math.sqrt(self.ratio)
+        p1 = _with_odds(p0, half if self._up >= self._down else 1.0 / half)
+        self._back = ((math.log(p0 / p1), math.log((1.0 - p0) / (1.0 - p1))), 0.0)
+
+    def _back_to_baseline(self) -> bool:
+        return self._back[1] >= math.log(self.settings.expected_run_time)
 
     def _rearm(self) -> None:
         self._up = self._down = 0.0
+        self._back = ((0.0, 0.0), 0.0)
 
     @property
     def direction(self) -> str:
@@ -203,6 +261,8 @@ class BernoulliCusum(Detector):
             "up": self._up,
             "down": self._down,
             "window": [int(v) for v in self._window],
+            "gate_next": self._gate_next,
+            "back": [*self._back[0], self._back[1]],
         }
 
     def _restore_state(self, state: dict[str, Any]) -> None:
@@ -213,3 +273,6 @@ class BernoulliCusum(Detector):
         self._up = float(state["up"])
         self._down = float(state["down"])
         self._window.extend(bool(v) for v in state["window"])
+        self._gate_next = int(state.get("gate_next", 0))  # absent: saved before floors
+        back_hit, back_miss, back = state.get("back", (0.0, 0.0, 0.0))
+        self._back = ((float(back_hit), float(back_miss)), float(back))

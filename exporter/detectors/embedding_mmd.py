@@ -91,7 +91,11 @@ class EmbeddingMmd(Detector):
         self._bandwidth: float | None = None  # sigma; None until the sample is in
         self._directions: np.ndarray | None = None  # shared, see `random_features`
         self._phase: np.ndarray | None = None
+        # Baseline features to simulate from: each distinct one, counted, while at most RESERVOIR
+        # (a near-constant stream's rare outputs kept exactly), then a sample of the records.
         self._reservoir: list[np.ndarray] = []
+        self._counts: list[int] = []
+        self._distinct: dict[bytes, int] | None = {}  # row of each feature; None once sampling
         self._feature_sum = np.zeros(FEATURES)
         self._baseline_n = 0
         self._baseline_mean: np.ndarray | None = None
@@ -139,12 +143,23 @@ class EmbeddingMmd(Detector):
     def _add_baseline_feature(self, phi: np.ndarray) -> None:
         self._baseline_n += 1
         self._feature_sum += phi
-        if len(self._reservoir) < RESERVOIR:
-            self._reservoir.append(phi)
-        else:
-            slot = int(self._rng.integers(self._baseline_n))
-            if slot < RESERVOIR:
-                self._reservoir[slot] = phi
+        if self._distinct is not None:
+            row = self._distinct.setdefault(phi.tobytes(), len(self._reservoir))
+            if row < len(self._reservoir):
+                self._counts[row] += 1
+                return
+            if row < RESERVOIR:
+                self._reservoir.append(phi)
+                self._counts.append(1)
+                return
+            # one distinct output too many: a uniform sample of the records so far, then on
+            kept = self._rng.multivariate_hypergeometric(self._counts, RESERVOIR)
+            self._reservoir = [v for v, k in zip(self._reservoir, kept, strict=True)
+                               for _ in range(k)]
+            self._counts, self._distinct = [1] * RESERVOIR, None
+        slot = int(self._rng.integers(self._baseline_n))
+        if slot < RESERVOIR:
+            self._reservoir[slot] = phi
 
     def _vector(self, x: Any) -> np.ndarray:
         vector = np.asarray(x, dtype=np.float64)
@@ -186,15 +201,16 @@ class EmbeddingMmd(Detector):
             self._calibrate()
 
     def _calibrate(self) -> None:
-        pool, n = np.stack(self._reservoir), self._baseline_n
-        settings, weight = self.settings, self._weight
-        self._calibrate_with(lambda: simulate_null(pool, n, weight, settings), self._apply_null)
+        pool, counts = np.stack(self._reservoir), np.asarray(self._counts)
+        n, settings, weight = self._baseline_n, self.settings, self._weight
+        self._calibrate_with(lambda: simulate_null(pool, counts, n, weight, settings),
+                             self._apply_null)
 
     def _apply_null(self, null: tuple[float, float, float]) -> None:
         self._threshold, self._null_median, self._release = null
         self._baseline_mean = self._feature_sum / self._baseline_n
         self._ewma = self._baseline_mean.copy()
-        self._reservoir = []
+        self._reservoir, self._counts, self._distinct = [], [], None
 
     def _observe_run(self, xs: Sequence[Any], start: int) -> int:
         """Features of the run in one pass (see `_project`; the run ends before the first
@@ -264,6 +280,7 @@ class EmbeddingMmd(Detector):
             "dimension": None if self._directions is None else self._directions.shape[1],
             "bandwidth_sample": [v.tolist() for v in self._bandwidth_sample],
             "reservoir": [v.tolist() for v in self._reservoir],
+            "reservoir_counts": self._counts,
             "feature_sum": self._feature_sum.tolist(),
             "baseline_n": self._baseline_n,
             "baseline_mean": listed(self._baseline_mean),
@@ -286,10 +303,14 @@ class EmbeddingMmd(Detector):
         if sigma is not None and dimension is not None:
             self._use_bandwidth(float(sigma), int(dimension))
         self._bandwidth_sample = [np.asarray(v) for v in state["bandwidth_sample"]]
-        self._reservoir = [np.asarray(v) for v in state["reservoir"]]
-        self._feature_sum = np.asarray(state["feature_sum"], dtype=np.float64)
         self._baseline_n = int(state["baseline_n"])
         self._baseline_mean = array(state["baseline_mean"])
+        self._reservoir = [np.asarray(v, dtype=np.float64) for v in state["reservoir"]]
+        # states saved before counts were kept hold one record per row
+        self._counts = list(state.get("reservoir_counts", [1] * len(self._reservoir)))
+        exact = sum(self._counts) == self._baseline_n and self._baseline_mean is None
+        self._distinct = {v.tobytes(): i for i, v in enumerate(self._reservoir)} if exact else None
+        self._feature_sum = np.asarray(state["feature_sum"], dtype=np.float64)
         self._ewma = array(state["ewma"])
         self._threshold = from_stored(state["threshold"])
         self._null_median = float(state["null_median"])
@@ -297,10 +318,11 @@ class EmbeddingMmd(Detector):
 
 
 def simulate_null(
-    pool: np.ndarray, n: int, weight: float, settings: DetectorSettings
+    pool: np.ndarray, counts: np.ndarray, n: int, weight: float, settings: DetectorSettings
 ) -> tuple[float, float, float]:
     """(threshold, median no-change distance, release level) for a baseline of `n`
-    records whose features `pool` samples. Pure, so it can run on another thread.
+    records whose features `pool` samples, row i standing for `counts[i]` records. Pure,
+    so it can run on another thread.
 
     The guarantee is per stream (Gandy and Kvaløy 2013, guaranteed conditional
     performance): the learned baseline mean m is off the true mean by an offset of about
@@ -308,24 +330,23 @@ def simulate_null(
     on an average over offsets. An average-calibrated threshold leaves the streams with
     unlucky baselines well short of the expected run time; here the threshold is the one
     that the 90th-percentile baseline needs, so on about 9 of 10 streams the mean run
-    length from rest is at least `expected_run_time`. Bootstrap world: the reservoir is
-    the truth, `CHART_DRAWS` baseline means of n draws from it are the baselines one
-    could have learned, and the paths are simulated with ONE chart mean, the draw at rank
-    `ADVERSE` of `_badness` (what a full bootstrap of thresholds would pick, at the cost
-    of one simulation; see `_badness` for why that order). The EWMA starts at that chart
-    mean (from rest, as `_rearm`), data are drawn from the reservoir."""
+    length from rest is at least `expected_run_time`. Bootstrap world: the pool is the
+    truth, `CHART_DRAWS` means of n draws from it the baselines one could have learned;
+    the paths use ONE chart mean, the draw at rank `ADVERSE` by `_badness` (what a full
+    bootstrap of thresholds would pick, for the cost of one simulation), start at it
+    (from rest, as `_rearm`) and draw their data from the pool."""
     how = plan(settings.expected_run_time)
     rng = seeded("embedding_mmd", "conditional", n, settings.window_size,
                  settings.expected_run_time, pool.sum())
-    centre = pool.mean(axis=0)
-    counts = rng.multinomial(n, np.full(len(pool), 1.0 / len(pool)), size=CHART_DRAWS)
-    offsets = counts @ pool / n - centre
-    offset = offsets[np.argsort(_badness(offsets, pool - centre, weight))[
+    share = counts / counts.sum()
+    centre = share @ pool
+    offsets = rng.multinomial(n, share, size=CHART_DRAWS) @ pool / n - centre
+    offset = offsets[np.argsort(_badness(offsets, pool - centre, share, weight))[
         int(ADVERSE * (CHART_DRAWS - 1))]]
     # Offset coordinates: d = ewma - chart mean; a record moves d to (1 - w) d + w (phi - m).
     steps = (weight * (pool - centre - offset)).astype(np.float32)
     paths = max(1, min(how.paths, PATH_STEPS // how.length))
-    running, current = _running_maxima(steps, 1.0 - weight, paths, how.length, rng)
+    running, current = _running_maxima(steps, counts, 1.0 - weight, paths, how.length, rng)
     # A baseline of identical outputs has a null distance of 0; the floor makes a
     # handful of different outputs (not a single one) count as drift there.
     threshold = max(
@@ -338,33 +359,39 @@ def simulate_null(
     return threshold, float(np.median(current)), release
 
 
-def _badness(offsets: np.ndarray, centred: np.ndarray, weight: float) -> np.ndarray:
+def _badness(
+    offsets: np.ndarray, centred: np.ndarray, share: np.ndarray, weight: float
+) -> np.ndarray:
     """How far up each chart-mean offset pushes the statistic's upper tail: predicted
     mean plus BADNESS_SPREADS standard deviations of |z - offset|^2, z the EWMA's noise
     (covariance C = w/(2-w) Σ). Mean tr C + |offset|^2, variance 2 tr C^2 + 4 offset' C
-    offset (Gaussian z). The squared norm alone misses that an offset along the data's
-    main directions adds to the noise that makes alarms; in trials (two streams, 40 offsets
-    each, thresholds simulated with common random numbers) this order matched the
-    thresholds' with rank correlation 0.99 and 0.98, the squared norm's 0.96 and 0.88."""
-    noise = weight / (2.0 - weight) * (centred.T @ centred) / len(centred)
+    offset (Gaussian z): an offset along the data's main directions adds to the noise
+    that makes alarms. In trials (two streams, 40 offsets each, thresholds simulated with
+    common random numbers) this order matched the thresholds' with rank correlation 0.99
+    and 0.98, the squared norm alone 0.96 and 0.88."""
+    noise = weight / (2.0 - weight) * (centred.T * share) @ centred
     tilted = np.einsum("ij,jk,ik->i", offsets, noise, offsets)
     spread = np.sqrt(2.0 * float(np.sum(noise * noise)) + 4.0 * tilted)
     return (offsets * offsets).sum(axis=1) + BADNESS_SPREADS * spread
 
 
 def _running_maxima(
-    steps: np.ndarray, decay: float, paths: int, length: int, rng: np.random.Generator
+    steps: np.ndarray, counts: np.ndarray, decay: float, paths: int, length: int,
+    rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Each path's running maximum of |d|^2 at the CHECKPOINTS, and |d|^2 after the last
-    record, for d_0 = 0, d_t = decay d_(t-1) + steps[i_t] with i_t uniform: per record one
-    scale, one gather-add and one squared norm over all paths, in float32 (the threshold
-    needs a few significant digits; float32 halves the memory traffic)."""
+    record, for d_0 = 0, d_t = decay d_(t-1) + steps[i_t], P(i_t = i) ~ counts[i]: per
+    record a scale, a gather-add and a squared norm over all paths, in float32 (a threshold
+    needs a few digits; float32 halves the memory traffic)."""
     d = np.zeros((paths, steps.shape[1]), dtype=np.float32)
     maxima, current = np.zeros(paths, dtype=np.float32), np.empty(paths, dtype=np.float32)
-    factor, running = np.float32(decay), []
+    factor, running, total = np.float32(decay), [], int(counts.sum())
+    bounds = None if total == len(steps) else np.cumsum(counts)  # None: a record per row
     for _ in range(CHECKPOINTS):
-        picks = rng.integers(len(steps), size=(length // CHECKPOINTS, paths), dtype=np.uint16)
-        for row in picks.astype(np.intp):
+        picks = rng.integers(total, size=(length // CHECKPOINTS, paths), dtype=np.int64)
+        if bounds is not None:
+            picks = np.searchsorted(bounds, picks, side="right")
+        for row in picks:
             d *= factor
             d += steps[row]
             np.einsum("ij,ij->i", d, d, out=current)

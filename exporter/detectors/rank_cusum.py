@@ -9,6 +9,18 @@ a spread that grew or shrank. Because only ranks enter, the statistic is
 distribution-free: one simulation calibrates every stream, heavy tails do no
 harm, and rescaling the input (tokens vs characters) changes nothing.
 
+Distribution-free, but not free of the baseline's luck: ranks against a
+baseline whose sample fell a little low make every live value look a little
+high. How much depends only on the baseline's uniform spacings, so the
+threshold is simulated once for a baseline as unlucky as the GUARANTEE
+quantile of them (rank_calibration.py), which again serves every stream.
+
+An event needs the window's mean or p95 to differ from the baseline's by
+`min_effect` (relative); it ends when a CUSUM of "back at the baseline" vs
+"shifted by the allowance on the side that fired" reaches
+log(expected_run_time): a persistent change stays one event, and a false end
+comes no more often than a false event.
+
 Examples
 --------
 >>> import numpy as np
@@ -28,6 +40,7 @@ False
 
 from __future__ import annotations
 
+import logging
 import math
 from array import array
 from collections import deque
@@ -38,19 +51,20 @@ import numpy as np
 from scipy.special import ndtri
 
 from exporter.detectors.base import Detector, DetectorSettings, finite_or_none, from_stored
-from exporter.detectors.calibration import (
-    CalibrationCache,
-    Plan,
-    plan,
-    seeded,
-    threshold_for_run_length,
-)
+from exporter.detectors.calibration import CalibrationCache
+from exporter.detectors.rank_calibration import rank_threshold
 from exporter.detectors.registry import METHODS
 
+log = logging.getLogger(__name__)
 # CUSUM reference value k, in standard-normal units (see docs); default and bounds declared
 # once, in the registry the config is checked against
 _ALLOWANCE = METHODS["rank_cusum"].param("allowance")
+_MIN_EFFECT = METHODS["rank_cusum"].param("min_effect")
 DEFAULT_ALLOWANCE: float = _ALLOWANCE.default
+# While a change is below the floor, its effect is measured again every this many records.
+GATE_EVERY = 16
+# The way back is tested against a shift of this share of the allowance (see `_started`).
+BACK_SHIFT = 0.5
 _SQRT2 = math.sqrt(2.0)
 _MASK = (1 << 64) - 1
 # splitmix64's constants, as numpy scalars so the arithmetic wraps at 64 bits
@@ -63,51 +77,17 @@ _S30, _S27, _S31, _S11 = (np.uint64(n) for n in (30, 27, 31, 11))
 _BLOCK = 32
 
 
-def simulate_maxima(n: int, allowance: float, how: Plan,
-                    rng: np.random.Generator) -> np.ndarray:
-    """Running maxima (at the plan's checkpoints) of the four-sided rank CUSUM on uniform
-    data, each path with its own baseline."""
-    paths, length = how.paths, how.length
-    z = np.empty((paths, length))
-    for p in range(paths):
-        baseline = np.sort(rng.random(n))
-        below = np.searchsorted(baseline, rng.random(length))
-        z[p] = ndtri((below + rng.random(length)) / (n + 1))
-    spread = (z * z - 1.0) / _SQRT2
-    sums = np.zeros((4, paths))
-    maxima = np.zeros(paths)
-    running = []
-    for t in range(length):
-        zt, st = z[:, t], spread[:, t]
-        np.maximum(0.0, sums[0] + zt - allowance, out=sums[0])
-        np.maximum(0.0, sums[1] - zt - allowance, out=sums[1])
-        np.maximum(0.0, sums[2] + st - allowance, out=sums[2])
-        np.maximum(0.0, sums[3] - st - allowance, out=sums[3])
-        np.maximum(maxima, sums.max(axis=0), out=maxima)
-        if how.is_checkpoint(t):
-            running.append(maxima.copy())
-    return np.stack(running)
-
-
-def rank_threshold(n: int, allowance: float, expected_run_time: int,
-                   cache: CalibrationCache) -> float:
-    def compute() -> float:
-        how = plan(expected_run_time)
-        rng = seeded("rank_cusum", n, allowance, expected_run_time)
-        running = simulate_maxima(n, allowance, how, rng)
-        return max(threshold_for_run_length(running, how), 1.0)
-
-    return cache.get(("rank_cusum", n, allowance, expected_run_time), compute)
-
-
 class RankCusum(Detector):
     kind = "rank_cusum"
 
     def __init__(self, settings: DetectorSettings, cache: CalibrationCache,
-                 allowance: float = DEFAULT_ALLOWANCE) -> None:
+                 allowance: float = DEFAULT_ALLOWANCE,
+                 min_effect: float = _MIN_EFFECT.default) -> None:
         _ALLOWANCE.check(allowance)
+        _MIN_EFFECT.check(min_effect)
         self.cache = cache
         self.allowance = float(allowance)
+        self.min_effect = float(min_effect)
         super().__init__(settings)
 
     def _reset(self) -> None:
@@ -123,6 +103,9 @@ class RankCusum(Detector):
         self._draws = 0
         self._block = np.empty(0)  # uniforms of draws _block_first.. (a cache)
         self._block_first = 0
+        self._gate_next = 0  # below the floor: the observation count of the next look
+        self._side = 0  # during an event: the CUSUM that fired (up, down, wider, narrower)
+        self._return = 0.0  # ... and the CUSUM of "back at the baseline"
 
     @property
     def baseline_ready(self) -> bool:
@@ -205,10 +188,51 @@ class RankCusum(Detector):
         sums[1] = min(max(0.0, sums[1] - z - k), cap)
         sums[2] = min(max(0.0, sums[2] + spread - k), cap)
         sums[3] = min(max(0.0, sums[3] - spread - k), cap)
+        if self._in_drift:  # log-likelihood ratio of N(0, 1) to N(b, 1) on the side that fired
+            side, b = self._side, k * BACK_SHIFT
+            y = z if side == 0 else -z if side == 1 else spread if side == 2 else -spread
+            self._return = max(0.0, self._return + b * (b / 2.0 - y))
         return max(sums) / self._threshold
+
+    def effect(self) -> float:
+        """The window's change from the baseline in the floor's units: the larger relative
+        change of the mean and of the p95 (what a user reads off a dashboard)."""
+        if not self._window or not self._baseline_stats:
+            return 0.0
+        window = _stats(sorted(self._window))
+        changes = [abs(window[stat] / base - 1.0) if base > 0 else
+                   (math.inf if window[stat] > 0 else 0.0)
+                   for stat, base in self._baseline_stats.items() if stat != "p50"]
+        return max(changes)
+
+    def _practical(self) -> bool:
+        """The floor, looked at again every GATE_EVERY records while a change stays below
+        it (a sort of the window: cheap, but not for every record of a busy stream)."""
+        if self.min_effect <= 0.0:
+            return True
+        if self._observations < self._gate_next:
+            return False
+        if self.effect() >= self.min_effect:
+            return True
+        self._gate_next = self._observations + GATE_EVERY
+        return False
+
+    def _started(self) -> None:
+        """Note the side that fired. The way back is tested against a shift of the
+        allowance, the smallest the CUSUM is built to see, not the window's (an estimate
+        taken at an alarm is biased away from the baseline, and testing against it would
+        end a real but smaller change, then raise it again: flapping)."""
+        self._side = int(np.argmax(self._sums))
+        self._return = 0.0
+
+    def _back_to_baseline(self) -> bool:
+        """Wald's bound: under "still at the level", the CUSUM of the way back reaches
+        log(ERT) no more often than once in ERT records."""
+        return self._return >= math.log(self.settings.expected_run_time)
 
     def _rearm(self) -> None:
         self._sums = [0.0, 0.0, 0.0, 0.0]
+        self._return = 0.0
 
     @property
     def direction(self) -> str:
@@ -239,6 +263,8 @@ class RankCusum(Detector):
             "sums": self._sums,
             "window": list(self._window),
             "draws": self._draws,
+            "gate_next": self._gate_next,
+            "event": [self._side, self._return],
         }
 
     def _restore_state(self, state: dict[str, Any]) -> None:
@@ -246,9 +272,17 @@ class RankCusum(Detector):
         if state["sorted"] is not None:
             self._learned([float(v) for v in state["sorted"]])
         self._threshold = from_stored(state["threshold"])
+        if "event" not in state and self._sorted is not None:  # saved before the guarantee
+            log.info("rank CUSUM threshold simulated again for the per-stream guarantee "
+                     "(state saved by an older version)")
+            self._threshold = rank_threshold(len(self._sorted), self.allowance,
+                                             self.settings.expected_run_time, self.cache)
         self._sums = list(state["sums"])
         self._window.extend(state["window"])
         self._draws = int(state["draws"])
+        self._gate_next = int(state.get("gate_next", 0))  # absent: saved before floors
+        side, back = state.get("event", (0, 0.0))
+        self._side, self._return = int(side), float(back)
 
 
 def uniforms(seed: int, first: int, count: int) -> np.ndarray:

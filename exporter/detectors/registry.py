@@ -74,11 +74,17 @@ METHODS: dict[str, Method] = {
         Method("rank_cusum", "exporter.detectors.rank_cusum:RankCusum",
                # CUSUM reference value k, in standard-normal units (see docs)
                (Param("allowance", float, 0.2, minimum=0.0, maximum=2.0,
-                      exclusive_maximum=True),),
+                      exclusive_maximum=True),
+                # practical-significance floor: an event needs the window's mean or p95
+                # to differ from the baseline's by this fraction (0.1 = 10%); 0 = none
+                Param("min_effect", float, 0.1, minimum=0.0, maximum=10.0)),
                windowed=True, init="RankCusum.__init__"),
         Method("bernoulli_cusum", "exporter.detectors.bernoulli_cusum:BernoulliCusum",
                (Param("ratio", float, 3.0, minimum=1.0, maximum=1000.0, exclusive_minimum=True),
-                Param("min_events", int, 10, minimum=0)),
+                Param("min_events", int, 10, minimum=0),
+                # practical-significance floor, in percentage points of the rate: an event
+                # needs the window's rate to differ from the baseline's by this much; 0 = none
+                Param("min_effect", float, 0.5, minimum=0.0, maximum=100.0)),
                windowed=True, init="BernoulliCusum.__init__"),
         # takes no parameters: a typo is an error, not a silently ignored key
         Method("mmd", "exporter.detectors.embedding_mmd:EmbeddingMmd", (), calibrated=False,
