@@ -13,7 +13,8 @@ import pytest
 
 from exporter.detectors import DetectorSettings
 from exporter.detectors.calibration import CHECKPOINTS, mean_run_length
-from exporter.detectors.embedding_mmd import EmbeddingMmd, simulate_null
+from exporter.detectors.embedding_mmd import RESERVOIR, EmbeddingMmd
+from exporter.detectors.mmd_null import simulate_null
 
 ERT = 1000
 SETTINGS = DetectorSettings(expected_run_time=ERT, baseline_size=1000, window_size=200)
@@ -63,10 +64,10 @@ def test_same_baseline_gives_the_same_threshold():
     first, second = learned(vectors), learned(vectors)
     assert first._threshold == second._threshold
     assert first.release_level == second.release_level
-    pool = rng.normal(size=(256, 64)) * 0.1
-    assert simulate_null(pool, 1000, 0.01, SETTINGS) == simulate_null(pool, 1000, 0.01, SETTINGS)
-    other = simulate_null(pool + 0.01, 1000, 0.01, SETTINGS)
-    assert other != simulate_null(pool, 1000, 0.01, SETTINGS)
+    pool, counts = rng.normal(size=(256, 64)) * 0.1, np.ones(256, dtype=int)
+    once = simulate_null(pool, counts, 1000, 0.01, SETTINGS)
+    assert simulate_null(pool, counts, 1000, 0.01, SETTINGS) == once
+    assert simulate_null(pool + 0.01, counts, 1000, 0.01, SETTINGS) != once
 
 
 def test_identical_outputs_get_the_floor():
@@ -88,6 +89,39 @@ def test_a_stored_threshold_is_kept_on_restore():
     restored.restore(snapshot)
     assert restored._threshold == 0.0123 and restored.baseline_ready
     assert restored.summary()["baseline"]["mmd2"] == detector.summary()["baseline"]["mmd2"]
+
+
+def test_a_near_constant_baseline_is_kept_exactly():
+    """Up to RESERVOIR distinct outputs each is kept with its count: a near-constant stream's
+    rare outputs drive its false alarms, so their rate must not rest on a sample of 256."""
+    rng = np.random.default_rng(6)
+    vectors = [np.ones(DIMENSION)] * 984 + list(stream(rng, MIXES[0], 15))
+    detector = EmbeddingMmd(SETTINGS)
+    for index in rng.permutation(len(vectors)):
+        detector.update(vectors[index])
+    assert sorted(detector._counts) == [1] * 15 + [984]
+    varied = EmbeddingMmd(SETTINGS)  # every output different: a uniform sample of records
+    for vector in stream(rng, MIXES[0], 999):
+        varied.update(vector)
+    assert len(varied._reservoir) == RESERVOIR and varied._counts == [1] * RESERVOIR
+
+
+def test_a_state_saved_mid_baseline_by_the_previous_version_finishes_the_same():
+    """The previous version saved no counts (one record per row): such a state restores and
+    goes on learning, to the threshold the uninterrupted detector gets."""
+    vectors = stream(np.random.default_rng(7), MIXES[2], 1000)
+    whole, part = EmbeddingMmd(SETTINGS), EmbeddingMmd(SETTINGS)
+    for vector in vectors[:150]:
+        whole.update(vector)
+        part.update(vector)
+    snapshot = part.snapshot()
+    del snapshot["state"]["reservoir_counts"]
+    restored = EmbeddingMmd(SETTINGS)
+    restored.restore(snapshot)
+    for vector in vectors[150:]:
+        whole.update(vector)
+        restored.update(vector)
+    assert restored._threshold == whole._threshold and restored.baseline_ready
 
 
 @pytest.mark.slow

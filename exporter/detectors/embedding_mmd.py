@@ -11,7 +11,7 @@ vectors to keep.
 
 The threshold is simulated per stream by bootstrap from a reservoir of the
 baseline's features, with a guarantee per stream rather than on average over
-the baselines a stream could have learned (see `simulate_null`).
+the baselines a stream could have learned (see `mmd_null`).
 
 Examples
 --------
@@ -43,22 +43,13 @@ from typing import Any
 
 import numpy as np
 
-from exporter.detectors.base import Detector, DetectorSettings, finite_or_none, from_stored
-from exporter.detectors.calibration import (
-    CHECKPOINTS,
-    Plan,
-    plan,
-    seeded,
-    threshold_for_run_length,
-)
+from exporter.detectors.base import Detector, finite_or_none, from_stored
+from exporter.detectors.calibration import seeded
+from exporter.detectors.mmd_null import simulate_null
 
 FEATURES = 64
 RESERVOIR = 256
 BANDWIDTH_SAMPLE = 64
-CHART_DRAWS = 256  # bootstrap baseline means; the chart's is the one at rank ADVERSE
-ADVERSE = 0.9
-BADNESS_SPREADS = 4.0  # see `_badness`
-PATH_STEPS = 1_200_000  # simulated records per calibration, at most
 _SCALE = math.sqrt(2.0 / FEATURES)
 
 
@@ -316,85 +307,3 @@ class EmbeddingMmd(Detector):
         self._null_median = float(state["null_median"])
         self._release = float(state.get("release", 0.5))
 
-
-def simulate_null(
-    pool: np.ndarray, counts: np.ndarray, n: int, weight: float, settings: DetectorSettings
-) -> tuple[float, float, float]:
-    """(threshold, median no-change distance, release level) for a baseline of `n`
-    records whose features `pool` samples, row i standing for `counts[i]` records. Pure,
-    so it can run on another thread.
-
-    The guarantee is per stream (Gandy and Kvaløy 2013, guaranteed conditional
-    performance): the learned baseline mean m is off the true mean by an offset of about
-    Σ/n, and the false-alarm rate of *this* stream's chart depends on that offset, not
-    on an average over offsets. An average-calibrated threshold leaves the streams with
-    unlucky baselines well short of the expected run time; here the threshold is the one
-    that the 90th-percentile baseline needs, so on about 9 of 10 streams the mean run
-    length from rest is at least `expected_run_time`. Bootstrap world: the pool is the
-    truth, `CHART_DRAWS` means of n draws from it the baselines one could have learned;
-    the paths use ONE chart mean, the draw at rank `ADVERSE` by `_badness` (what a full
-    bootstrap of thresholds would pick, for the cost of one simulation), start at it
-    (from rest, as `_rearm`) and draw their data from the pool."""
-    how = plan(settings.expected_run_time)
-    rng = seeded("embedding_mmd", "conditional", n, settings.window_size,
-                 settings.expected_run_time, pool.sum())
-    share = counts / counts.sum()
-    centre = share @ pool
-    offsets = rng.multinomial(n, share, size=CHART_DRAWS) @ pool / n - centre
-    offset = offsets[np.argsort(_badness(offsets, pool - centre, share, weight))[
-        int(ADVERSE * (CHART_DRAWS - 1))]]
-    # Offset coordinates: d = ewma - chart mean; a record moves d to (1 - w) d + w (phi - m).
-    steps = (weight * (pool - centre - offset)).astype(np.float32)
-    paths = max(1, min(how.paths, PATH_STEPS // how.length))
-    running, current = _running_maxima(steps, counts, 1.0 - weight, paths, how.length, rng)
-    # A baseline of identical outputs has a null distance of 0; the floor makes a
-    # handful of different outputs (not a single one) count as drift there.
-    threshold = max(
-        threshold_for_run_length(running, Plan(paths, how.length, settings.expected_run_time)),
-        4.0 * weight * weight,
-    )
-    # The statistic is a squared distance: without change it rests well above 0, so an
-    # episode ends when the score is back below what 90% of no-change records show.
-    release = min(0.9, max(0.5, float(np.quantile(current, 0.9)) / threshold))
-    return threshold, float(np.median(current)), release
-
-
-def _badness(
-    offsets: np.ndarray, centred: np.ndarray, share: np.ndarray, weight: float
-) -> np.ndarray:
-    """How far up each chart-mean offset pushes the statistic's upper tail: predicted
-    mean plus BADNESS_SPREADS standard deviations of |z - offset|^2, z the EWMA's noise
-    (covariance C = w/(2-w) Σ). Mean tr C + |offset|^2, variance 2 tr C^2 + 4 offset' C
-    offset (Gaussian z): an offset along the data's main directions adds to the noise
-    that makes alarms. In trials (two streams, 40 offsets each, thresholds simulated with
-    common random numbers) this order matched the thresholds' with rank correlation 0.99
-    and 0.98, the squared norm alone 0.96 and 0.88."""
-    noise = weight / (2.0 - weight) * (centred.T * share) @ centred
-    tilted = np.einsum("ij,jk,ik->i", offsets, noise, offsets)
-    spread = np.sqrt(2.0 * float(np.sum(noise * noise)) + 4.0 * tilted)
-    return (offsets * offsets).sum(axis=1) + BADNESS_SPREADS * spread
-
-
-def _running_maxima(
-    steps: np.ndarray, counts: np.ndarray, decay: float, paths: int, length: int,
-    rng: np.random.Generator,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Each path's running maximum of |d|^2 at the CHECKPOINTS, and |d|^2 after the last
-    record, for d_0 = 0, d_t = decay d_(t-1) + steps[i_t], P(i_t = i) ~ counts[i]: per
-    record a scale, a gather-add and a squared norm over all paths, in float32 (a threshold
-    needs a few digits; float32 halves the memory traffic)."""
-    d = np.zeros((paths, steps.shape[1]), dtype=np.float32)
-    maxima, current = np.zeros(paths, dtype=np.float32), np.empty(paths, dtype=np.float32)
-    factor, running, total = np.float32(decay), [], int(counts.sum())
-    bounds = None if total == len(steps) else np.cumsum(counts)  # None: a record per row
-    for _ in range(CHECKPOINTS):
-        picks = rng.integers(total, size=(length // CHECKPOINTS, paths), dtype=np.int64)
-        if bounds is not None:
-            picks = np.searchsorted(bounds, picks, side="right")
-        for row in picks:
-            d *= factor
-            d += steps[row]
-            np.einsum("ij,ij->i", d, d, out=current)
-            np.maximum(maxima, current, out=maxima)
-        running.append(maxima.astype(np.float64))
-    return np.stack(running), current.astype(np.float64)
