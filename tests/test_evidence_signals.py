@@ -241,3 +241,14 @@ def test_replay_report_has_the_examples_of_each_event_unless_evidence_is_off(tmp
             assert [e["text"] for e in event["examples"]["window"]] == [REFUSAL] * 3
         else:
             assert "examples" not in event and b"sorry" not in report.read_bytes()
+
+
+def test_a_ring_fills_one_carrier_at_a_time_and_keeps_the_latest():
+    pipeline = Pipeline(parse_config(CONFIG))
+    stats = InputStats("t", "test")
+    sizes = []
+    for i in range(5):
+        pipeline.ingest_values([reply("Fine."), reply(f"I cannot assist with that ({i}).")], stats)
+        (stream,) = pipeline.streams
+        sizes.append([e.record for e in stream.evidence.rings["refusal"]])
+    assert sizes == [[1], [1, 3], [1, 3, 5], [3, 5, 7], [5, 7, 9]]

@@ -11,10 +11,12 @@ alarm are there when it fires:
 - refusal: replies found to be refusals, with how (structured, phrase, custom);
 - output_tokens: replies above the baseline's p95 and below its p5 (two rings; the detector's
   direction picks which one a drift shows);
-- embedding: no vectors are kept (at 256 dimensions one would cost as much as four texts, a
-  user-supplied one up to 48 times that). At read time the window's texts are embedded again
-  and ranked by the detector's MMD witness function: the replies it finds most like the live
-  window and least like the baseline. That costs a millisecond per drifted stream and view.
+- embedding: no vectors are kept (a built-in one of 256 float32 weighs as much as four texts,
+  a supplied one of 1,536 as much as twenty; the witness wants many candidates). At read time
+  the window's texts are embedded again and ranked by the detector's MMD witness function:
+  the replies it finds most like the live window and least like the baseline. That costs about
+  a millisecond per drifted stream and view, nothing per record; supplied vectors cannot be
+  recomputed from text, so their drift shows the latest outputs.
 
 Each ring holds `examples` records, so the carriers cost a few kilobytes per stream. When an
 event fires, its window examples are noted with it (the latest `EVENT_EXAMPLES` events per
@@ -25,6 +27,7 @@ off (`evidence.enabled: false`) because outputs may hold personal data.
 from __future__ import annotations
 
 import functools
+import math
 import random
 from collections import deque
 from collections.abc import Sequence
@@ -107,8 +110,9 @@ class Evidence:
         self.baseline_size = baseline_size
         self._rng = random.Random(seed)
         self.window: deque[str] = deque(maxlen=settings.texts)
-        self.rings: dict[str, deque[Example]] = {
-            ring: deque(maxlen=settings.examples) for rings in RINGS.values() for ring in rings}
+        # lists, not deques: a deque takes 760 bytes however short its maxlen
+        self.rings: dict[str, list[Example]] = {
+            ring: [] for rings in RINGS.values() for ring in rings}
         self._events: dict[str, deque[tuple[int, EventExamples]]] = {}
         self._events_noted: dict[str, int] | None = None  # see `events_noted`
         # the built-in embedding's dimension while the stream's vectors are built-in ones
@@ -165,29 +169,31 @@ class Evidence:
         if last.embedding_source is not None:
             builtin = last.embedding_source == "builtin" and last.embedding is not None
             self._embedding_dimension = len(last.embedding) if builtin else None
-        self._keep("format_validity", records, first, [
-            (i, m.format_invalid) for i, m in enumerate(measurements) if m.format_invalid])
-        self._keep("refusal", records, first,
-                   [(i, m.refusal) for i, m in enumerate(measurements) if m.refusal is not None])
-        if bounds is not None:
-            low, high = bounds
-            self._keep_lengths("long", records, measurements, first,
-                               [i for i, m in enumerate(measurements) if m.output_tokens > high])
-            self._keep_lengths("short", records, measurements, first,
-                               [i for i, m in enumerate(measurements) if m.output_tokens < low])
-
-    def _keep(self, ring: str, records: Sequence[Record], first: int,
-              picked: list[tuple[int, str | None]]) -> None:
-        target = self.rings[ring]
-        for index, reason in picked[-self.settings.examples:]:
-            target.append(Example(self._clip(text_of(records[index])), first + index, reason))
-
-    def _keep_lengths(self, ring: str, records: Sequence[Record],
-                      measurements: Sequence[Measurements], first: int, picked: list[int]) -> None:
-        target = self.rings[ring]
-        for index in picked[-self.settings.examples:]:
-            target.append(Example(self._clip(text_of(records[index])), first + index,
-                                  output_tokens=measurements[index].output_tokens))
+        low, high = bounds or (-math.inf, math.inf)
+        # one test per record: carriers are rare, and only they go on to the rings
+        carriers = [i for i, m in enumerate(measurements) if m.format_invalid is not None
+                    or m.refusal is not None or not low <= m.output_tokens <= high]
+        if not carriers:
+            return
+        picks: dict[str, list[Example]] = {ring: [] for ring in self.rings}
+        for index in carriers:
+            m = measurements[index]
+            text = text_of(records[index])  # clipped below, only for the latest of each ring
+            if m.format_invalid is not None:
+                picks["format_validity"].append(Example(text, first + index, m.format_invalid))
+            if m.refusal is not None:
+                picks["refusal"].append(Example(text, first + index, m.refusal))
+            if not low <= m.output_tokens <= high:
+                picks["long" if m.output_tokens > high else "short"].append(
+                    Example(text, first + index, output_tokens=m.output_tokens))
+        count = self.settings.examples
+        for ring, new in picks.items():
+            if new:
+                target = self.rings[ring]
+                for example in new[-count:]:
+                    example.text = self._clip(example.text)
+                    target.append(example)
+                del target[: max(0, len(target) - count)]
 
     # --- reads: nothing below changes what is kept -------------------------------------
     def window_examples(self, signal: str, detector: Detector) -> tuple[str, list[Example]]:
@@ -199,7 +205,7 @@ class Evidence:
         picked: list[Example] = []
         shows = LATEST
         if signal in ("format_validity", "refusal") and direction == "up":
-            picked = list(self.rings[signal])[::-1]
+            picked = self.rings[signal][::-1]
             shows = "invalid" if signal == "format_validity" else "refusals"
         elif signal == "output_tokens" and direction != "narrower":
             rings = {"up": ("long",), "down": ("short",), "wider": ("long", "short")}[direction]
@@ -262,13 +268,16 @@ class Evidence:
 
     def note_events(self, detectors: dict[str, Detector], noted: dict[str, int]) -> None:
         """Keep the window examples with each event logged since `noted` (`events_noted`)."""
+        fired = self._events_noted is None
         for signal, detector in detectors.items():
             new = detector.events - noted.get(signal, detector.events)
             if new > 0:  # rare: an event fired
+                fired = True
                 shows, window = self.window_examples(signal, detector)
                 examples = EventExamples(
                     shows, tuple(self.baseline[: self.settings.examples]), tuple(window))
                 kept = self._events.setdefault(signal, deque(maxlen=EVENT_EXAMPLES))
                 for event in detector.event_log[-min(new, EVENT_EXAMPLES):]:
                     kept.append((int(event["record"]), examples))
-        self._events_noted = {signal: detector.events for signal, detector in detectors.items()}
+        if fired:  # else the counts noted are still the counts
+            self._events_noted = {signal: d.events for signal, d in detectors.items()}
