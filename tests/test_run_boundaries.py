@@ -23,6 +23,7 @@ from exporter.detectors.base import DetectorSettings
 from exporter.detectors.calibration import CalibrationCache
 from exporter.detectors.embedding_mmd import EmbeddingMmd
 from exporter.detectors.rank_cusum import RankCusum
+from exporter.records.record import Record
 from exporter.signals.measure import Measurements
 from exporter.streams.evidence import Evidence
 from exporter.streams.stream_detectors import StreamDetectors
@@ -172,21 +173,32 @@ def test_events_of_a_signal_that_skips_records_carry_stream_indexes() -> None:
 
 
 @pytest.mark.parametrize("texts_kept", [0, 3, 20])
-def test_evidence_of_a_batch_is_what_one_text_at_a_time_keeps(texts_kept: int) -> None:
+def test_evidence_of_a_batch_is_what_one_record_at_a_time_keeps(texts_kept: int) -> None:
     settings = EvidenceConfig(texts=texts_kept, max_chars=12)
-    texts = [f"reply number {i} " * (i % 4) for i in range(300)]
+    batch = measurements(5)[:300]
+    records = [Record(shape="openai_chat", output_text=f"reply number {i} " * (i % 4))
+               for i in range(300)]
+    lengths = sorted(m.output_tokens for m in batch)
+    bounds = (float(lengths[15]), float(lengths[285]))
     alone, batched = Evidence(settings, baseline_size=40), Evidence(settings, baseline_size=40)
-    for text in texts:
-        alone.add(text)
+    for i in range(len(records)):
+        alone.add_many(records[i : i + 1], batch[i : i + 1], i, bounds)
     cuts = random.Random(texts_kept)
     position = 0
-    while position < len(texts):
+    while position < len(records):
         size = cuts.choice((1, 2, 30, 100))
-        batched.add_many(texts[position:position + size])
-        position += size
-    assert (batched.baseline, list(batched.window)) == (alone.baseline, list(alone.window))
+        end = position + size
+        batched.add_many(records[position:end], batch[position:end], position, bounds)
+        position = end
+
+    def kept(evidence: Evidence) -> tuple:
+        rings = {name: [e.as_dict() for e in ring] for name, ring in evidence.rings.items()}
+        return evidence.baseline, list(evidence.window), rings
+
+    assert kept(batched) == kept(alone)
     assert len(alone.window) == texts_kept
     assert list(alone.window)[-1:] == ["reply num..."][:texts_kept]
+    assert all(len(ring) == 3 for ring in alone.rings.values())  # the latest 3 carriers each
 
 
 def _first_episode_end(values: list) -> int:
