@@ -6,14 +6,14 @@ records. That m is off the true mean by an offset of about Σ/n, and the false-a
 baselines a stream could have learned (each simulated path with its own bootstrap baseline,
 as before) holds on average, but leaves the streams with unlucky baselines well short of the
 expected run time. Here, in the spirit of Gandy and Kvaløy (2013, guaranteed conditional
-performance of control charts via bootstrap), the threshold is the one the 90th-percentile
-baseline needs, so on about 9 of 10 streams the mean run length from rest is at least
+performance of control charts via bootstrap), the threshold is the one the GUARANTEE (90th)
+percentile baseline needs, so on about 9 of 10 streams the mean run length from rest is at least
 `expected_run_time`.
 
 Bootstrap world: the pool (the baseline's features, each row standing for `counts[i]`
 records) is the truth; CHART_DRAWS means of n draws from it are the baselines one could
 have learned. Rather than simulating a threshold for each (a full bootstrap), the paths use
-ONE chart mean, the draw at rank ADVERSE by `_badness`, start at it (from rest, as the
+ONE chart mean, the draw at rank GUARANTEE by `_badness`, start at it (from rest, as the
 detector re-arms) and draw their data from the pool: one simulation.
 """
 
@@ -24,14 +24,14 @@ import numpy as np
 from exporter.detectors.base import DetectorSettings
 from exporter.detectors.calibration import (
     CHECKPOINTS,
+    GUARANTEE,
     Plan,
     plan,
     seeded,
     threshold_for_run_length,
 )
 
-CHART_DRAWS = 128  # bootstrap baseline means; the chart's is the one at rank ADVERSE
-ADVERSE = 0.9
+CHART_DRAWS = 128  # bootstrap baseline means; the chart's is the one at rank GUARANTEE
 PATH_STEPS = 1_100_000  # simulated records per calibration, at most (most of its cost)
 # 1,024 samples of the EWMA's no-change noise, 100 records (one time constant at the default
 # window) apart, for `_badness`: about 13% of the simulation's cost
@@ -47,7 +47,7 @@ def simulate_null(
     it can run on another thread."""
     how = plan(settings.expected_run_time)
     rng = seeded("embedding_mmd", "conditional", n, settings.window_size,
-                 settings.expected_run_time, pool.sum(), counts.sum())
+                 settings.expected_run_time, pool.sum(), counts.sum(), GUARANTEE)
     # small products by einsum, not BLAS: a fixed order of sums, and no thread pool to wake
     share = counts / counts.sum()
     centre = np.einsum("k,kf->f", share, pool)
@@ -56,7 +56,7 @@ def simulate_null(
     # Offset coordinates: d = ewma - chart mean; a record moves d to (1 - w) d + w (phi - m).
     noise = (weight * (pool - centre)).astype(np.float32)
     badness = _badness(offsets, _noise_samples(noise, counts, 1.0 - weight, rng))
-    offset = offsets[np.argsort(badness)[int(ADVERSE * (CHART_DRAWS - 1))]]
+    offset = offsets[np.argsort(badness)[int(GUARANTEE * (CHART_DRAWS - 1))]]
     steps = noise - np.float32(weight) * offset.astype(np.float32)
     paths = max(1, min(how.paths, PATH_STEPS // how.length))
     running, current = _running_maxima(steps, counts, 1.0 - weight, paths, how.length, rng)
