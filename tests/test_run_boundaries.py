@@ -178,17 +178,18 @@ def test_evidence_of_a_batch_is_what_one_record_at_a_time_keeps(texts_kept: int)
     batch = measurements(5)[:300]
     records = [Record(shape="openai_chat", output_text=f"reply number {i} " * (i % 4))
                for i in range(300)]
-    lengths = sorted(m.output_tokens for m in batch)
-    bounds = (float(lengths[15]), float(lengths[285]))
+    lengths = CASES["rank_cusum"][0]()  # its baseline's p5 and p95 pick the length carriers
+    for m in batch:
+        lengths.update(float(m.output_tokens))
     alone, batched = Evidence(settings, baseline_size=40), Evidence(settings, baseline_size=40)
     for i in range(len(records)):
-        alone.add_many(records[i : i + 1], batch[i : i + 1], i, bounds)
+        alone.add_many(records[i : i + 1], batch[i : i + 1], i, lengths)
     cuts = random.Random(texts_kept)
     position = 0
     while position < len(records):
         size = cuts.choice((1, 2, 30, 100))
         end = position + size
-        batched.add_many(records[position:end], batch[position:end], position, bounds)
+        batched.add_many(records[position:end], batch[position:end], position, lengths)
         position = end
 
     def kept(evidence: Evidence) -> tuple:

@@ -89,16 +89,6 @@ def text_of(record: Record) -> str:
     return " ".join(f"{c.name}({c.arguments or ''})" for c in record.tool_calls)
 
 
-def length_bounds(detector: Detector | None) -> tuple[float, float] | None:
-    """(p5, p95) of the output-token baseline, None while learning or for a detector that
-    does not keep its baseline (river's)."""
-    quantile = getattr(detector, "baseline_quantile", None)
-    if quantile is None:
-        return None
-    low, high = quantile(0.05), quantile(0.95)
-    return None if low is None or high is None else (low, high)
-
-
 # the rings of carriers each signal's examples are drawn from
 RINGS = {"format_validity": ("format_validity",), "refusal": ("refusal",),
          "output_tokens": ("long", "short"), "embedding": ()}
@@ -117,6 +107,7 @@ class Evidence:
         self._events_noted: dict[str, int] | None = None  # see `events_noted`
         # the built-in embedding's dimension while the stream's vectors are built-in ones
         self._embedding_dimension: int | None = None
+        self._bounds: tuple[Detector | None, tuple[float, float]] | None = None
         self.reset_baseline()
 
     def reset_baseline(self, signals: Sequence[str] | None = None) -> None:
@@ -125,6 +116,8 @@ class Evidence:
         examples stay, as the detectors' event logs do."""
         self.baseline: list[str] = []
         self._baseline_seen = 0
+        if not signals or "output_tokens" in signals:
+            self._bounds = None
         for signal in signals or RINGS:
             for ring in RINGS.get(signal, ()):
                 self.rings[ring].clear()
@@ -153,23 +146,40 @@ class Evidence:
         else:
             self.window.append(clipped)
 
+    def _length_bounds(self, detector: Detector | None) -> tuple[float, float]:
+        """(p5, p95) of the output-token baseline; (-inf, inf), so that no reply is beyond
+        them, while it is learned or for a detector that keeps no baseline (river's). Cached
+        in `_bounds` while the same detector stays ready, as a rank baseline is fixed once
+        learned (a reset of it comes through `reset_baseline`, which drops the cache)."""
+        self._bounds = None
+        quantile = getattr(detector, "baseline_quantile", None)
+        low, high = (quantile(0.05), quantile(0.95)) if quantile is not None else (None, None)
+        if low is None or high is None:
+            return -math.inf, math.inf
+        self._bounds = (detector, (low, high))
+        return low, high
+
     def add_many(self, records: Sequence[Record], measurements: Sequence[Measurements],
-                 first: int, bounds: tuple[float, float] | None) -> None:
+                 first: int, lengths: Detector | None) -> None:
         """A batch of the stream's records in order (`first`: the stream index of the first;
-        `bounds`: `length_bounds` of the stream's output-token detector). Only what can stay
-        is clipped and kept: the latest `texts` outputs, the latest `examples` carriers."""
+        `lengths`: the stream's output-token detector). Only what can stay is clipped and
+        kept: the latest `texts` outputs, the latest `examples` carriers of each ring."""
         learning = 0
         while learning < len(records) and self._baseline_seen < self.baseline_size:
             self._add_text(text_of(records[learning]))
             learning += 1
         if self.window.maxlen:
             kept = max(learning, len(records) - self.window.maxlen)
-            self.window.extend(self._clip(text_of(r)) for r in records[kept:])
-        last = measurements[-1]
-        if last.embedding_source is not None:
-            builtin = last.embedding_source == "builtin" and last.embedding is not None
-            self._embedding_dimension = len(last.embedding) if builtin else None
-        low, high = bounds or (-math.inf, math.inf)
+            self.window.extend(map(self._clip, map(text_of, records[kept:])))
+        if self._embedding_dimension is None:  # one source per exporter: learned once
+            last = measurements[-1]
+            if last.embedding_source == "builtin" and last.embedding is not None:
+                self._embedding_dimension = len(last.embedding)
+        cached = self._bounds
+        if cached is not None and cached[0] is lengths and lengths.baseline_ready:
+            low, high = cached[1]
+        else:
+            low, high = self._length_bounds(lengths)
         # one test per record: carriers are rare, and only they go on to the rings
         carriers = [i for i, m in enumerate(measurements) if m.format_invalid is not None
                     or m.refusal is not None or not low <= m.output_tokens <= high]
@@ -270,7 +280,7 @@ class Evidence:
         """Keep the window examples with each event logged since `noted` (`events_noted`)."""
         fired = self._events_noted is None
         for signal, detector in detectors.items():
-            new = detector.events - noted.get(signal, detector.events)
+            new = detector.events - noted[signal]
             if new > 0:  # rare: an event fired
                 fired = True
                 shows, window = self.window_examples(signal, detector)

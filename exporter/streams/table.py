@@ -16,7 +16,7 @@ from exporter.records.labels import sanitize_label_value
 from exporter.records.record import Record
 from exporter.signals.measure import Measurements
 from exporter.signals.totals import SignalTotals
-from exporter.streams.evidence import Evidence, length_bounds
+from exporter.streams.evidence import Evidence
 from exporter.streams.stream_detectors import StreamDetectors
 
 OVERFLOW_VALUE = "__other__"
@@ -68,8 +68,7 @@ class StreamState:
             evidence.add_many(records, measurements, first, None)
             return
         detectors = self.detectors.detectors
-        evidence.add_many(records, measurements, first,
-                          length_bounds(detectors.get("output_tokens")))
+        evidence.add_many(records, measurements, first, detectors.get("output_tokens"))
         noted = evidence.events_noted(detectors)
         self.detectors.update_many(measurements)
         evidence.note_events(detectors, noted)
