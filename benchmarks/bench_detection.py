@@ -16,8 +16,9 @@ Two sections (both by default; `--averages` or `--trust` runs one):
   what one stream feels, with PASS/FAIL against the bars of issue 12: false events of each of
   12+ unchanged streams of 100,000 records per shape (heavy tails, rare refusals, near-constant
   lengths, topic mixes), flapping (events after a persistent change) and delays at the
-  defaults, next to river's. The full run (60 streams per shape) takes about 5-10 minutes on
-  2 CPUs; ``--trust --quick`` (12 streams per shape, 12 change runs) about 1-2 minutes: the
+  defaults, next to river's. The full run (60 streams per shape) takes ~7 CPU-minutes (about
+  4 minutes on 2 idle CPUs, 9 measured on a shared machine); ``--trust --quick`` (12 streams
+  per shape, 12 change runs) ~1.5 CPU-minutes (about 1 minute idle, up to 4 when shared): the
   tuning loop. ``--signal`` keeps one signal's rows (output_tokens, refusal, format_validity,
   embedding; repeatable).
 
