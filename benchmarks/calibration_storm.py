@@ -58,6 +58,7 @@ READY = re.compile(rb"^llm_drift_baseline_ready\{[^\n]*\} (\S+)$", re.M)
 ACCOUNTED = re.compile(
     rb'^llm_exporter_input_records_total\{[^\n]*input="' + INPUT.encode() + rb'"[^\n]*\} (\S+)$',
     re.M)
+LOADED = b"llm_exporter_tokenizer_info{"  # in /metrics once the token encoding has loaded
 REJECTED = re.compile(rb"^llm_exporter_input_records_rejected_total\{[^\n]*\} (\S+)$", re.M)
 
 
@@ -213,6 +214,20 @@ def scrape_loop(port: int, gap: float, api_every: int, stop: Any, out: Any) -> N
         stop.wait(gap)
 
 
+def wait_started(port: int, timeout: float = 60.0) -> None:
+    """Until the token encoding has loaded: its thread holds the GIL for a moment after
+    start, and that scrape delay is not the storm's."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    deadline = time.monotonic() + timeout
+    with contextlib.closing(connection):
+        while time.monotonic() < deadline:
+            connection.request("GET", "/metrics")
+            if LOADED in connection.getresponse().read():
+                return
+            time.sleep(0.1)
+    raise TimeoutError(f"the exporter did not load its token encoding in {timeout} s")
+
+
 def run_storm(storm: StormConfig, progress: Any = print) -> StormResult:
     shm = Path("/dev/shm")
     directory = storm.directory or (str(shm) if shm.is_dir() else None)
@@ -242,6 +257,7 @@ def run_storm(storm: StormConfig, progress: Any = print) -> StormResult:
     trickled = 0
     try:
         exporter.wait_ready()
+        wait_started(exporter.port)
         pid = exporter.process.pid
         scraper = context.Process(target=scrape_loop, args=(
             exporter.port, storm.scrape_gap, storm.api_every, stop, scrapes_out), daemon=True)
