@@ -95,6 +95,8 @@ RINGS = {"format_validity": ("format_validity",), "refusal": ("refusal",),
 
 
 class Evidence:
+    """One stream's example outputs: baseline sample, latest outputs, carriers per signal."""
+
     def __init__(self, settings: EvidenceConfig, baseline_size: int, seed: int = 0) -> None:
         self.settings = settings
         self.baseline_size = baseline_size
@@ -105,8 +107,9 @@ class Evidence:
             ring: [] for rings in RINGS.values() for ring in rings}
         self._events: dict[str, deque[tuple[int, EventExamples]]] = {}
         self._events_noted: dict[str, int] | None = None  # see `events_noted`
-        # the built-in embedding's dimension while the stream's vectors are built-in ones
+        # the built-in embedding's dimension once a built-in vector came (None: supplied ones)
         self._embedding_dimension: int | None = None
+        # (the output-token detector, its baseline's (p5, p95)): see `_length_bounds`
         self._bounds: tuple[Detector | None, tuple[float, float]] | None = None
         self.reset_baseline()
 
@@ -176,7 +179,8 @@ class Evidence:
             if last.embedding_source == "builtin" and last.embedding is not None:
                 self._embedding_dimension = len(last.embedding)
         cached = self._bounds
-        if cached is not None and cached[0] is lengths and lengths.baseline_ready:
+        if (cached is not None and lengths is not None and cached[0] is lengths
+                and lengths.baseline_ready):
             low, high = cached[1]
         else:
             low, high = self._length_bounds(lengths)
@@ -185,25 +189,27 @@ class Evidence:
                     or m.refusal is not None or not low <= m.output_tokens <= high]
         if not carriers:
             return
-        picks: dict[str, list[Example]] = {ring: [] for ring in self.rings}
-        for index in carriers:
-            m = measurements[index]
-            text = text_of(records[index])  # clipped below, only for the latest of each ring
-            if m.format_invalid is not None:
-                picks["format_validity"].append(Example(text, first + index, m.format_invalid))
-            if m.refusal is not None:
-                picks["refusal"].append(Example(text, first + index, m.refusal))
-            if not low <= m.output_tokens <= high:
-                picks["long" if m.output_tokens > high else "short"].append(
-                    Example(text, first + index, output_tokens=m.output_tokens))
+        by_ring = {
+            "format_validity": [i for i in carriers if measurements[i].format_invalid is not None],
+            "refusal": [i for i in carriers if measurements[i].refusal is not None],
+            "long": [i for i in carriers if measurements[i].output_tokens > high],
+            "short": [i for i in carriers if measurements[i].output_tokens < low],
+        }
         count = self.settings.examples
-        for ring, new in picks.items():
-            if new:
+        for ring, picked in by_ring.items():
+            if picked:
                 target = self.rings[ring]
-                for example in new[-count:]:
-                    example.text = self._clip(example.text)
-                    target.append(example)
+                target.extend(self._example(ring, records[i], measurements[i], first + i)
+                              for i in picked[-count:])
                 del target[: max(0, len(target) - count)]
+
+    def _example(self, ring: str, record: Record, m: Measurements, index: int) -> Example:
+        text = self._clip(text_of(record))
+        if ring == "format_validity":
+            return Example(text, index, m.format_invalid)
+        if ring == "refusal":
+            return Example(text, index, m.refusal)
+        return Example(text, index, output_tokens=m.output_tokens)
 
     # --- reads: nothing below changes what is kept -------------------------------------
     def window_examples(self, signal: str, detector: Detector) -> tuple[str, list[Example]]:
