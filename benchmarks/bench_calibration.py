@@ -212,6 +212,12 @@ def storm_table(result: storm_run.StormResult) -> str:
     verdict = "met" if worst <= BAR_SCRAPE else "NOT met"
     rows += ["", f"Longest /metrics scrape while learning and calibrating: {ms(worst)} ms "
              f"(bar {ms(BAR_SCRAPE)} ms: {verdict})."]
+    slow = [s for s in result.scrapes if s.seconds > BAR_SCRAPE]
+    if slow:
+        rows.append(f"Scrapes over {ms(BAR_SCRAPE)} ms (seconds after the file was written: "
+                    "ms, path): " + "; ".join(
+                        f"{s.at - result.written:.1f}: {ms(s.seconds)} {s.path}"
+                        for s in slow[:12]) + ("; ..." if len(slow) > 12 else ""))
     rows += [f"log: {line}" for line in result.log_problems[:5]]
     return "\n".join(rows) + "\n"
 

@@ -9,9 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import sys
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -33,7 +30,6 @@ from exporter.workers.router import ShardedIngest
 log = logging.getLogger(__name__)
 BackgroundTask = Callable[[], Awaitable[None]]
 SETTLE_INTERVAL = 1.0  # seconds between two looks at finished calibrations
-CALIBRATION_NICENESS = 10  # added to the calibration thread's nice value (Linux)
 RecordSink = Callable[[list[Any]], None]  # decoded JSON values, each one record (any shape)
 SourceRun = Callable[[RecordSink], Awaitable[None]]  # a source: runs, feeding the sink
 
@@ -43,12 +39,8 @@ class Exporter:
         self.config = config
         # workers > 1: this process supervises; worker processes own the streams' state
         self.pool = WorkerPool(config) if config.workers > 1 else None
-        # thresholds are simulated on a thread (numpy lets go of the GIL), not on the loop,
-        # and at a lower CPU priority than the loop (see `_lower_priority`)
-        self.calibration = (
-            ThreadPoolExecutor(1, "calibration", initializer=_lower_priority)
-            if self.pool is None else None
-        )
+        # thresholds are simulated on a thread (numpy lets go of the GIL), not on the loop
+        self.calibration = ThreadPoolExecutor(1, "calibration") if self.pool is None else None
         self.pipeline = Pipeline(
             config, clock=clock, detect=self.pool is None, calibration=self.calibration
         )
@@ -279,23 +271,6 @@ class Exporter:
             return self.pipeline.streams.reset_matching(match, signals)
         parts = await self.pool.broadcast("reset", match, signals)
         return [tuple(labels) for part in parts for labels in part]
-
-
-def _lower_priority() -> None:
-    """Runs on the calibration thread. When the CPUs are busy (many streams completing their
-    baselines at once, on a shared machine), a scrape or ingestion should run before a
-    threshold simulation, which only makes a new stream ready a little later; a thread that
-    is not on a CPU cannot take the GIL from the loop either. With CPUs to spare it changes
-    nothing. Linux sets a nice value per thread; elsewhere the thread keeps the process's
-    priority."""
-    if sys.platform != "linux":
-        return
-    thread = threading.get_native_id()
-    try:
-        nice = os.getpriority(os.PRIO_PROCESS, thread)
-        os.setpriority(os.PRIO_PROCESS, thread, min(19, nice + CALIBRATION_NICENESS))
-    except OSError as exc:  # e.g. a sandbox that forbids it: calibrations still run
-        log.info("calibration thread keeps the process's CPU priority: %s", exc)
 
 
 def _position_key(file_input: FileInput) -> str:
