@@ -12,7 +12,7 @@ and 1,000 streams finishing their baselines together never delay a scrape by mor
    (time.process_time: numpy's BLAS threads included), so "calibration" is exactly the
    threshold simulations; "total" also counts learning the baseline (building the detector,
    every update until ready). First stream and the mean of the others are shown apart; the
-   bar is the mean over all streams.
+   bar is judged on the mean over all streams of the total.
 2. storm: the real exporter process while `--storm-streams` streams complete their
    baselines within the same few rounds (calibration_storm.py): `/metrics` and
    `/api/v1/streams` response times by phase, the time until every stream is ready, and
@@ -21,7 +21,9 @@ and 1,000 streams finishing their baselines together never delay a scrape by mor
     python benchmarks/bench_calibration.py [--streams 50 200] [--storm-streams 1000]
         [--part cost|storm|both] [--quick] [--timeout 240]
 
-`--quick`: 10 and 40 streams, a storm of 100 (about a minute).
+`--quick`: 10 and 40 streams, a storm of 100. The run time is mostly the storm's learning
+(~1.1 M records for 1,000 streams, every baseline complete): 23 minutes with the thresholds of
+commit aabffec on a 2-core machine shared with other jobs (load 6-10).
 """
 
 from __future__ import annotations
@@ -161,14 +163,15 @@ def cost_table(streams: int, costs: list[StreamCost]) -> str:
     cal = [sum(v) for _, v in sorted(per_stream.items())]
     tot = [sum(v) for _, v in sorted(per_stream_total.items())]
     rows.append(f"| **all signals** | | {cal[0]:.3f} / {tot[0]:.3f} | {mean(cal[1:]):.3f} / "
-                f"{mean(tot[1:]):.3f} | **{mean(cal):.3f}** / {mean(tot):.3f} "
+                f"{mean(tot[1:]):.3f} | {mean(cal):.3f} / **{mean(tot):.3f}** "
                 f"| {percentile(cal, 90):.3f} | {max(cal):.3f} | | |")
-    projected = (cal[0] + 999 * mean(cal[1:])) / 1000
-    verdict = "met" if mean(cal) <= BAR_CPU else "NOT met"
-    rows += ["", f"Calibration CPU per new stream, mean over {streams}: {mean(cal):.3f} s "
-             f"(bar {BAR_CPU} s: {verdict}); 1,000 new streams: {1000 * projected:,.0f} s "
-             f"= {1000 * projected / 60:.1f} CPU-minutes (first stream + 999 x the others' "
-             "mean).", ""]
+    projected = (tot[0] + 999 * mean(tot[1:])) / 1000
+    verdict = "met" if mean(tot) <= BAR_CPU else "NOT met"
+    rows += ["", f"CPU per new stream, mean over {streams}: {mean(cal):.3f} s in simulations, "
+             f"{mean(tot):.3f} s with learning (bar {BAR_CPU} s, judged with learning, so "
+             f"work moved out of the simulations still counts: {verdict}); 1,000 new streams: "
+             f"{1000 * projected:,.0f} s = {1000 * projected / 60:.1f} CPU-minutes (first "
+             "stream + 999 x the others' mean).", ""]
     return "\n".join(rows)
 
 
