@@ -187,8 +187,7 @@ class Pipeline:
         (scrapes, views) never do. `wait`: also wait for those still running (a caller
         that needs the state as of now: the baseline command, tests)."""
         for stream in self.streams:
-            if stream.detectors is not None:
-                stream.detectors.settle(wait=wait)
+            stream.settle(wait=wait)
 
     def _internal_error(self, stats: InputStats, exc: Exception) -> RejectedRecord:
         log.exception("internal error while processing a record")

@@ -181,7 +181,7 @@ def snapshot_streams(pipeline: Pipeline) -> list[dict[str, Any]]:
             # a calibration still running holds observations the positions saved with this
             # snapshot already cover: wait for it (checkpoints avoid such moments, see
             # Exporter._checkpoint_loop)
-            stream.detectors.settle(wait=True)
+            stream.settle(wait=True)
             entries.append({"labels": list(stream.labels),
                             "detectors": stream.detectors.snapshot()})
     return entries

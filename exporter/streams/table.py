@@ -73,6 +73,20 @@ class StreamState:
         self.detectors.update_many(measurements)
         evidence.note_events(detectors, noted)
 
+    def settle(self, *, wait: bool) -> None:
+        """`StreamDetectors.settle`, noting the examples of events that fired while the
+        records held during a calibration were caught up on, as `observe_many` does for
+        those that fire with a batch."""
+        if self.detectors is None:
+            return
+        if self.evidence is None:
+            self.detectors.settle(wait=wait)
+            return
+        detectors = self.detectors.detectors
+        noted = self.evidence.events_noted(detectors)
+        self.detectors.settle(wait=wait)
+        self.evidence.note_events(detectors, noted)
+
     def reset_baselines(self, signals: tuple[str, ...] | None = None) -> list[str]:
         if self.evidence is not None:
             self.evidence.reset_baseline(signals)
