@@ -8,11 +8,11 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from exporter.detectors import HYSTERESIS, DetectorFactory, DetectorSettings
+from exporter.detectors import HYSTERESIS, Detector, DetectorFactory, DetectorSettings
 from exporter.detectors.bernoulli_cusum import BernoulliCusum
 from exporter.detectors.embedding_mmd import EmbeddingMmd, random_features
 from exporter.detectors.rank_cusum import RankCusum
-from tests.detector_cases import CACHE, CASES, SETTINGS, flags, tokens
+from tests.detector_cases import CACHE, CASES, SETTINGS, flags, tokens, vectors
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -67,7 +67,7 @@ def test_detects_shift_and_clears_with_hysteresis(name):
     assert below >= SETTINGS.window_size
 
 
-BACK_TESTED = ("rank_cusum", "bernoulli_cusum")
+BACK_TESTED = ("rank_cusum", "bernoulli_cusum", "embedding_mmd")
 
 
 @pytest.mark.parametrize("name", BACK_TESTED)
@@ -80,13 +80,18 @@ def test_a_persistent_change_is_one_event_that_ends_when_the_stream_is_back(name
     for seed in range(6):
         rng = np.random.default_rng(seed)
         if name == "rank_cusum":
-            detector: RankCusum | BernoulliCusum = RankCusum(settings, CACHE)
+            detector: Detector = RankCusum(settings, CACHE)
             stationary, shifted, more = (tokens(rng, 1200), tokens(rng, 20_000, 1.3),
                                          tokens(rng, 8000))
-        else:
+        elif name == "bernoulli_cusum":
             detector = BernoulliCusum(settings, CACHE)
             stationary, shifted, more = (flags(rng, 1200, 0.05), flags(rng, 20_000, 0.15),
                                          flags(rng, 8000, 0.05))
+        else:
+            detector = EmbeddingMmd(settings)
+            even, skewed = [1 / 3] * 3, [0.6, 0.2, 0.2]
+            stationary, shifted, more = (vectors(rng, 1200, even), vectors(rng, 20_000, skewed),
+                                         vectors(rng, 8000, even))
         for x in [*stationary, *shifted]:
             detector.update(x)
         assert detector.events == 1 and detector.drift_detected

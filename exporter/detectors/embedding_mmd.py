@@ -39,6 +39,7 @@ import functools
 import itertools
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -73,6 +74,52 @@ def _project(vectors: np.ndarray, directions: np.ndarray) -> np.ndarray:
     return np.matmul(vectors[:, None, :], directions.T)[:, 0, :]
 
 
+# The way back is tested against a change of this share of the one seen at the event.
+BACK_SHIFT = 0.25
+# Records of an episode before the way back is tested: the spread along the change is
+# estimated from the episode's own records (the baseline's features are not kept).
+MIN_BACK = 50
+
+
+@dataclass
+class WayBack:
+    """A CUSUM of "back at the baseline" against "still changed": each record's feature
+    offset from the baseline mean, projected on the change the EWMA saw when the event
+    started (`direction`), is a Gaussian with mean 0 (back) or `shift` (changed), its
+    variance estimated as the episode goes (Welford). As with the CUSUM detectors, the
+    episode ends when the log-likelihood ratio reaches log(expected_run_time): while the
+    change holds that happens no more often than once in that many records, so a stream
+    whose distance hovers around the threshold stays one event."""
+
+    direction: np.ndarray
+    shift: float
+    count: int = 0
+    mean: float = 0.0
+    squares: float = 0.0
+    cusum: float = 0.0
+
+    def observe(self, along: float, threshold: float) -> bool:
+        self.count += 1
+        delta = along - self.mean
+        self.mean += delta / self.count
+        self.squares += delta * (along - self.mean)
+        if self.count < MIN_BACK:
+            return False
+        variance = max(self.squares / (self.count - 1), 1e-12)
+        self.cusum = max(0.0, self.cusum + self.shift / variance * (self.shift / 2.0 - along))
+        return self.cusum >= threshold
+
+    def snapshot(self) -> list[Any]:
+        return [self.direction.tolist(), self.shift, self.count, self.mean, self.squares,
+                self.cusum]
+
+    @classmethod
+    def restore(cls, saved: list[Any]) -> WayBack:
+        direction, shift, count, mean, squares, cusum = saved
+        return cls(np.asarray(direction, dtype=np.float64), float(shift), int(count),
+                   float(mean), float(squares), float(cusum))
+
+
 class EmbeddingMmd(Detector):
     kind = "embedding_mmd"
 
@@ -95,6 +142,8 @@ class EmbeddingMmd(Detector):
         self._null_median = 0.0
         self._release = 0.5
         self._rng = np.random.default_rng(self.settings.seed)
+        self._back: WayBack | None = None  # during an event: the test for the way back
+        self._row: tuple[np.ndarray, float] = (np.zeros(FEATURES), 0.0)  # the record in _step
 
     @property
     def baseline_ready(self) -> bool:
@@ -227,9 +276,14 @@ class EmbeddingMmd(Detector):
         squared = ewmas - self._baseline_mean
         squared **= 2
         scores = (squared.sum(axis=1) / self._threshold).tolist()
+        back = self._back
+        # row by row sums, like the distances: a record's floats do not depend on its run
+        along = ((features - self._baseline_mean) * back.direction).sum(axis=1).tolist() \
+            if back else None
         taken, ended = len(scores), False
         for offset, score in enumerate(scores):
             self._observations += 1
+            self._row = (ewmas[offset], along[offset] if along else 0.0)
             if self._step(score):
                 taken, ended = offset + 1, not self._in_drift
                 break
@@ -240,6 +294,20 @@ class EmbeddingMmd(Detector):
     @property
     def release_level(self) -> float:
         return self._release
+
+    def _started(self) -> None:
+        """The change as the EWMA saw it when the event started: the way back is tested
+        along it (see `WayBack`)."""
+        super()._started()
+        assert self._baseline_mean is not None
+        change = self._row[0] - self._baseline_mean
+        size = float(np.sqrt(change @ change))
+        self._back = WayBack(change / size, size * BACK_SHIFT) if size > 0.0 else None
+
+    def _back_to_baseline(self) -> bool:
+        if self._back is None:  # no direction (or a state saved before it): calm records
+            return super()._back_to_baseline()
+        return self._back.observe(self._row[1], math.log(self.settings.expected_run_time))
 
     def witness(self, vectors: np.ndarray) -> np.ndarray | None:
         """The MMD witness function at each row of `vectors` (None while learning): how
@@ -252,6 +320,7 @@ class EmbeddingMmd(Detector):
         return self._features(rows) @ (self._ewma - self._baseline_mean)
 
     def _rearm(self) -> None:
+        self._back = None
         if self._baseline_mean is not None:
             self._ewma = self._baseline_mean.copy()
 
@@ -279,6 +348,7 @@ class EmbeddingMmd(Detector):
             "threshold": finite_or_none(self._threshold),
             "null_median": self._null_median,
             "release": self._release,
+            "back": None if self._back is None else self._back.snapshot(),
         }
 
     def _restore_state(self, state: dict[str, Any]) -> None:
@@ -306,4 +376,6 @@ class EmbeddingMmd(Detector):
         self._threshold = from_stored(state["threshold"])
         self._null_median = float(state["null_median"])
         self._release = float(state.get("release", 0.5))
+        back = state.get("back")  # absent: saved before the way back was tested
+        self._back = None if back is None else WayBack.restore(back)
 
