@@ -13,10 +13,10 @@ then read-only state), with differences that alerting needs:
   change is practically significant (`_practical`: a detector with a floor
   in its signal's units, such as "mean or p95 tokens moved by 10%", holds
   back a statistically certain but negligible change). It then lasts until
-  `_back_to_baseline` says the stream is back: the CUSUM detectors run a
-  sequential test of "back to the baseline" against "still at the level seen
-  when the event started", so a persistent change stays one event however
-  its score hovers; by default (river, MMD) the score must stay below
+  `_back_to_baseline` says the stream is back: the CUSUM and MMD detectors
+  run a sequential test of "back at the baseline" against "still shifted by
+  part of the change that fired", so a persistent change stays one event
+  however its score hovers; by default (river) the score must stay below
   `release_level` for `window_size` consecutive observations. Then the
   detector re-arms from rest, so the time to the next false event again has
   the calibrated distribution (calibration targets the mean run length from
