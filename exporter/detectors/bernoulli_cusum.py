@@ -62,6 +62,7 @@ from exporter.detectors.registry import METHODS
 _RATIO = METHODS["bernoulli_cusum"].param("ratio")
 _MIN_EVENTS = METHODS["bernoulli_cusum"].param("min_events")
 _MIN_EFFECT = METHODS["bernoulli_cusum"].param("min_effect")
+_SIM_BLOCK = 250  # simulated steps whose outcomes are drawn in one call
 GATE_EVERY = 16  # below the floor, the window's rate is looked at again after this many
 DEFAULT_RATIO: float = _RATIO.default
 # A rate learned from 4 events is off by +-50%: the detector would then report the
@@ -111,12 +112,19 @@ def simulate_maxima(events: int, n: int, ratio: float, how: Plan,
     down = np.zeros(paths)
     maxima = np.zeros(paths)
     running = []
-    for t in range(how.length):
-        np.maximum(0.0, up + np.where(rng.random(paths) < high, up_hit, up_miss), out=up)
-        np.maximum(0.0, down + np.where(rng.random(paths) < low, down_hit, down_miss), out=down)
-        np.maximum(maxima, np.maximum(up, down), out=maxima)
-        if how.is_checkpoint(t):
-            running.append(maxima.copy())
+    for begin in range(0, how.length, _SIM_BLOCK):  # the steps of a block drawn at once
+        steps = min(_SIM_BLOCK, how.length - begin)
+        ups = np.where(rng.random((steps, paths)) < high, up_hit, up_miss)
+        downs = np.where(rng.random((steps, paths)) < low, down_hit, down_miss)
+        for t in range(steps):
+            up += ups[t]
+            np.maximum(up, 0.0, out=up)
+            down += downs[t]
+            np.maximum(down, 0.0, out=down)
+            np.maximum(maxima, up, out=maxima)
+            np.maximum(maxima, down, out=maxima)
+            if how.is_checkpoint(begin + t):
+                running.append(maxima.copy())
     return np.stack(running)
 
 
