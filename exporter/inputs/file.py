@@ -43,6 +43,10 @@ READ_CHUNK = 64 * 1024
 # file cannot starve scrapes or other files; a poll that hit the budget is
 # followed at once by the next one, so throughput does not suffer.
 READ_BUDGET = 128 * 1024
+# ... and the time: records are not all equally cheap (while 1,000 streams learn their
+# baselines, 100-200 us each), and 128 KiB of them held the loop, with a scrape waiting on
+# it, for 40-60 ms. A poll stops after the chunk that took it past this many seconds.
+READ_SECONDS = 0.015
 FINGERPRINT_BYTES = 1024
 ROTATED_GRACE_SECONDS = 5.0
 
@@ -122,8 +126,8 @@ class FileTail:
             self._on_truncation()
         self._refresh_fingerprint()
         self._handle.seek(self.offset)
-        total = 0
-        while total < READ_BUDGET:
+        total, started = 0, time.monotonic()
+        while total < READ_BUDGET and (not total or time.monotonic() - started < READ_SECONDS):
             chunk = self._handle.read(READ_CHUNK)
             if not chunk:
                 break
@@ -278,7 +282,7 @@ class FileInput:
         for key, tail in list(self.tails.items()):
             try:
                 got = tail.poll(self._on_lines, self._on_oversize)
-                behind = behind or got >= READ_BUDGET
+                behind = behind or got >= READ_CHUNK  # a full chunk: maybe more to read
                 if tail.matched:
                     tail.quiet_since = None
                     continue
