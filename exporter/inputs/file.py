@@ -46,7 +46,7 @@ READ_BUDGET = 128 * 1024
 # ... and the time: records are not all equally cheap (while 1,000 streams learn their
 # baselines, 100-200 us each), and 128 KiB of them held the loop, with a scrape waiting on
 # it, for 40-60 ms. A poll stops after the chunk that took it past this many seconds.
-READ_SECONDS = 0.015
+READ_SECONDS = 0.005
 FINGERPRINT_BYTES = 1024
 ROTATED_GRACE_SECONDS = 5.0
 
