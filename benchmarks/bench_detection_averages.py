@@ -272,7 +272,9 @@ def markdown(results: Results) -> str:
         f"### Calibration at expected_run_time={CALIBRATION_ERT:,}",
         "",
         "Each seed learns its own baseline (a new detector per seed). Mean run length = "
-        "records armed (not in drift) / events; target 1,000, within +-25%, >= 30 events. "
+        "records armed (not in drift) / events; target: at least 1,000 with >= 30 events "
+        "(the threshold guarantees the target on 9 streams in 10, so the mean over streams is "
+        "above it; the practical floors remove more). "
         "Drift episode: mean records from a false event until the detector re-armed.",
         "",
         "| stream | detector | seeds | records | armed | events | mean run length | ratio "
@@ -283,7 +285,7 @@ def markdown(results: Results) -> str:
         spec = streams.SPECS[c["key"]]
         run_length = c["armed"] / c["events"] if c["events"] else math.inf
         ratio = run_length / CALIBRATION_ERT
-        met = c["events"] >= 30 and abs(ratio - 1.0) <= 0.25
+        met = c["events"] >= 30 and ratio >= 1.0
         verdict = "yes" if met else ("too few events" if c["events"] < 30 else "no")
         episode = (f"{(c['records'] - c['armed']) / c['events']:,.0f}" if c["events"]
                    else "n/a")
