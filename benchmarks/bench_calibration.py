@@ -32,7 +32,6 @@ import argparse
 import multiprocessing
 import os
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -47,6 +46,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import calibration_storm as storm_run  # noqa: E402
 import calibration_streams as cs  # noqa: E402
+from bench_latency import git_state  # noqa: E402
 
 from exporter.detectors import DetectorFactory  # noqa: E402
 from exporter.detectors.registry import METHODS, SIGNALS  # noqa: E402
@@ -223,16 +223,6 @@ def storm_table(result: storm_run.StormResult) -> str:
                         for s in slow[:12]) + ("; ..." if len(slow) > 12 else ""))
     rows += [f"log: {line}" for line in result.log_problems[:5]]
     return "\n".join(rows) + "\n"
-
-
-def git_state() -> str:
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
-                              check=False).stdout.strip()
-
-    dirty = git("status", "--short", "--", "exporter")
-    return git("rev-parse", "--short", "HEAD") + (
-        f" + uncommitted changes in exporter/ ({len(dirty.splitlines())} files)" if dirty else "")
 
 
 def detectors_section(args: argparse.Namespace) -> dict[str, int]:

@@ -6,8 +6,6 @@ flags, user patterns, robustness, and a pin on the PyRIT evaluation."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import time
 from pathlib import Path
 from types import ModuleType
@@ -21,6 +19,7 @@ from hypothesis import strategies as st
 from exporter.records.record import Record
 from exporter.signals import refusal
 from exporter.signals.refusal import RefusalDetector, normalize, parse_phrase_list
+from tests.refusal_eval import load_eval
 
 REPO = Path(__file__).resolve().parent.parent
 PHRASES = REPO / "exporter" / "signals" / "refusal_phrases.yaml"
@@ -380,19 +379,9 @@ def test_typical_record_is_cheap(detector: RefusalDetector) -> None:
 # --- the evaluation, pinned ------------------------------------------------------------------
 
 
-def _load_eval() -> ModuleType:
-    path = REPO / "benchmarks" / "eval_refusal.py"
-    spec = importlib.util.spec_from_file_location("eval_refusal", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("eval_refusal", module)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def evaluation() -> tuple[ModuleType, dict[str, Any]]:
-    module = _load_eval()
+    module = load_eval()
     return module, module.score(RefusalDetector(), module.load_all())
 
 
@@ -421,7 +410,7 @@ def test_evaluation_does_not_regress(evaluation: tuple[ModuleType, dict[str, Any
 
 
 def test_eval_script_runs(capsys: pytest.CaptureFixture[str]) -> None:
-    assert _load_eval().main(["--no-timing", "--show", "3"]) == 0
+    assert load_eval().main(["--no-timing", "--show", "3"]) == 0
     out = capsys.readouterr().out
     assert "written by us" in out and "PyRIT primary" in out
 

@@ -4,19 +4,15 @@
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import json
-import sys
 from collections import Counter
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 
 from exporter.signals.refusal import RefusalDetector
-
-REPO = Path(__file__).resolve().parent.parent
+from tests.refusal_eval import load_eval
 
 # The bar: recall >= 0.6 at precision >= 0.8, false-positive rate on apologetic
 # replies that deliver <= 2%. "partial" counts as a refusal (RUBRIC.md).
@@ -25,19 +21,9 @@ MIN_PRECISION = 0.8
 MAX_APOLOGETIC_FPR = 0.02
 
 
-def _load_eval() -> ModuleType:
-    path = REPO / "benchmarks" / "eval_refusal.py"
-    spec = importlib.util.spec_from_file_location("eval_refusal", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("eval_refusal", module)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def evaluation() -> tuple[ModuleType, list[Any]]:
-    module = _load_eval()
+    module = load_eval()
     return module, module.load_real()
 
 
@@ -66,7 +52,7 @@ def test_real_set_is_as_described(evaluation: tuple[ModuleType, list[Any]]) -> N
 
 
 def test_every_refusal_has_a_reason() -> None:
-    module = _load_eval()
+    module = load_eval()
     with gzip.open(module.REAL, "rt", encoding="utf-8") as lines:
         rows = [json.loads(line) for line in lines]
     for row in rows:
