@@ -22,7 +22,7 @@ CACHE = CalibrationCache()
 def _old(snapshot: dict, *keys: str) -> dict:
     """A snapshot as the previous version wrote it: without the new state keys."""
     state = {k: v for k, v in snapshot["state"].items() if k not in keys}
-    return {**snapshot, "state": state}
+    return {**{k: v for k, v in snapshot.items() if k not in keys}, "state": state}
 
 
 def test_rank_state_of_the_previous_version_gets_the_per_stream_threshold(

@@ -38,6 +38,7 @@ HYSTERESIS = 0.5
 # many streams may wait for the calibration thread at once (after a restart, a reset).
 MAX_HELD = 1000
 MAX_EVENTS = 1000  # events kept in a detector's log (the latest)
+GATE_EVERY = 16  # see `Detector._practical`
 T = TypeVar("T")
 
 
@@ -63,6 +64,7 @@ class Detector(ABC):
     """Base class: baseline collection, level state with hysteresis, event counting."""
 
     kind: str = "detector"
+    min_effect: float = 0.0  # the practical-significance floor (0: none), see `_practical`
 
     def __init__(self, settings: DetectorSettings) -> None:
         self.settings = settings
@@ -83,6 +85,7 @@ class Detector(ABC):
         self._drift_since: int | None = None
         self._completed_record: int | None = None
         self._last_change_record: int | None = None
+        self._gate_next = 0  # below the floor: the observation count of the next look
         self._calibrating: Future[Any] | None = None
         self._apply: Callable[[Any], None] | None = None
         # (observation, its record) that arrived while calibrating (the latest MAX_HELD)
@@ -275,6 +278,7 @@ class Detector(ABC):
             "score": self._score,
             "baseline_ready_at": self._baseline_ready_at,
             "drift_since": self._drift_since,
+            "gate_next": self._gate_next,
             "state": self._snapshot_state(),
         }
 
@@ -289,6 +293,7 @@ class Detector(ABC):
         self._score = float(snapshot["score"])
         self._baseline_ready_at = snapshot["baseline_ready_at"]
         self._drift_since = snapshot["drift_since"]
+        self._gate_next = int(snapshot.get("gate_next", 0))  # absent: saved before floors
         self._restore_state(snapshot["state"])
 
     @abstractmethod
@@ -311,10 +316,24 @@ class Detector(ABC):
             self._drift_since = None
             self._rearm()
 
+    def effect(self) -> float:
+        """How far the window is from the baseline in the units of `min_effect` (a detector
+        with a practical floor says; without one, any change counts)."""
+        return math.inf
+
     def _practical(self) -> bool:
-        """Whether a change the statistics are sure of (score >= 1) is large enough to
-        be an event; detectors with a floor in their signal's units override it."""
-        return True
+        """Whether a change the statistics are sure of (score >= 1) is large enough to be
+        an event: `effect()` at least `min_effect`. While a change stays below the floor,
+        it is looked at again every GATE_EVERY observations (the effect sorts or sums the
+        window: cheap, but not for every record of a busy stream)."""
+        if self.min_effect <= 0.0:
+            return True
+        if self._observations < self._gate_next:
+            return False
+        if self.effect() >= self.min_effect:
+            return True
+        self._gate_next = self._observations + GATE_EVERY
+        return False
 
     def _started(self) -> None:
         """An event has just started: the count of calm observations starts again (a

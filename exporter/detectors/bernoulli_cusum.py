@@ -63,7 +63,6 @@ _RATIO = METHODS["bernoulli_cusum"].param("ratio")
 _MIN_EVENTS = METHODS["bernoulli_cusum"].param("min_events")
 _MIN_EFFECT = METHODS["bernoulli_cusum"].param("min_effect")
 _SIM_BLOCK = 250  # simulated steps whose outcomes are drawn in one call
-GATE_EVERY = 16  # below the floor, the window's rate is looked at again after this many
 DEFAULT_RATIO: float = _RATIO.default
 # A rate learned from 4 events is off by +-50%: the detector would then report the
 # baseline's own error as drift, for good. When the baseline saw a few events but fewer
@@ -167,7 +166,6 @@ class BernoulliCusum(Detector):
         self._up = 0.0
         self._down = 0.0
         self._window: deque[bool] = deque(maxlen=self.settings.window_size)
-        self._gate_next = 0  # below the floor: the observation count of the next look
         self._back = ((0.0, 0.0), 0.0)  # during an event: (steps back, CUSUM of the way back)
 
     @property
@@ -221,16 +219,6 @@ class BernoulliCusum(Detector):
         window = sum(self._window) / len(self._window)
         return abs(window - self._baseline_events / self._baseline_n) * 100.0
 
-    def _practical(self) -> bool:
-        if self.min_effect <= 0.0:
-            return True
-        if self._observations < self._gate_next:
-            return False
-        if self.effect() >= self.min_effect:
-            return True
-        self._gate_next = self._observations + GATE_EVERY
-        return False
-
     def _started(self) -> None:
         """The rate the way back is tested against: odds sqrt(ratio) times the baseline's
         in the direction that fired, half the CUSUM's design change on the log-odds scale.
@@ -269,7 +257,6 @@ class BernoulliCusum(Detector):
             "up": self._up,
             "down": self._down,
             "window": [int(v) for v in self._window],
-            "gate_next": self._gate_next,
             "back": [*self._back[0], self._back[1]],
         }
 
@@ -281,6 +268,5 @@ class BernoulliCusum(Detector):
         self._up = float(state["up"])
         self._down = float(state["down"])
         self._window.extend(bool(v) for v in state["window"])
-        self._gate_next = int(state.get("gate_next", 0))  # absent: saved before floors
         back_hit, back_miss, back = state.get("back", (0.0, 0.0, 0.0))
         self._back = ((float(back_hit), float(back_miss)), float(back))

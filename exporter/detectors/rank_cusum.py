@@ -61,8 +61,6 @@ log = logging.getLogger(__name__)
 _ALLOWANCE = METHODS["rank_cusum"].param("allowance")
 _MIN_EFFECT = METHODS["rank_cusum"].param("min_effect")
 DEFAULT_ALLOWANCE: float = _ALLOWANCE.default
-# While a change is below the floor, its effect is measured again every this many records.
-GATE_EVERY = 16
 # The way back is tested against a shift of this share of the allowance (see `_started`).
 BACK_SHIFT = 0.5
 _SQRT2 = math.sqrt(2.0)
@@ -103,7 +101,6 @@ class RankCusum(Detector):
         self._draws = 0
         self._block = np.empty(0)  # uniforms of draws _block_first.. (a cache)
         self._block_first = 0
-        self._gate_next = 0  # below the floor: the observation count of the next look
         self._side = 0  # during an event: the CUSUM that fired (up, down, wider, narrower)
         self._return = 0.0  # ... and the CUSUM of "back at the baseline"
 
@@ -205,18 +202,6 @@ class RankCusum(Detector):
                    for stat, base in self._baseline_stats.items() if stat != "p50"]
         return max(changes)
 
-    def _practical(self) -> bool:
-        """The floor, looked at again every GATE_EVERY records while a change stays below
-        it (a sort of the window: cheap, but not for every record of a busy stream)."""
-        if self.min_effect <= 0.0:
-            return True
-        if self._observations < self._gate_next:
-            return False
-        if self.effect() >= self.min_effect:
-            return True
-        self._gate_next = self._observations + GATE_EVERY
-        return False
-
     def _started(self) -> None:
         """Note the side that fired. The way back is tested against a shift of the
         allowance, the smallest the CUSUM is built to see, not the window's (an estimate
@@ -263,7 +248,6 @@ class RankCusum(Detector):
             "sums": self._sums,
             "window": list(self._window),
             "draws": self._draws,
-            "gate_next": self._gate_next,
             "event": [self._side, self._return],
         }
 
@@ -280,7 +264,6 @@ class RankCusum(Detector):
         self._sums = list(state["sums"])
         self._window.extend(state["window"])
         self._draws = int(state["draws"])
-        self._gate_next = int(state.get("gate_next", 0))  # absent: saved before floors
         side, back = state.get("event", (0, 0.0))
         self._side, self._return = int(side), float(back)
 
