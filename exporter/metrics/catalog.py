@@ -142,7 +142,7 @@ FAMILIES: tuple[Family, ...] = (
            "Drift statistic divided by its calibrated threshold; >= 1 means drift.",
            lambda d, _: d.score, ("signal",), per="signal"),
     Family("llm_drift_detected", "gauge",
-           "1 while drift holds (clears after the score stays below 0.5 for a window).",
+           "1 while drift holds (until the stream is back at its baseline).",
            lambda d, _: d.drift_detected, ("signal",), per="signal"),
     Family("llm_drift_events", "counter", "Transitions into drift.",
            lambda d, _: d.events, ("signal",), per="signal"),
