@@ -233,10 +233,6 @@ class Detector(ABC):
         return self._baseline_ready_at
 
     @property
-    def drift_since(self) -> int | None:
-        return self._drift_since
-
-    @property
     def release_level(self) -> float:
         """Score below which a drift episode may end (after a window of calm records).
 

@@ -143,7 +143,10 @@ class EmbeddingMmd(Detector):
         self._release = 0.5
         self._rng = np.random.default_rng(self.settings.seed)
         self._back: WayBack | None = None  # during an event: the test for the way back
-        self._row: tuple[np.ndarray, float] = (np.zeros(FEATURES), 0.0)  # the record in _step
+        # during `_observe_run`: the run's EWMAs and projections on `_back`, and the row of
+        # the record `_step` is at (read by `_started` and `_back_to_baseline`)
+        self._run: tuple[np.ndarray, list[float]] = (np.zeros((1, FEATURES)), [])
+        self._offset = 0
 
     @property
     def baseline_ready(self) -> bool:
@@ -279,11 +282,12 @@ class EmbeddingMmd(Detector):
         back = self._back
         # row by row sums, like the distances: a record's floats do not depend on its run
         along = ((features - self._baseline_mean) * back.direction).sum(axis=1).tolist() \
-            if back else None
+            if back else []
+        self._run = (ewmas, along)  # the record `_step` is at: `_run`'s row `_offset`
         taken, ended = len(scores), False
         for offset, score in enumerate(scores):
             self._observations += 1
-            self._row = (ewmas[offset], along[offset] if along else 0.0)
+            self._offset = offset
             if self._step(score):
                 taken, ended = offset + 1, not self._in_drift
                 break
@@ -300,14 +304,15 @@ class EmbeddingMmd(Detector):
         along it (see `WayBack`)."""
         super()._started()
         assert self._baseline_mean is not None
-        change = self._row[0] - self._baseline_mean
+        change = self._run[0][self._offset] - self._baseline_mean
         size = float(np.sqrt(change @ change))
         self._back = WayBack(change / size, size * BACK_SHIFT) if size > 0.0 else None
 
     def _back_to_baseline(self) -> bool:
         if self._back is None:  # no direction (or a state saved before it): calm records
             return super()._back_to_baseline()
-        return self._back.observe(self._row[1], math.log(self.settings.expected_run_time))
+        along = self._run[1][self._offset]
+        return self._back.observe(along, math.log(self.settings.expected_run_time))
 
     def witness(self, vectors: np.ndarray) -> np.ndarray | None:
         """The MMD witness function at each row of `vectors` (None while learning): how

@@ -64,28 +64,31 @@ class StreamState:
                                measurements: Sequence[Measurements], first: int) -> None:
         """Evidence first, so the records that raise an alarm are among its examples when
         it fires; then the detectors, noting the examples of each new event."""
-        if self.detectors is None:
-            evidence.add_many(records, measurements, first, None)
-            return
-        detectors = self.detectors.detectors
-        evidence.add_many(records, measurements, first, detectors.get("output_tokens"))
-        noted = evidence.events_noted(detectors)
-        self.detectors.update_many(measurements)
-        evidence.note_events(detectors, noted)
+        detectors = self.detectors
+        evidence.add_many(records, measurements, first,
+                          None if detectors is None else detectors.detectors.get("output_tokens"))
+        if detectors is not None:
+            self._noting_events(evidence, detectors, lambda: detectors.update_many(measurements))
 
     def settle(self, *, wait: bool) -> None:
         """`StreamDetectors.settle`, noting the examples of events that fired while the
         records held during a calibration were caught up on, as `observe_many` does for
         those that fire with a batch."""
-        if self.detectors is None:
+        detectors = self.detectors
+        if detectors is None:
             return
         if self.evidence is None:
-            self.detectors.settle(wait=wait)
-            return
-        detectors = self.detectors.detectors
-        noted = self.evidence.events_noted(detectors)
-        self.detectors.settle(wait=wait)
-        self.evidence.note_events(detectors, noted)
+            detectors.settle(wait=wait)
+        else:
+            self._noting_events(self.evidence, detectors, lambda: detectors.settle(wait=wait))
+
+    @staticmethod
+    def _noting_events(evidence: Evidence, detectors: StreamDetectors,
+                       step: Callable[[], None]) -> None:
+        """Run `step` on the detectors and keep the examples of each event it raised."""
+        noted = evidence.events_noted(detectors.detectors)
+        step()
+        evidence.note_events(detectors.detectors, noted)
 
     def reset_baselines(self, signals: tuple[str, ...] | None = None) -> list[str]:
         if self.evidence is not None:
