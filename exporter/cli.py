@@ -210,7 +210,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     store = StateStore(config.state_dir)
     if not store.save(pipeline):
         return 1
-    print(f"baselines written to {store.detectors_path}; `run` with this config starts from them")
+    print(f"baselines written to {store.path}; `run` with this config starts from them")
     return 0
 
 

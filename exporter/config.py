@@ -70,7 +70,7 @@ class Config:
     max_streams: int = 1000
     workers: int = 1  # >1: detector work sharded over that many processes by stream key
     state_dir: str | None = None
-    checkpoint_interval: float = 30.0
+    checkpoint_interval: float = 1.0
     signals: SignalSettings = field(default_factory=SignalSettings)
     detectors: DetectorsConfig = field(default_factory=DetectorsConfig)
     evidence: EvidenceConfig = field(default_factory=EvidenceConfig)
@@ -250,7 +250,7 @@ def _build(raw: dict[str, Any]) -> Config:
         max_streams=raw.get("max_streams", 1000),
         workers=raw.get("workers", 1),
         state_dir=raw.get("state_dir"),
-        checkpoint_interval=raw.get("checkpoint_interval", 30.0),
+        checkpoint_interval=raw.get("checkpoint_interval", 1.0),
         signals=SignalSettings.from_config(raw.get("signals") or {}),
         detectors=DetectorsConfig.from_section(raw.get("detectors") or {}),
         evidence=EvidenceConfig(**(raw.get("evidence") or {})),

@@ -22,7 +22,8 @@ from exporter.metrics.collector import ExporterCollector
 from exporter.metrics.exposition import Dialect, StreamChunks
 from exporter.records import RejectedRecord
 from exporter.streams.pipeline import Pipeline
-from exporter.streams.state import StateStore, settings_of
+from exporter.streams.state import StateStore
+from exporter.streams.store import Changes
 from exporter.streams.view import streams_view
 from exporter.workers.pool import WorkerFailed, WorkerPool, shard_of
 from exporter.workers.router import ShardedIngest
@@ -30,6 +31,11 @@ from exporter.workers.router import ShardedIngest
 log = logging.getLogger(__name__)
 BackgroundTask = Callable[[], Awaitable[None]]
 SETTLE_INTERVAL = 1.0  # seconds between two looks at finished calibrations
+# Checkpoints come as often as they cost at most this share of the time (more often for few
+# streams, so a crash re-reads less), but at least every `checkpoint_interval` and at most
+# every SAVE_MIN_GAP seconds.
+SAVE_SHARE = 0.02
+SAVE_MIN_GAP = 0.02
 RecordSink = Callable[[list[Any]], None]  # decoded JSON values, each one record (any shape)
 SourceRun = Callable[[RecordSink], Awaitable[None]]  # a source: runs, feeding the sink
 
@@ -46,6 +52,7 @@ class Exporter:
         )
         self.sharded = ShardedIngest(self.pipeline, self.pool) if self.pool else None
         self.input_stats: list[InputStats] = []
+        self._saved_entries: list[dict[str, Any]] = []
         self.file_inputs: list[FileInput] = []
         self.http_input: HttpPushInput | None = None
         for spec in config.file_inputs:
@@ -69,10 +76,13 @@ class Exporter:
             self.pipeline, self.input_stats, state=self.state, file_inputs=self.file_inputs
         )
         self.background: list[BackgroundTask] = [f.run for f in self.file_inputs]
+        # checkpoints are committed here, one at a time, in the order they were taken
+        self.saver = ThreadPoolExecutor(1, "state") if self.state is not None else None
         if self.state is not None:
+            positions, self._saved_entries = self.state.open(self.pipeline)
             if self.pool is None:
-                self.state.load(self.pipeline)
-            positions = self.state.load_positions()
+                self.state.restore(self.pipeline, self._saved_entries)
+                self._saved_entries = []  # (with workers: handed to them by `start`)
             for file_input in self.file_inputs:
                 file_input.restore(positions.get(_position_key(file_input), []))
             self.background.append(self._checkpoint_loop)
@@ -140,6 +150,10 @@ class Exporter:
             await self.sharded.drain()
         if self.pool is None or not self.pool.failed.is_set():
             await self.checkpoint_async()  # not with a dead worker: its streams are gone
+        if self.saver is not None:
+            self.saver.shutdown(wait=True)
+        if self.state is not None:
+            self.state.close()
         for file_input in self.file_inputs:
             file_input.close()
         if self.pool is not None:
@@ -158,21 +172,15 @@ class Exporter:
     def failed_reason(self) -> str | None:
         return self.pool.failure if self.pool is not None else None
 
-    def checkpoint(self) -> bool:
-        """Save positions and detector state together; runs between polls, so every
-        position saved is the end of a line whose record has been processed. In-process
-        only; with worker processes see `checkpoint_async`."""
-        if self.state is None:
-            return False
-        positions = self._positions()
-        return self.state.save(self.pipeline, positions)
-
     def _positions(self) -> dict[str, list[dict[str, Any]]]:
         return {_position_key(f): f.checkpoint() for f in self.file_inputs}
 
-    async def checkpoint_async(self) -> bool:
-        if self.state is None or self.pool is None:
-            return self.checkpoint()
+    async def _changes(self) -> Changes | None:
+        """A checkpoint: taken between polls, so every position in it is the end of a
+        line whose record has been processed, and the streams' state includes it."""
+        assert self.state is not None
+        if self.pool is None:
+            return self.state.checkpoint(self.pipeline, self._positions())  # (times itself)
         # Positions now; each worker answers the snapshot after every batch sent before it
         # (requests are answered in order), so the state covers all lines up to them.
         positions = self._positions()
@@ -183,29 +191,40 @@ class Exporter:
         if failed:
             self.state.save_failures += 1
             log.error("cannot save detector state: %s", failed[0])
+            return None
+        return _merged(parts, self.state.checkpoint(self.pipeline, positions))
+
+    async def checkpoint_async(self) -> bool:
+        """Take a checkpoint and commit it (on the saver thread: the loop goes on)."""
+        if self.state is None or self.saver is None:
             return False
-        streams = [entry for part in parts for entry in part]
-        return self.state.save_entries(settings_of(self.pipeline), streams, positions)
+        changes = await self._changes()
+        if changes is None:
+            return False
+        if self.state.unchanged(changes):
+            return True
+        loop = asyncio.get_running_loop()
+        saved = await loop.run_in_executor(self.saver, self.state.commit, changes)
+        if not saved and self.pool is not None:  # the workers' memory of what is saved
+            with contextlib.suppress(WorkerFailed):
+                await self.pool.broadcast("forget")
+        return saved
 
     def _checkpoint_now(self) -> None:
-        """After a truncation: the new positions must be saved at once."""
-        if self.pool is None:
-            self.checkpoint()
-            return
+        """After a truncation: the new positions are saved at once."""
         task = asyncio.ensure_future(self.checkpoint_async())
         self._checkpoints.add(task)
         task.add_done_callback(self._checkpoints.discard)
 
     async def _checkpoint_loop(self) -> None:
+        gap = SAVE_MIN_GAP
         while True:
-            await asyncio.sleep(self.config.checkpoint_interval)
-            # A snapshot waits for thresholds still being simulated (their held records are
-            # covered by the positions): give them up to another interval to finish first.
-            deadline = time.monotonic() + self.config.checkpoint_interval
-            # (with workers, each worker's snapshot waits for its own: nothing to poll here)
-            while self.pool is None and self.pipeline.calibrating() and time.monotonic() < deadline:
-                await asyncio.sleep(0.1)
+            await asyncio.sleep(gap)
             await self.checkpoint_async()
+            assert self.state is not None
+            cost = self.state.last_cost  # CPU seconds: taking it, and committing it
+            gap = min(self.config.checkpoint_interval, max(SAVE_MIN_GAP, cost / SAVE_SHARE))
+            log.debug("checkpoint took %.1f ms of CPU; the next in %.2f s", 1000 * cost, gap)
 
     async def _settle_loop(self) -> None:
         """Thresholds are simulated off-thread; a detector takes the result in with its
@@ -227,7 +246,7 @@ class Exporter:
         if self.state is None:
             return
         by_shard: dict[int, list[dict[str, Any]]] = {}
-        for entry in self.state.load_entries(self.pipeline):
+        for entry in self._saved_entries:
             try:
                 labels = tuple(entry["labels"])
                 key = self.pipeline.streams.get(labels).labels
@@ -271,6 +290,18 @@ class Exporter:
             return self.pipeline.streams.reset_matching(match, signals)
         parts = await self.pool.broadcast("reset", match, signals)
         return [tuple(labels) for part in parts for labels in part]
+
+
+def _merged(parts: list[Changes], supervisor: Changes) -> Changes:
+    """The workers' changes as one checkpoint with the supervisor's positions and settings
+    (each worker owns its streams; together they are the whole state when all say so)."""
+    merged = supervisor
+    merged.replace_all = all(part.replace_all for part in parts)
+    for part in parts:
+        merged.streams.update(part.streams)
+        merged.parts.extend(part.parts)
+        merged.deleted.extend(part.deleted)
+    return merged
 
 
 def _position_key(file_input: FileInput) -> str:

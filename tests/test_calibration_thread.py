@@ -9,9 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 from exporter.config import parse_config
 from exporter.inputs.stats import InputStats
 from exporter.streams.pipeline import Pipeline
-from exporter.streams.state import snapshot_streams
 from exporter.streams.view import streams_view
 from tests.calibration_cases import SETTINGS, records
+from tests.state_helpers import snapshots
 
 CONFIG = parse_config(SETTINGS)
 
@@ -36,7 +36,7 @@ def test_same_views_and_event_indexes_as_inline() -> None:
     assert events and events[0]["record"] >= 240
     assert expected[0]["signals"]["format_validity"]["events"]
     assert views == expected
-    assert snapshot_streams(threaded) == snapshot_streams(inline)
+    assert snapshots(threaded) == snapshots(inline)
 
 
 def test_a_failed_simulation_costs_only_its_detector() -> None:

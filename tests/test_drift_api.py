@@ -13,6 +13,7 @@ from exporter.inputs.stats import InputStats
 from exporter.service import Exporter
 from exporter.web.server import make_app
 from tests import samples
+from tests.state_helpers import plain
 
 CONFIG = {
     "inputs": [{"type": "http"}],
@@ -134,7 +135,7 @@ def calibrating_exporter() -> Exporter:
 
 
 def detector_snapshots(exporter: Exporter) -> list[dict]:
-    return [{signal: detector.snapshot() for signal, detector in stream.detectors.items()}
+    return [{signal: plain(detector.snapshot()) for signal, detector in stream.detectors.items()}
             for stream in (s.detectors for s in exporter.pipeline.streams) if stream]
 
 

@@ -8,6 +8,8 @@ import orjson
 import pytest
 
 from exporter.cli import main
+from exporter.streams.checkpoint import saved_streams
+from exporter.streams.store import SqliteBackend
 from tests import samples
 from tests.process import ExporterProcess, wait_for
 
@@ -53,7 +55,7 @@ def test_baseline_survives_restart(tmp_path):
     first.wait_ready()
     assert wait_for(lambda: ready_value(first) == 1.0)
     assert first.stop() == 0
-    assert (tmp_path / "state" / "detectors.json").exists()
+    assert (tmp_path / "state" / "state.db").exists()
 
     second = ExporterProcess(["run", "--config", str(config)], tmp_path / "second.log")
     try:
@@ -89,11 +91,18 @@ def test_baseline_command_learns_from_known_good_file(tmp_path, capsys):
     assert main(["baseline", "--config", str(config), str(good)]) == 0
     out = capsys.readouterr().out
     assert "output_tokens ready" in out and "format_validity NOT ready" in out
-    state = orjson.loads((tmp_path / "state" / "detectors.json").read_bytes())
-    detectors = state["streams"][0]["detectors"]["detectors"]
+    detectors = saved_entries(tmp_path / "state")[0]["detectors"]["detectors"]
     assert detectors["output_tokens"]["baseline_ready_at"] == 100
     # learning stopped at the baseline: nothing after it was run through detection
     assert detectors["output_tokens"]["observations"] == 100
+
+
+def saved_entries(state_dir):
+    backend = SqliteBackend(state_dir)
+    entries, failures = saved_streams(backend.load())
+    backend.close()
+    assert failures == 0
+    return entries
 
 
 def test_baseline_command_needs_state_dir(tmp_path, capsys):

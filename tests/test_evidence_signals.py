@@ -15,6 +15,7 @@ from exporter.streams.evidence import EVENT_EXAMPLES, Evidence
 from exporter.streams.pipeline import Pipeline
 from exporter.streams.view import streams_view
 from tests import samples
+from tests.state_helpers import plain
 
 CONFIG: dict[str, Any] = {
     "inputs": [{"type": "http"}],
@@ -179,14 +180,14 @@ def test_reading_views_changes_no_evidence():
     (stream,) = pipeline.streams
     assert stream.evidence is not None
     before = evidence_state(stream.evidence)
-    detectors = {s: d.snapshot() for s, d in stream.detectors.detectors.items()}
+    detectors = {s: plain(d.snapshot()) for s, d in stream.detectors.detectors.items()}
     first = streams_view(pipeline.streams)
     assert first[0]["signals"]["embedding"]["examples"]["shows"] == "most_unlike_baseline"
     for _ in range(3):
         assert streams_view(pipeline.streams) == first
     build_report(pipeline, summary=_summary())
     assert evidence_state(stream.evidence) == before
-    assert {s: d.snapshot() for s, d in stream.detectors.detectors.items()} == detectors
+    assert {s: plain(d.snapshot()) for s, d in stream.detectors.detectors.items()} == detectors
 
 
 def _summary() -> Any:

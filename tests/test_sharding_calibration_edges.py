@@ -21,11 +21,12 @@ from exporter.detectors.rank_cusum import RankCusum
 from exporter.inputs.stats import InputStats
 from exporter.service import Exporter
 from exporter.streams.pipeline import Pipeline
-from exporter.streams.state import StateStore, restore_streams, snapshot_streams
+from exporter.streams.state import restore_streams
 from exporter.workers.pool import shard_of
 from tests.calibration_cases import SETTINGS as CONFIG
 from tests.calibration_cases import records
 from tests.process import ExporterProcess
+from tests.state_helpers import load_into, round_trip, snapshots
 
 
 # --- 1. a checkpoint taken while a threshold is simulated loses the held records -------
@@ -42,16 +43,16 @@ def test_checkpoint_during_calibration_keeps_the_held_observations() -> None:
         executor.submit(gate.wait)  # the calibration thread is busy (another stream)
         threaded = Pipeline(config, clock=lambda: 1.0, calibration=executor)
         threaded.ingest_values(records(), InputStats("t", "test"))
-        threading.Timer(0.3, gate.set).start()  # the simulation ends while the snapshot waits
-        saved = snapshot_streams(threaded)  # what a checkpoint writes now
+        saved = round_trip(threaded)  # what a checkpoint writes now, the simulation running
+        gate.set()
     restored = Pipeline(config, clock=lambda: 1.0)
-    assert restore_streams(restored, json.loads(json.dumps(saved))) == (1, 0)
+    assert restore_streams(restored, saved) == (1, 0)
     detectors = next(iter(restored.streams)).detectors
     assert detectors is not None
     assert detectors.detectors["refusal"].baseline_ready, (
         "restored refusal detector is re-learning: the 220 records held during calibration "
         "were dropped from the checkpoint")
-    assert snapshot_streams(restored) == snapshot_streams(inline)
+    assert snapshots(restored) == snapshots(inline)
 
 
 async def test_stop_checkpoints_detectors_still_calibrating(tmp_path: Path) -> None:
@@ -74,8 +75,8 @@ async def test_stop_checkpoints_detectors_still_calibrating(tmp_path: Path) -> N
     inline = Pipeline(config, clock=lambda: 1.0)
     inline.ingest_values(records(), InputStats("t", "test"))
     again = Pipeline(config, clock=lambda: 1.0)
-    StateStore(config.state_dir).load(again)
-    assert snapshot_streams(again) == snapshot_streams(inline)
+    load_into(config.state_dir, again)
+    assert snapshots(again) == snapshots(inline)
 
 
 # --- 2. more than MAX_HELD held observations ---------------------------------------------

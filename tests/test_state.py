@@ -8,8 +8,10 @@ from exporter.config import parse_config
 from exporter.inputs.stats import InputStats
 from exporter.signals.embedding import FEATURES_VERSION
 from exporter.streams.pipeline import Pipeline
-from exporter.streams.state import StateStore
+from exporter.streams.state import StateStore, settings_of
+from exporter.streams.store import DATABASE
 from tests import samples
+from tests.state_helpers import as_saved_before, load_into, snapshots
 
 CONFIG = {"detectors": {"baseline_size": 50, "window_size": 20, "expected_run_time": 1000}}
 
@@ -31,7 +33,7 @@ def test_save_and_restore_keeps_baselines_and_state(tmp_path):
     store = StateStore(tmp_path)
     assert store.save(original)
     restored = Pipeline(parse_config(CONFIG))
-    assert StateStore(tmp_path).load(restored) == 1
+    assert load_into(tmp_path, restored) == 1
     a, b = detectors_of(original), detectors_of(restored)
     assert b.records == a.records == 80
     for signal, detector in a.detectors.items():
@@ -39,32 +41,28 @@ def test_save_and_restore_keeps_baselines_and_state(tmp_path):
         assert twin.baseline_ready == detector.baseline_ready
         assert twin.score == detector.score
     assert b.detectors["output_tokens"].baseline_ready
-    assert not list((tmp_path).glob(".*.tmp"))
+    assert snapshots(restored) == snapshots(original)
 
 
-def test_corrupt_file_is_set_aside_not_fatal(tmp_path):
-    (tmp_path / "detectors.json").write_bytes(b'{"version": 1, "streams": [tru')
+def test_corrupt_store_is_set_aside_not_fatal(tmp_path):
+    (tmp_path / DATABASE).write_bytes(b"SQLite format 3\x00" + b"\xff" * 4000)
     store = StateStore(tmp_path)
     pipeline = Pipeline(parse_config(CONFIG))
-    assert store.load(pipeline) == 0
+    positions, entries = store.open(pipeline)
+    assert (positions, entries) == ({}, [])
     assert store.load_failures == 1
-    assert not (tmp_path / "detectors.json").exists()
-    assert len(list(tmp_path.glob("detectors.json.corrupt-*"))) == 1
-
-
-def test_leftover_temp_file_is_removed(tmp_path):
-    StateStore(tmp_path).save(fed_pipeline())
-    (tmp_path / ".detectors.json.tmp").write_bytes(b"half a fi")
-    pipeline = Pipeline(parse_config(CONFIG))
-    assert StateStore(tmp_path).load(pipeline) == 1
-    assert not (tmp_path / ".detectors.json.tmp").exists()
+    assert len(list(tmp_path.glob(f"{DATABASE}.corrupt-*"))) == 1
+    assert store.save(fed_pipeline())  # and it starts afresh
+    assert load_into(tmp_path, Pipeline(parse_config(CONFIG))) == 1
 
 
 def test_changed_detector_settings_ignore_the_old_state(tmp_path):
-    StateStore(tmp_path).save(fed_pipeline())
+    StateStore(tmp_path).save(fed_pipeline(), {"in": [{"offset": 5}]})
     other = {"detectors": {**CONFIG["detectors"], "expected_run_time": 5000}}
     pipeline = Pipeline(parse_config(other))
-    assert StateStore(tmp_path).load(pipeline) == 0
+    store = StateStore(tmp_path)
+    positions, entries = store.open(pipeline)
+    assert entries == [] and positions == {"in": [{"offset": 5}]}
     assert len(pipeline.streams) == 0
 
 
@@ -73,7 +71,7 @@ def test_unwritable_state_dir_counts_a_failure(tmp_path):
     target.write_text("x")
     store = StateStore(target)
     assert not store.save(fed_pipeline())
-    assert store.save_failures == 1
+    assert store.save_failures == 1 and not store.writable
     assert os.path.isfile(target)
 
 
@@ -83,27 +81,55 @@ def test_state_saved_while_learning_restores_all_detectors(tmp_path):
     original = fed_pipeline(600, config)
     assert StateStore(tmp_path).save(original)
     restored = Pipeline(parse_config(config))
-    store = StateStore(tmp_path)
-    assert store.load(restored) == 1 and store.load_failures == 0
+    assert load_into(tmp_path, restored) == 1
     for signal, detector in detectors_of(restored).detectors.items():
         assert detector.observations == detectors_of(original).detectors[signal].observations
+    assert snapshots(restored) == snapshots(original)
 
 
 def test_changed_embedding_settings_ignore_the_old_state(tmp_path):
     StateStore(tmp_path).save(fed_pipeline())
     other = {**CONFIG, "signals": {"embedding": {"dimension": 512}}}
-    assert StateStore(tmp_path).load(Pipeline(parse_config(other))) == 0
+    assert load_into(tmp_path, Pipeline(parse_config(other))) == 0
+
+
+def legacy_entry(entry: dict) -> dict:
+    """A stream entry as the one-document version wrote it."""
+    detectors = entry["detectors"]
+    old = {s: as_saved_before(d) for s, d in detectors["detectors"].items()}
+    return {"labels": entry["labels"], "detectors": {**detectors, "detectors": old}}
+
+
+def test_legacy_detectors_json_is_imported_once_and_kept(tmp_path):
+    """A state_dir of the one-document version: its baselines and positions carry over."""
+    original = fed_pipeline()
+    legacy = {"version": 1, "saved_at": 1.0, "positions": {"in": [{"offset": 7}]},
+              **settings_of(original),
+              "streams": [legacy_entry(e) for e in snapshots(original)]}
+    (tmp_path / "detectors.json").write_bytes(orjson.dumps(legacy))
+    restored = Pipeline(parse_config(CONFIG))
+    store = StateStore(tmp_path)
+    positions, entries = store.open(restored)
+    assert positions == {"in": [{"offset": 7}]}
+    assert store.restore(restored, entries) == 1
+    assert snapshots(restored) == snapshots(original)
+    assert store.save(restored, positions)
+    assert not (tmp_path / "detectors.json").exists()
+    assert (tmp_path / "detectors.json.imported").exists()
+    again = Pipeline(parse_config(CONFIG))
+    assert load_into(tmp_path, again) == 1 and snapshots(again) == snapshots(original)
 
 
 def test_state_of_an_older_builtin_embedding_is_not_restored(tmp_path):
     """Saved baselines of embeddings computed another way would read as drift."""
-    store = StateStore(tmp_path)
-    store.save(fed_pipeline())
-    document = orjson.loads(store.detectors_path.read_bytes())
-    assert document["builtin_embedding"] == FEATURES_VERSION
-    del document["builtin_embedding"]  # as 0.1.0 saved it
-    store.detectors_path.write_bytes(orjson.dumps(document))
-    assert StateStore(tmp_path).load(Pipeline(parse_config(CONFIG))) == 0
+    original = fed_pipeline()
+    settings = settings_of(original)
+    assert settings["builtin_embedding"] == FEATURES_VERSION
+    del settings["builtin_embedding"]  # as 0.1.0 saved it
+    legacy = {"version": 1, "positions": {}, **settings,
+              "streams": [legacy_entry(e) for e in snapshots(original)]}
+    (tmp_path / "detectors.json").write_bytes(orjson.dumps(legacy))
+    assert load_into(tmp_path, Pipeline(parse_config(CONFIG))) == 0
 
 
 def test_user_vectors_of_another_dimension_are_counted_not_learned():

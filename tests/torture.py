@@ -24,9 +24,11 @@ from pathlib import Path
 
 import orjson
 
+from exporter.streams.checkpoint import saved_streams
+from exporter.streams.store import DATABASE, SqliteBackend
 from tests.process import ExporterProcess
 
-CHECKPOINT_INTERVAL = 0.5
+CHECKPOINT_INTERVAL = 1.0  # the default: the run uses the default settings
 
 
 @dataclass
@@ -38,6 +40,8 @@ class TortureResult:
     sigterms: int = 0
     sigkills: int = 0
     duplicates_after_kill: list[tuple[int, int]] = field(default_factory=list)  # (seen, bound)
+    # records processed twice: by a killed process after its last checkpoint, then again
+    reread: int = 0
     seconds: float = 0.0
 
 
@@ -65,7 +69,6 @@ class Torture:
         self.config.write_text(
             f'inputs: [{{type: file, paths: ["{self.logs}/app.jsonl*"], start_at: beginning, '
             f"poll_interval: 0.02}}]\nstate_dir: {self.state}\n"
-            f"checkpoint_interval: {CHECKPOINT_INTERVAL}\n"
             "detectors: {baseline_size: 300, window_size: 50}\n"
             f"workers: {workers}\n"
         )
@@ -74,11 +77,12 @@ class Torture:
         # (time, records this exporter process has processed), sampled while waiting
         self.progress: list[tuple[float, float]] = []
         self.port: int | None = None
+        self.restored = 0  # records the running process's restored state had counted
         self.exporter = self._start()
 
     def _start(self) -> ExporterProcess:
         run = len(list(self.workdir.glob("exporter-*.log")))
-        exporter = ExporterProcess(["run", "--config", str(self.config)],
+        exporter = ExporterProcess(["run", "--config", str(self.config), "--log.level", "debug"],
                                    self.workdir / f"exporter-{run}.log", port=self.port)
         self.port = exporter.port
         exporter.wait_ready(timeout=60)
@@ -109,12 +113,23 @@ class Torture:
             time.sleep(0.05)
         raise TimeoutError(f"exporter did not catch up: {self.workdir}")
 
+    def processed(self) -> float:
+        """Records this exporter process has processed (its llm_records_total)."""
+        samples = self.exporter.samples()
+        return sum(v for (name, _), v in samples.items() if name == "llm_records_total")
+
     def persisted(self) -> int:
-        path = self.state / "detectors.json"
-        if not path.exists():
+        """Records the saved detector state has counted (read from the store as `run`
+        would, while the exporter writes it: WAL readers see the last commit)."""
+        if not (self.state / DATABASE).exists():
             return 0  # killed before its first checkpoint
-        document = orjson.loads(path.read_bytes())
-        return sum(s["detectors"]["records"] for s in document["streams"])
+        backend = SqliteBackend(self.state)
+        try:
+            entries, failures = saved_streams(backend.load())
+        finally:
+            backend.close()
+        assert failures == 0
+        return sum(e["detectors"]["records"] for e in entries)
 
     def rotate(self) -> None:
         self.result.rotations += 1
@@ -142,8 +157,12 @@ class Torture:
         if after_catch_up:
             self.caught_up()
         if kill:
+            # what it has processed, scraped just before the kill (a lower bound: it may
+            # process a few more before the signal lands)
+            processed_before = self.restored + self.processed()
             killed_at = time.monotonic()
             self.exporter.kill()
+            self.result.reread += max(0, int(processed_before) - self.persisted())
             self.result.sigkills += 1
             if after_catch_up:
                 # The documented bound: what the process processed during the last checkpoint
@@ -156,6 +175,7 @@ class Torture:
         else:
             assert self.exporter.stop() == 0
             self.result.sigterms += 1
+        self.restored = self.persisted()  # what the next process starts from
         self.exporter = self._start()
 
     def finish(self) -> TortureResult:

@@ -33,6 +33,8 @@ from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from exporter.detectors.parts import Rows
+
 HYSTERESIS = 0.5
 # Observations kept while a calibration runs (the latest; five default windows): bounded, as
 # many streams may wait for the calibration thread at once (after a restart, a reset).
@@ -58,6 +60,21 @@ class DetectorSettings:
     baseline_size: int = 1000
     window_size: int = 200
     seed: int = 0
+
+
+class _AtOnce(Executor):
+    """Runs a job when it is submitted: a calibration resumed without an executor."""
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        future: Future[T] = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except Exception as exc:  # the future carries it to `settle`
+            future.set_exception(exc)
+        return future
+
+
+_AT_ONCE = _AtOnce()
 
 
 class Detector(ABC):
@@ -186,6 +203,11 @@ class Detector(ABC):
         self._calibrating, self._apply, self._held = None, None, deque(maxlen=MAX_HELD)
         apply(future.result())
         self._baseline_ready_at = self._held_from
+        self._replay(held)
+
+    def _replay(self, held: deque[tuple[Any, int]]) -> None:
+        """Observe what was held during a calibration, each logged with its record (they
+        are already counted in `_observations`)."""
         now = self._observations
         self._observations = now - len(held)  # older ones beyond MAX_HELD: counted, not seen
         values, records = [x for x, _ in held], [record for _, record in held]
@@ -195,6 +217,12 @@ class Detector(ABC):
                 position = self.update_run(values, position, records)
         finally:
             self._observations = now
+
+    def _calibrate(self) -> None:
+        """Start simulating the threshold of a complete baseline (`_calibrate_with`);
+        detectors that simulate one say how. Also called to resume a calibration that
+        was running when the state was saved."""
+        raise NotImplementedError(f"{self.kind} detectors do not calibrate")
 
     @property
     def drift_detected(self) -> bool:
@@ -276,7 +304,40 @@ class Detector(ABC):
             "drift_since": self._drift_since,
             "gate_next": self._gate_next,
             "state": self._snapshot_state(),
+            "calibrating": None if self._calibrating is None else self._held_snapshot(),
         }
+
+    def _held_snapshot(self) -> dict[str, Any]:
+        """A calibration in progress, saved as its cause: the baseline is in the state,
+        and so are the observations held meanwhile (vectors as rows, see `Rows`). Restored,
+        the simulation runs again and the held observations are taken in as they would
+        have been: nothing waits for a calibration to save."""
+        values = [x for x, _ in self._held]
+        return {
+            "from": self._held_from,
+            "completed": self._completed_record,
+            "records": [record for _, record in self._held],
+            # vectors (the embedding's) as rows; numbers as they are
+            "values": Rows(values) if values and hasattr(values[0], "shape")
+            else [float(x) for x in values],
+        }
+
+    def _resume_calibration(self, saved: dict[str, Any]) -> None:
+        """Start the saved calibration again, holding what it held. Without an executor
+        it runs at once, and its result is taken in by the next `settle` like any other
+        (so the stream accounts for the baseline turning ready, see StreamDetectors)."""
+        values = saved["values"]
+        values = values.rows if isinstance(values, Rows) else values
+        held = deque(zip(values, (int(r) for r in saved["records"]), strict=True),
+                     maxlen=MAX_HELD)
+        executor = self.executor
+        self.executor = executor or _AT_ONCE
+        try:
+            self._calibrate()
+        finally:
+            self.executor = executor
+        self._held, self._held_from = held, int(saved["from"])
+        self._completed_record = saved.get("completed")
 
     def restore(self, snapshot: dict[str, Any]) -> None:
         if snapshot.get("kind") != self.kind:
@@ -291,6 +352,8 @@ class Detector(ABC):
         self._drift_since = snapshot["drift_since"]
         self._gate_next = int(snapshot.get("gate_next", 0))  # absent: saved before floors
         self._restore_state(snapshot["state"])
+        if snapshot.get("calibrating"):
+            self._resume_calibration(snapshot["calibrating"])
 
     @abstractmethod
     def _snapshot_state(self) -> dict[str, Any]: ...

@@ -47,6 +47,7 @@ import numpy as np
 from exporter.detectors.base import Detector, finite_or_none, from_stored
 from exporter.detectors.calibration import seeded
 from exporter.detectors.mmd_null import simulate_null
+from exporter.detectors.parts import Rows, one_row, rows_of, the_row
 
 FEATURES = 64
 RESERVOIR = 256
@@ -343,12 +344,12 @@ class EmbeddingMmd(Detector):
         return {
             "bandwidth": self._bandwidth,
             "dimension": None if self._directions is None else self._directions.shape[1],
-            "bandwidth_sample": [v.tolist() for v in self._bandwidth_sample],
-            "reservoir": [v.tolist() for v in self._reservoir],
+            "bandwidth_sample": Rows(list(self._bandwidth_sample)),
+            "reservoir": Rows(list(self._reservoir)),
             "reservoir_counts": self._counts,
             "feature_sum": self._feature_sum.tolist(),
             "baseline_n": self._baseline_n,
-            "baseline_mean": listed(self._baseline_mean),
+            "baseline_mean": one_row(self._baseline_mean),
             "ewma": listed(self._ewma),
             "threshold": finite_or_none(self._threshold),
             "null_median": self._null_median,
@@ -368,10 +369,10 @@ class EmbeddingMmd(Detector):
             sigma = float(directions[0, 0] / projection[0, 0])
         if sigma is not None and dimension is not None:
             self._use_bandwidth(float(sigma), int(dimension))
-        self._bandwidth_sample = [np.asarray(v) for v in state["bandwidth_sample"]]
+        self._bandwidth_sample = rows_of(state["bandwidth_sample"])
         self._baseline_n = int(state["baseline_n"])
-        self._baseline_mean = array(state["baseline_mean"])
-        self._reservoir = [np.asarray(v, dtype=np.float64) for v in state["reservoir"]]
+        self._baseline_mean = the_row(state["baseline_mean"])
+        self._reservoir = rows_of(state["reservoir"])
         # states saved before counts were kept hold one record per row
         self._counts = list(state.get("reservoir_counts", [1] * len(self._reservoir)))
         exact = sum(self._counts) == self._baseline_n and self._baseline_mean is None

@@ -52,6 +52,7 @@ from scipy.special import ndtri
 
 from exporter.detectors.base import Detector, DetectorSettings, finite_or_none, from_stored
 from exporter.detectors.calibration import CalibrationCache
+from exporter.detectors.parts import Growing, one_row, the_row, values_of
 from exporter.detectors.rank_calibration import rank_threshold
 from exporter.detectors.registry import METHODS
 
@@ -111,16 +112,19 @@ class RankCusum(Detector):
     def _learn(self, x: Any) -> None:
         self._baseline.append(float(x))
         if len(self._baseline) >= self.settings.baseline_size:
-            ordered = sorted(self._baseline)
-            n, allowance, ert, cache = (
-                len(ordered), self.allowance, self.settings.expected_run_time, self.cache
-            )
+            self._calibrate()
 
-            def apply(threshold: float) -> None:
-                self._learned(ordered)
-                self._baseline, self._threshold = array("d"), threshold
+    def _calibrate(self) -> None:
+        ordered = sorted(self._baseline)
+        n, allowance, ert, cache = (
+            len(ordered), self.allowance, self.settings.expected_run_time, self.cache
+        )
 
-            self._calibrate_with(lambda: rank_threshold(n, allowance, ert, cache), apply)
+        def apply(threshold: float) -> None:
+            self._learned(ordered)
+            self._baseline, self._threshold = array("d"), threshold
+
+        self._calibrate_with(lambda: rank_threshold(n, allowance, ert, cache), apply)
 
     def _learned(self, ordered: list[float]) -> None:
         self._sorted = np.asarray(ordered, dtype=np.float64)
@@ -242,8 +246,8 @@ class RankCusum(Detector):
 
     def _snapshot_state(self) -> dict[str, Any]:
         return {
-            "baseline": self._baseline.tolist(),
-            "sorted": None if self._sorted is None else self._sorted.tolist(),
+            "baseline": Growing(self._baseline),
+            "sorted": one_row(self._sorted),
             "threshold": finite_or_none(self._threshold),
             "sums": self._sums,
             "window": list(self._window),
@@ -252,9 +256,10 @@ class RankCusum(Detector):
         }
 
     def _restore_state(self, state: dict[str, Any]) -> None:
-        self._baseline = array("d", state["baseline"])
-        if state["sorted"] is not None:
-            self._learned([float(v) for v in state["sorted"]])
+        self._baseline = values_of(state["baseline"])
+        ordered = the_row(state["sorted"])
+        if ordered is not None:
+            self._learned(ordered.tolist())
         self._threshold = from_stored(state["threshold"])
         if "event" not in state and self._sorted is not None:  # saved before the guarantee
             log.info("rank CUSUM threshold simulated again for the per-stream guarantee "

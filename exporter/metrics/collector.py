@@ -209,8 +209,25 @@ class ExporterCollector:
             )
             yield CounterMetricFamily(
                 "llm_exporter_state_load_failures",
-                "Unusable state files or entries set aside at start-up.",
+                "Unusable state stores or stream entries set aside at start-up.",
                 value=self.state.load_failures,
+            )
+            yield GaugeMetricFamily(
+                "llm_exporter_state_writable",
+                "1 if the last state checkpoint was committed, 0 while they fail "
+                "(read-only state_dir, full disk).",
+                value=1.0 if self.state.writable else 0.0,
+            )
+            yield GaugeMetricFamily(
+                "llm_exporter_state_size_bytes",
+                "Size of the state store on disk (database and write-ahead log), "
+                "after the last checkpoint.",
+                value=self.state.size_bytes,
+            )
+            yield GaugeMetricFamily(
+                "llm_exporter_state_last_save_timestamp_seconds",
+                "Unix time of the last state checkpoint committed.",
+                value=self.state.last_save,
             )
         yield CounterMetricFamily(
             "llm_exporter_processing_seconds",

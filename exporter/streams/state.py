@@ -1,17 +1,21 @@
-"""Checkpoints under `state_dir`: file positions and detector state, in one document.
+"""The state of a running exporter under `state_dir`: input positions and detector state,
+saved together, incrementally, every `checkpoint_interval` (1 s by default).
 
-One document, written atomically, so positions and detector state always
-describe the same moment: after a crash the exporter resumes from the last
-checkpoint and re-reads at most what arrived since (at-least-once; the
-duplicates are bounded by `checkpoint_interval`), and the detectors never
-count a record that the positions say is still unread.
+Each checkpoint is one transaction (`exporter.streams.store`) holding the input positions
+and what changed in the streams since the previous one (`exporter.streams.checkpoint`), so
+positions and detector state always describe the same moment: after a SIGKILL the exporter
+resumes from the last checkpoint and reads again at most what arrived since (at-least-once
+delivery, about a second of records), and the detectors never count a record twice or miss
+one the positions say was read. SIGTERM saves everything before exiting.
 
-Written atomically (temp file, fsync, rename, fsync of the directory) so a
-crash leaves either the old or the new file, never half of one. A file that
-cannot be read is reported and set aside (renamed `*.corrupt-<time>`), never
-fatal: the exporter re-learns instead of refusing to start. A file written
-with other detector settings is ignored for the same reason: its thresholds
-were calibrated for another expected run time or baseline size.
+Faults are reported, never fatal. A store that cannot be read is set aside
+(`state.db.corrupt-<time>`, logged, counted) and the exporter starts fresh; a store that
+cannot be written (a read-only `state_dir`, a full disk) is counted on every attempt, shown
+by `llm_exporter_state_writable`, and ingestion goes on; the next commit that succeeds
+saves everything again. A store made with other detector settings is not restored (its
+thresholds were calibrated for another expected run time or baseline size) and is replaced
+by the first checkpoint. A `detectors.json` from before this store is imported once and
+kept as `detectors.json.imported`.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -26,32 +31,19 @@ from typing import Any
 import orjson
 
 from exporter.signals.embedding import FEATURES_VERSION
+from exporter.streams.checkpoint import Checkpointer, saved_streams
 from exporter.streams.pipeline import Pipeline
+from exporter.streams.store import Changes, Saved, SqliteBackend, StoreError
 from exporter.streams.table import OVERFLOW_VALUE
 
 log = logging.getLogger(__name__)
-DETECTORS_FILE = "detectors.json"
-FORMAT_VERSION = 1
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.tmp")
-    with open(temp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temp, path)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+LEGACY_FILE = "detectors.json"  # the one-document checkpoint of versions before the store
+LEGACY_VERSION = 1
 
 
 def settings_of(pipeline: Pipeline) -> dict[str, Any]:
     factory = pipeline.detector_factory
-    return {
+    settings = {
         # embedding settings shape the MMD detector's input (dimension, source), and so
         # does the built-in embedding's own version (its features and text sample)
         "embedding": pipeline.config.signals.embedding_section,
@@ -60,131 +52,163 @@ def settings_of(pipeline: Pipeline) -> dict[str, Any]:
         "methods": {s: dataclasses.asdict(c) for s, c in factory.signals.items()},
         "label_names": list(pipeline.streams.label_names),
     }
+    loaded: dict[str, Any] = orjson.loads(orjson.dumps(settings))  # as it reads back
+    return loaded
 
 
 class StateStore:
     def __init__(self, state_dir: str | os.PathLike[str]) -> None:
         self.directory = Path(state_dir)
+        self.backend = SqliteBackend(self.directory)
+        self.checkpointer = Checkpointer()
         self.saves = 0
         self.save_failures = 0
         self.load_failures = 0
-        self._document: dict[str, Any] | None = None
+        self.writable = True  # the last commit (or the opening) succeeded
+        self.size_bytes = 0  # the store on disk, after the last commit
+        self.last_save = 0.0  # unix time of the last commit that succeeded
+        self.last_cost = 0.0  # CPU seconds the last checkpoint took: made, then committed
+        self._lock = threading.Lock()  # one commit at a time, in the order they were made
+        self._imported: Path | None = None  # a legacy file, renamed once its state is saved
+        self._positions: dict[str, bytes] | None = None  # as last committed
 
     @property
-    def detectors_path(self) -> Path:
-        return self.directory / DETECTORS_FILE
+    def path(self) -> Path:
+        return self.backend.path
 
-    def save(self, pipeline: Pipeline, positions: dict[str, Any] | None = None) -> bool:
-        return self.save_entries(settings_of(pipeline), snapshot_streams(pipeline), positions)
+    # --- start-up -----------------------------------------------------------------
+    def open(self, pipeline: Pipeline) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """The saved input positions (kept even when detector settings changed, so reading
+        resumes where it stopped either way) and the saved streams' `{"labels",
+        "detectors"}` entries, if they were saved with `pipeline`'s settings (see `restore`)."""
+        saved = self._load()
+        legacy = self.directory / LEGACY_FILE
+        if saved is None and legacy.exists():
+            return self._import(legacy, pipeline)
+        if saved is None:
+            return {}, []
+        positions = {k: orjson.loads(v) for k, v in saved.positions.items()}
+        if saved.settings is not None and orjson.loads(saved.settings) != settings_of(pipeline):
+            log.warning("detector settings or stream labels changed since %s was saved; "
+                        "baselines re-learn", self.path)
+            return positions, []
+        entries, failures = saved_streams(saved)
+        self._count_unusable(failures)
+        return positions, _admission_order(entries, pipeline)
 
-    def save_entries(
-        self,
-        settings: dict[str, Any],
-        streams: list[dict[str, Any]],
-        positions: dict[str, Any] | None = None,
-    ) -> bool:
-        """Write one checkpoint from its parts (with worker processes, each worker's
-        `snapshot_streams` are collected into one document, whatever the worker count)."""
-        document = {
-            "version": FORMAT_VERSION,
-            "saved_at": time.time(),
-            "positions": positions or {},
-            **settings,
-            "streams": streams,
-        }
+    def _load(self) -> Saved | None:
+        """What the store holds; None for a new, empty, unusable or unreachable one."""
         try:
-            data = orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY)
-            write_atomically(self.detectors_path, data)
-        except (OSError, TypeError) as exc:
-            self.save_failures += 1
-            log.error("cannot save detector state to %s: %s", self.detectors_path, exc)
-            return False
-        self.saves += 1
-        self._document = None
-        return True
+            self.backend.open()
+            if self.backend.is_new():
+                return None
+            return self.backend.load()
+        except StoreError as exc:
+            if not exc.corrupt:
+                self.writable = False
+                log.error("state store unavailable, starting without saved state: %s", exc)
+                return None
+            self.load_failures += 1
+            aside = self.backend.set_aside()
+            log.error("%s; moved to %s, baselines re-learn", exc, aside)
+            return None
 
-    def _set_aside(self, path: Path, why: str) -> None:
-        self.load_failures += 1
-        aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
-        log.error("detector state %s is unusable (%s); moved to %s, baselines re-learn",
-                  path, why, aside)
+    def _import(self, legacy: Path, pipeline: Pipeline
+                ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         try:
-            os.replace(path, aside)
-        except OSError as exc:
-            log.error("cannot move %s aside: %s", path, exc)
-
-    def _read(self) -> dict[str, Any] | None:
-        if self._document is not None:
-            return self._document
-        path = self.detectors_path
-        try:
-            document = orjson.loads(path.read_bytes())
-        except FileNotFoundError:
-            return None
-        except (OSError, orjson.JSONDecodeError) as exc:
-            self._set_aside(path, str(exc))
-            return None
-        if not isinstance(document, dict) or document.get("version") != FORMAT_VERSION:
-            self._set_aside(path, "unknown format version")
-            return None
-        self._document = document
-        return document
-
-    def load_positions(self) -> dict[str, Any]:
-        document = self._read()
-        positions = document.get("positions") if document else None
-        return positions if isinstance(positions, dict) else {}
-
-    def load(self, pipeline: Pipeline) -> int:
-        """Restore detector state; returns the number of streams restored.
-
-        File positions are read by `load_positions` (they stay valid when detector
-        settings change, so reading resumes where it stopped either way).
-        """
-        entries = self.load_entries(pipeline)
-        restored, failures = restore_streams(pipeline, entries)
-        self.load_failures += failures
-        if entries:
-            log.info("restored detector state of %d stream(s) from %s",
-                     restored, self.detectors_path)
-        return restored
-
-    def load_entries(self, pipeline: Pipeline) -> list[dict[str, Any]]:
-        """The saved streams' entries, if they were saved with `pipeline`'s settings."""
-        path = self.detectors_path
-        leftover = path.with_name(f".{path.name}.tmp")
-        if leftover.exists():
-            log.warning("removing %s left by an interrupted save", leftover)
-            leftover.unlink(missing_ok=True)
-        document = self._read()
-        if document is None:
-            return []
+            document = orjson.loads(legacy.read_bytes())
+            if not isinstance(document, dict) or document.get("version") != LEGACY_VERSION:
+                raise ValueError("unknown format version")
+        except (OSError, ValueError) as exc:
+            self.load_failures += 1
+            log.error("cannot import %s (%s); baselines re-learn", legacy, exc)
+            return {}, []
+        self._imported = legacy
+        positions = document.get("positions")
+        positions = positions if isinstance(positions, dict) else {}
         settings = settings_of(pipeline)
         if {k: document.get(k) for k in settings} != settings:
             log.warning("detector settings or stream labels changed since %s was saved; "
-                        "baselines re-learn", path)
-            return []
-        entries = document.get("streams", [])
-        if not isinstance(entries, list):
-            return []
-        # re-admitted as they were first admitted: real streams, then `__other__` (a
-        # supervisor's workers may have saved theirs in any order)
-        overflow = [OVERFLOW_VALUE] * len(pipeline.streams.label_names)
-        return sorted(entries, key=lambda e: isinstance(e, dict)
-                      and e.get("labels") in (overflow, tuple(overflow)))
+                        "baselines re-learn", legacy)
+            return positions, []
+        entries = document.get("streams")
+        log.info("importing %s; it is kept as %s.imported once saved here", legacy, legacy.name)
+        return positions, _admission_order(entries if isinstance(entries, list) else [], pipeline)
+
+    def restore(self, pipeline: Pipeline, entries: list[Any]) -> int:
+        """Restore `open`'s entries into `pipeline`; the number restored."""
+        restored, failures = restore_streams(pipeline, entries)
+        self._count_unusable(failures)
+        if entries:
+            log.info("restored detector state of %d stream(s) from %s", restored, self.path)
+        return restored
+
+    def _count_unusable(self, failures: int) -> None:
+        if failures:
+            self.load_failures += failures
+            log.error("%d saved stream(s) unusable; they re-learn", failures)
+
+    # --- checkpoints --------------------------------------------------------------
+    def checkpoint(self, pipeline: Pipeline, positions: dict[str, Any]) -> Changes:
+        """What changed since the last checkpoint, with `positions`: taken between two
+        batches (on the thread that ingests), so they describe the same moment."""
+        started = time.thread_time()
+        changes = self.checkpointer.changes(list(pipeline.streams), positions,
+                                            settings_of(pipeline))
+        self.last_cost = time.thread_time() - started
+        return changes
+
+    def unchanged(self, changes: Changes) -> bool:
+        """Nothing to commit: no stream changed and no input moved since the last commit."""
+        return (not (changes.streams or changes.parts or changes.deleted or changes.replace_all)
+                and changes.positions == self._positions)
+
+    def commit(self, changes: Changes) -> bool:
+        """Write a checkpoint (any thread; commits are serialised in call order)."""
+        with self._lock:
+            started, cpu = time.monotonic(), time.thread_time()
+            try:
+                self.backend.commit(changes)
+            except StoreError as exc:
+                self.save_failures += 1
+                if self.writable:  # once per outage in the log; every attempt is counted
+                    log.error("cannot save state: %s", exc)
+                self.writable = False
+                self.checkpointer.forget()
+                return False
+            if not self.writable:
+                log.info("state saved again to %s", self.path)
+            self.writable, self.saves, self.last_save = True, self.saves + 1, time.time()
+            self._positions = changes.positions
+            self.size_bytes = self.backend.size()
+            self.last_cost += time.thread_time() - cpu
+            if self._imported is not None:
+                self._keep_imported(self._imported)
+            log.debug("checkpoint: %d stream(s), %d part(s) in %.1f ms", len(changes.streams),
+                      len(changes.parts), 1000 * (time.monotonic() - started))
+            return True
+
+    def save(self, pipeline: Pipeline, positions: dict[str, Any] | None = None) -> bool:
+        return self.commit(self.checkpoint(pipeline, positions or {}))
+
+    def _keep_imported(self, legacy: Path) -> None:
+        self._imported = None
+        try:
+            os.replace(legacy, legacy.with_name(legacy.name + ".imported"))
+        except OSError as exc:
+            log.error("cannot rename %s after importing it: %s", legacy, exc)
+
+    def close(self) -> None:
+        with self._lock:
+            self.backend.close()
 
 
-def snapshot_streams(pipeline: Pipeline) -> list[dict[str, Any]]:
-    entries = []
-    for stream in pipeline.streams:
-        if stream.detectors is not None:
-            # a calibration still running holds observations the positions saved with this
-            # snapshot already cover: wait for it (checkpoints avoid such moments, see
-            # Exporter._checkpoint_loop)
-            stream.settle(wait=True)
-            entries.append({"labels": list(stream.labels),
-                            "detectors": stream.detectors.snapshot()})
-    return entries
+def _admission_order(entries: list[Any], pipeline: Pipeline) -> list[Any]:
+    """Streams are re-admitted as they were first admitted: real ones, then `__other__`
+    (which the cap would otherwise give a real stream's place)."""
+    overflow = [OVERFLOW_VALUE] * len(pipeline.streams.label_names)
+    return sorted(entries, key=lambda e: isinstance(e, dict)
+                  and list(e.get("labels", ())) == overflow)
 
 
 def restore_streams(pipeline: Pipeline, entries: list[Any]) -> tuple[int, int]:
@@ -192,11 +216,16 @@ def restore_streams(pipeline: Pipeline, entries: list[Any]) -> tuple[int, int]:
     restored = failures = 0
     for entry in entries:
         try:
-            stream = pipeline.streams.get(tuple(entry["labels"]))
+            labels = tuple(entry["labels"])
+            stream = pipeline.streams.get(labels)
+            if stream.labels != labels:  # beyond a lowered max_streams: no stream for it now
+                log.warning("not restoring stream %s: over max_streams", labels)
+                continue
             if stream.detectors is not None:
                 stream.detectors.restore(entry["detectors"], pipeline.detector_factory)
                 if stream.evidence is not None:
                     stream.evidence.baseline_complete()
+                stream.settle(wait=False)  # a calibration saved in progress, resumed at once
                 restored += 1
         except (KeyError, TypeError, ValueError) as exc:
             failures += 1

@@ -131,6 +131,10 @@ class StreamDetectors:
                     continue
                 self._account(signal, detector, before)
 
+    def calibrating(self) -> int:
+        """How many of the detectors are simulating a threshold off-thread."""
+        return sum(detector.calibrating for detector in self.detectors.values())
+
     def reset_baselines(self, signals: tuple[str, ...] = SIGNALS) -> list[str]:
         done = []
         for signal in signals:
@@ -148,7 +152,9 @@ class StreamDetectors:
             "events": self.events,
             "last_change": self.last_change,
             "ready_at": self.ready_at,
-            "detectors": {s: d.snapshot() for s, d in self.detectors.items()},
+            # each detector's own event log is the stream's `events` (restored from there)
+            "detectors": {s: {k: v for k, v in d.snapshot().items() if k != "event_log"}
+                          for s, d in self.detectors.items()},
         }
 
     def restore(self, snapshot: dict[str, Any], factory: DetectorFactory) -> None:

@@ -38,6 +38,9 @@ class StreamState:
     signals: SignalTotals = field(default_factory=SignalTotals)
     detectors: StreamDetectors | None = None
     evidence: Evidence | None = None
+    # counts changes to what a checkpoint saves (records observed, a calibration taken in,
+    # a reset): a checkpoint saves the streams whose version moved since the last one
+    version: int = 0
 
     def observe_many(
         self, records: Sequence[Record], measurements: Sequence[Measurements], now: float
@@ -48,6 +51,7 @@ class StreamState:
             return
         first = self.records if self.detectors is None else self.detectors.records
         self.records += len(records)
+        self.version += 1
         for record, m in zip(records, measurements, strict=True):
             self.finish_reasons[record.finish_reason] += 1
             _bounded_increment(self.served_models, record.served_model)
@@ -75,12 +79,15 @@ class StreamState:
         records held during a calibration were caught up on, as `observe_many` does for
         those that fire with a batch."""
         detectors = self.detectors
-        if detectors is None:
+        calibrating = 0 if detectors is None else detectors.calibrating()
+        if detectors is None or not calibrating:
             return
         if self.evidence is None:
             detectors.settle(wait=wait)
         else:
             self._noting_events(self.evidence, detectors, lambda: detectors.settle(wait=wait))
+        if detectors.calibrating() != calibrating:  # a result was taken in
+            self.version += 1
 
     @staticmethod
     def _noting_events(evidence: Evidence, detectors: StreamDetectors,
@@ -91,6 +98,7 @@ class StreamState:
         evidence.note_events(detectors.detectors, noted)
 
     def reset_baselines(self, signals: tuple[str, ...] | None = None) -> list[str]:
+        self.version += 1
         if self.evidence is not None:
             self.evidence.reset_baseline(signals)
         if self.detectors is None:

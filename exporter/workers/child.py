@@ -26,8 +26,10 @@ from typing import Any, BinaryIO
 from exporter.inputs.stats import InputStats
 from exporter.metrics.exposition import Dialect
 from exporter.metrics.families import StreamRenderer
+from exporter.streams.checkpoint import Checkpointer
 from exporter.streams.pipeline import Pipeline, RoutedItem
-from exporter.streams.state import restore_streams, snapshot_streams
+from exporter.streams.state import restore_streams
+from exporter.streams.store import Changes
 from exporter.streams.view import streams_view
 from exporter.workers.protocol import READY, read_blocking, write_blocking
 
@@ -41,10 +43,12 @@ class Worker:
         self.pipeline = pipeline
         self.renderer = StreamRenderer(pipeline.streams)
         self.stats = InputStats(name="worker", kind="worker")
+        self.checkpointer = Checkpointer()  # this worker's streams: what changed since
         self.handlers: dict[str, Callable[..., Any]] = {
             "ingest": self.ingest,
             "render": self.render,
             "snapshot": self.snapshot,
+            "forget": self.checkpointer.forget,
             "restore": self.restore,
             "streams": self.streams,
             "reset": self.reset,
@@ -72,8 +76,10 @@ class Worker:
             "tokenizers": measurer.tokens.loaded_sources(),
         }
 
-    def snapshot(self) -> list[dict[str, Any]]:
-        return snapshot_streams(self.pipeline)
+    def snapshot(self) -> Changes:
+        """What changed in this worker's streams since its last snapshot (the supervisor
+        adds the positions and commits; if that fails it sends `forget`)."""
+        return self.checkpointer.changes(list(self.pipeline.streams), {}, {})
 
     def restore(self, entries: list[dict[str, Any]]) -> tuple[int, int]:
         return restore_streams(self.pipeline, entries)

@@ -1,0 +1,160 @@
+"""Checkpoints as changes: which streams changed since the last one, and what of them.
+
+A stream's state is its `StreamDetectors.snapshot()`. Its small, running values are saved as
+one JSON document whenever the stream changed (`StreamState.version`); its large parts
+(`Rows`, `Growing`: baseline samples, learned arrays) are replaced in that document by a
+reference and saved slot by slot, only the slots that are new since they were last saved. So
+a learned baseline is written once, and a baseline being learned is written as it grows.
+
+What was saved is remembered by object identity (the row objects, the growing array and its
+length) and by each stream's version. The memory is updated when a checkpoint is made;
+if its commit then fails, `forget()` makes the next checkpoint a whole one.
+"""
+
+from __future__ import annotations
+
+from array import array
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+
+from exporter.detectors.parts import Growing, Rows
+from exporter.streams.store import Changes, PartChange, Saved
+from exporter.streams.table import StreamState
+
+GROWING_BLOCK = 512  # values per saved block of a growing array (4 KiB)
+_NUMPY = orjson.OPT_SERIALIZE_NUMPY
+
+
+def stream_key(labels: tuple[str, ...]) -> str:
+    return orjson.dumps(list(labels)).decode()
+
+
+@dataclass
+class _Memory:
+    versions: dict[str, int] = field(default_factory=dict)  # stream -> version saved
+    # stream -> part -> what was saved: the row objects, or the growing array and its length
+    parts: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+class Checkpointer:
+    def __init__(self) -> None:
+        self._memory = _Memory()
+        self._whole = True  # the next checkpoint is the whole state (a start, a failure)
+
+    def forget(self) -> None:
+        """A commit failed: the store may lack anything since; save everything next."""
+        self._memory = _Memory()
+        self._whole = True
+
+    def changes(self, streams: list[StreamState], positions: dict[str, Any],
+                settings: dict[str, Any]) -> Changes:
+        """The checkpoint of `streams` (all of a pipeline's) since the last one."""
+        whole, memory = self._whole, self._memory
+        changes = Changes(
+            positions={k: orjson.dumps(v) for k, v in positions.items()},
+            settings=orjson.dumps(settings) if whole else None,
+            replace_all=whole,
+        )
+        alive = set()
+        for stream in streams:
+            if stream.detectors is None:
+                continue
+            key = stream_key(stream.labels)
+            alive.add(key)
+            if memory.versions.get(key) == stream.version:
+                continue
+            memory.versions[key] = stream.version
+            before = memory.parts.pop(key, {})
+            now: dict[str, Any] = {}
+            document = self._split(key, stream.detectors.snapshot(), "", (before, now), changes)
+            changes.streams[key] = orjson.dumps(document, option=_NUMPY)
+            # parts it no longer has (a calibration that finished, a sample learned)
+            changes.parts.extend(PartChange(key, p, 0, {}) for p in before if p not in now)
+            memory.parts[key] = now
+        for key in [k for k in memory.versions if k not in alive]:
+            changes.deleted.append(key)
+            del memory.versions[key]
+            memory.parts.pop(key, None)
+        self._whole = False
+        return changes
+
+    def _split(self, key: str, value: dict[str, Any], path: str,
+               parts: tuple[dict[str, Any], dict[str, Any]], changes: Changes) -> Any:
+        """`value` with its large parts replaced by references, their new slots noted."""
+        out = {}
+        for name, item in value.items():
+            where = f"{path}.{name}" if path else name
+            if isinstance(item, dict):
+                out[name] = self._split(key, item, where, parts, changes)
+            elif isinstance(item, Rows):
+                out[name] = {"$rows": where, "n": len(item.rows)}
+                parts[1][where] = _rows(key, where, list(item.rows), parts[0].get(where), changes)
+            elif isinstance(item, Growing):
+                out[name] = {"$growing": where, "n": len(item.values)}
+                parts[1][where] = _growing(key, where, item.values, parts[0].get(where), changes)
+            else:
+                out[name] = item
+        return out
+
+
+def _rows(key: str, part: str, rows: list[Any], before: list[Any] | None,
+          changes: Changes) -> list[Any]:
+    known = before or []
+    slots = {
+        slot: np.ascontiguousarray(row, dtype=np.float64).tobytes()
+        for slot, row in enumerate(rows)
+        if slot >= len(known) or row is not known[slot]
+    }
+    if slots or before is None or len(rows) < len(known):
+        changes.parts.append(PartChange(key, part, len(rows), slots))
+    return rows
+
+
+def _growing(key: str, part: str, values: array, before: tuple[array, int] | None,
+             changes: Changes) -> tuple[array, int]:
+    known, length = before or (None, 0)
+    first = length // GROWING_BLOCK if known is values and length <= len(values) else 0
+    end = -(-len(values) // GROWING_BLOCK)
+    slots = {
+        block: values[block * GROWING_BLOCK:(block + 1) * GROWING_BLOCK].tobytes()
+        for block in range(first, end)
+    }
+    if slots or known is not values or length != len(values):
+        changes.parts.append(PartChange(key, part, end, slots))
+    return values, len(values)
+
+
+def saved_streams(saved: Saved) -> tuple[list[dict[str, Any]], int]:
+    """The saved streams as `{"labels", "detectors"}` entries, their large parts put back;
+    and the number of streams that could not be read (a part missing or cut short)."""
+    entries, failures = [], 0
+    for key, state in saved.streams.items():
+        try:
+            document = orjson.loads(state)
+            entries.append({"labels": orjson.loads(key),
+                            "detectors": _joined(key, document, saved)})
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            failures += 1
+    return entries, failures
+
+
+def _joined(key: str, value: Any, saved: Saved) -> Any:
+    if not isinstance(value, dict):
+        return value
+    if "$rows" in value:
+        slots = saved.parts.get((key, value["$rows"]), [])
+        if len(slots) != value["n"]:
+            raise ValueError(f"part {value['$rows']}: {len(slots)} rows, not {value['n']}")
+        return Rows([np.frombuffer(data, dtype=np.float64).copy() for data in slots])
+    if "$growing" in value:
+        blocks = saved.parts.get((key, value["$growing"]), [])
+        values = array("d")
+        for data in blocks:
+            values.frombytes(data)
+        if len(values) != value["n"]:
+            raise ValueError(f"part {value['$growing']}: {len(values)} values, not {value['n']}")
+        return Growing(values)
+    return {name: _joined(key, item, saved) for name, item in value.items()}
