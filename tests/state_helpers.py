@@ -11,7 +11,7 @@ from exporter.detectors.parts import Growing, Rows
 from exporter.streams.checkpoint import Checkpointer, saved_streams
 from exporter.streams.pipeline import Pipeline
 from exporter.streams.state import StateStore
-from exporter.streams.store import Saved
+from exporter.streams.store import Saved, SqliteBackend
 
 
 def plain(value: Any) -> Any:
@@ -65,3 +65,14 @@ def load_into(state_dir: str | Path, pipeline: Pipeline) -> int:
     restored = store.restore(pipeline, entries)
     store.close()
     return restored
+
+
+def saved_entries(state_dir: str | Path) -> list[dict[str, Any]]:
+    """The streams a store under `state_dir` holds, read as `run` reads them."""
+    backend = SqliteBackend(Path(state_dir))
+    try:
+        entries, failures = saved_streams(backend.load())
+    finally:
+        backend.close()
+    assert failures == 0
+    return entries

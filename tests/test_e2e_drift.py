@@ -8,10 +8,9 @@ import orjson
 import pytest
 
 from exporter.cli import main
-from exporter.streams.checkpoint import saved_streams
-from exporter.streams.store import SqliteBackend
 from tests import samples
 from tests.process import ExporterProcess, wait_for
+from tests.state_helpers import saved_entries
 
 VOCABULARY = (
     "invoice refund order parcel status account login plan card delivery"
@@ -95,14 +94,6 @@ def test_baseline_command_learns_from_known_good_file(tmp_path, capsys):
     assert detectors["output_tokens"]["baseline_ready_at"] == 100
     # learning stopped at the baseline: nothing after it was run through detection
     assert detectors["output_tokens"]["observations"] == 100
-
-
-def saved_entries(state_dir):
-    backend = SqliteBackend(state_dir)
-    entries, failures = saved_streams(backend.load())
-    backend.close()
-    assert failures == 0
-    return entries
 
 
 def test_baseline_command_needs_state_dir(tmp_path, capsys):
