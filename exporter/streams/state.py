@@ -71,6 +71,11 @@ class StateStore:
         self._lock = threading.Lock()  # one commit at a time, in the order they were made
         self._imported: Path | None = None  # a legacy file, renamed once its state is saved
         self._positions: dict[str, bytes] | None = None  # as last committed
+        # After a failed commit the store may lack anything since: until a whole checkpoint
+        # is committed, partial ones are not (`_broken`, the saver's), and the next one made
+        # is whole (`_forget`: the saver asks, the thread that makes checkpoints does it).
+        self._broken = False
+        self._forget = False
 
     @property
     def path(self) -> Path:
@@ -153,6 +158,9 @@ class StateStore:
         """What changed since the last checkpoint, with `positions`: taken between two
         batches (on the thread that ingests), so they describe the same moment."""
         started = time.thread_time()
+        if self._forget:
+            self._forget = False
+            self.checkpointer.forget()
         changes = self.checkpointer.changes(list(pipeline.streams), positions,
                                             settings_of(pipeline))
         self.last_cost = time.thread_time() - started
@@ -167,15 +175,18 @@ class StateStore:
         """Write a checkpoint (any thread; commits are serialised in call order)."""
         with self._lock:
             started, cpu = time.monotonic(), time.thread_time()
+            if self._broken and not changes.replace_all:
+                self.save_failures += 1  # made before the failure was known: not complete
+                return False
             try:
                 self.backend.commit(changes)
             except StoreError as exc:
                 self.save_failures += 1
                 if self.writable:  # once per outage in the log; every attempt is counted
                     log.error("cannot save state: %s", exc)
-                self.writable = False
-                self.checkpointer.forget()
+                self.writable, self._broken, self._forget = False, True, True
                 return False
+            self._broken = False
             if not self.writable:
                 log.info("state saved again to %s", self.path)
             self.writable, self.saves, self.last_save = True, self.saves + 1, time.time()
