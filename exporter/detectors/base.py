@@ -33,7 +33,7 @@ from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from exporter.detectors.parts import Rows
+from exporter.detectors.parts import AT_ONCE, held_of, held_state
 
 HYSTERESIS = 0.5
 # Observations kept while a calibration runs (the latest; five default windows): bounded, as
@@ -60,21 +60,6 @@ class DetectorSettings:
     baseline_size: int = 1000
     window_size: int = 200
     seed: int = 0
-
-
-class _AtOnce(Executor):
-    """Runs a job when it is submitted: a calibration resumed without an executor."""
-
-    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
-        future: Future[T] = Future()
-        try:
-            future.set_result(fn(*args, **kwargs))
-        except Exception as exc:  # the future carries it to `settle`
-            future.set_exception(exc)
-        return future
-
-
-_AT_ONCE = _AtOnce()
 
 
 class Detector(ABC):
@@ -308,36 +293,23 @@ class Detector(ABC):
         }
 
     def _held_snapshot(self) -> dict[str, Any]:
-        """A calibration in progress, saved as its cause: the baseline is in the state,
-        and so are the observations held meanwhile (vectors as rows, see `Rows`). Restored,
-        the simulation runs again and the held observations are taken in as they would
-        have been: nothing waits for a calibration to save."""
-        values = [x for x, _ in self._held]
-        return {
-            "from": self._held_from,
-            "completed": self._completed_record,
-            "records": [record for _, record in self._held],
-            # vectors (the embedding's) as rows; numbers as they are
-            "values": Rows(values) if values and hasattr(values[0], "shape")
-            else [float(x) for x in values],
-        }
+        """A calibration in progress, saved as its cause: the baseline is in the state, the
+        observations held meanwhile here. Restored, the simulation runs again and they are
+        taken in as they would have been: nothing waits for a calibration to save."""
+        return held_state(self._held, self._held_from, self._completed_record)
 
     def _resume_calibration(self, saved: dict[str, Any]) -> None:
         """Start the saved calibration again, holding what it held. Without an executor
         it runs at once, and its result is taken in by the next `settle` like any other
         (so the stream accounts for the baseline turning ready, see StreamDetectors)."""
-        values = saved["values"]
-        values = values.rows if isinstance(values, Rows) else values
-        held = deque(zip(values, (int(r) for r in saved["records"]), strict=True),
-                     maxlen=MAX_HELD)
+        held, self._completed_record = held_of(saved)
         executor = self.executor
-        self.executor = executor or _AT_ONCE
+        self.executor = executor or AT_ONCE
         try:
             self._calibrate()
         finally:
             self.executor = executor
-        self._held, self._held_from = held, int(saved["from"])
-        self._completed_record = saved.get("completed")
+        self._held, self._held_from = deque(held, maxlen=MAX_HELD), int(saved["from"])
 
     def restore(self, snapshot: dict[str, Any]) -> None:
         if snapshot.get("kind") != self.kind:

@@ -14,17 +14,23 @@ wrappers say how a part changes, so a state store writes only what is new:
 
 Restored, both come back as numpy float64 arrays (`Rows` as a list of rows); `restore` code
 accepts them as it accepts plain lists.
+
+A calibration in progress is saved too, as the observations held meanwhile (`held_state`),
+and resumed on restore (`AT_ONCE` runs it where no executor is set).
 """
 
 from __future__ import annotations
 
 from array import array
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:  # numpy is imported where arrays are made: the config reads this module
     import numpy as np
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -63,3 +69,41 @@ def rows_of(saved: Rows | Sequence[Sequence[float]]) -> list[np.ndarray]:
 
 def values_of(saved: Growing | Sequence[float]) -> array:
     return array("d", saved.values if isinstance(saved, Growing) else saved)
+
+
+def held_state(held: Iterable[tuple[Any, int]], start: int, completed: int | None
+               ) -> dict[str, Any]:
+    """The observations a detector holds while its threshold is simulated, as saved:
+    vectors (the embedding's) as rows, numbers as they are."""
+    pairs = list(held)
+    values = [x for x, _ in pairs]
+    return {
+        "from": start,
+        "completed": completed,
+        "records": [record for _, record in pairs],
+        "values": Rows(values) if values and hasattr(values[0], "shape")
+        else [float(x) for x in values],
+    }
+
+
+def held_of(saved: dict[str, Any]) -> tuple[list[tuple[Any, int]], int | None]:
+    """`held_state` read back: the (observation, record) pairs, and the completing record."""
+    values = saved["values"]
+    values = values.rows if isinstance(values, Rows) else values
+    held = list(zip(values, (int(r) for r in saved["records"]), strict=True))
+    return held, saved.get("completed")
+
+
+class _AtOnce(Executor):
+    """Runs a job when it is submitted: a calibration resumed without an executor."""
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        future: Future[T] = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except Exception as exc:  # the future carries it to `settle`
+            future.set_exception(exc)
+        return future
+
+
+AT_ONCE = _AtOnce()
