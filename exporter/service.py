@@ -148,6 +148,8 @@ class Exporter:
         self._tasks.clear()
         if self.sharded is not None:
             await self.sharded.drain()
+        if self._checkpoints:  # truncations' saves first: they were taken earlier
+            await asyncio.gather(*self._checkpoints, return_exceptions=True)
         if self.pool is None or not self.pool.failed.is_set():
             await self.checkpoint_async()  # not with a dead worker: its streams are gone
         if self.saver is not None:
@@ -198,7 +200,12 @@ class Exporter:
         """Take a checkpoint and commit it (on the saver thread: the loop goes on)."""
         if self.state is None or self.saver is None:
             return False
-        changes = await self._changes()
+        try:
+            changes = await self._changes()
+        except Exception:  # a bug in making one must cost that checkpoint, not the loop
+            log.exception("cannot make a state checkpoint")
+            self.state.failed_to_make()
+            return False
         if changes is None:
             return False
         if self.state.unchanged(changes):

@@ -166,6 +166,11 @@ class StateStore:
         self.last_cost = time.thread_time() - started
         return changes
 
+    def failed_to_make(self) -> None:
+        """Making a checkpoint raised (a bug): counted, and the next one is whole."""
+        self.save_failures += 1
+        self.checkpointer.forget()
+
     def unchanged(self, changes: Changes) -> bool:
         """Nothing to commit: no stream changed and no input moved since the last commit."""
         return (not (changes.streams or changes.parts or changes.deleted or changes.replace_all)
