@@ -276,14 +276,16 @@ class Detector(ABC):
         self._events, self._event_log = events, log
 
     # --- persistence --------------------------------------------------------------
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self, with_log: bool = True) -> dict[str, Any]:
+        """The detector's state (see `restore`). `with_log=False` leaves out the event
+        log, for a caller that keeps it (a stream's checkpoint saves its events once)."""
         return {
             "kind": self.kind,
             "observations": self._observations,
             "in_drift": self._in_drift,
             "calm": self._calm,
             "events": self._events,
-            "event_log": self._event_log[-100:],
+            "event_log": self._event_log[-100:] if with_log else None,
             "score": self._score,
             "baseline_ready_at": self._baseline_ready_at,
             "drift_since": self._drift_since,
@@ -318,7 +320,7 @@ class Detector(ABC):
         self._in_drift = bool(snapshot["in_drift"])
         self._calm = int(snapshot["calm"])
         self._events = int(snapshot["events"])
-        self._event_log = list(snapshot["event_log"])
+        self._event_log = list(snapshot.get("event_log") or [])
         self._score = float(snapshot["score"])
         self._baseline_ready_at = snapshot["baseline_ready_at"]
         self._drift_since = snapshot["drift_since"]

@@ -256,7 +256,7 @@ class BernoulliCusum(Detector):
             "ready": self._ready,
             "up": self._up,
             "down": self._down,
-            "window": [int(v) for v in self._window],
+            "window": list(self._window),  # bools
             "back": [*self._back[0], self._back[1]],
         }
 

@@ -338,19 +338,17 @@ class EmbeddingMmd(Detector):
         return {"baseline": {"mmd2": self._null_median}, "window": {"mmd2": current}}
 
     def _snapshot_state(self) -> dict[str, Any]:
-        def listed(a: np.ndarray | None) -> list[float] | None:
-            return None if a is None else a.tolist()
-
+        # numpy arrays as they are: a checkpoint writes them without a list in between
         return {
             "bandwidth": self._bandwidth,
             "dimension": None if self._directions is None else self._directions.shape[1],
             "bandwidth_sample": Rows(list(self._bandwidth_sample)),
             "reservoir": Rows(list(self._reservoir)),
             "reservoir_counts": self._counts,
-            "feature_sum": self._feature_sum.tolist(),
+            "feature_sum": self._feature_sum.copy(),  # added to while learning
             "baseline_n": self._baseline_n,
             "baseline_mean": one_row(self._baseline_mean),
-            "ewma": listed(self._ewma),
+            "ewma": self._ewma,
             "threshold": finite_or_none(self._threshold),
             "null_median": self._null_median,
             "release": self._release,

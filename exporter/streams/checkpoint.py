@@ -35,6 +35,7 @@ def stream_key(labels: tuple[str, ...]) -> str:
 @dataclass
 class _Memory:
     versions: dict[str, int] = field(default_factory=dict)  # stream -> version saved
+    keys: dict[tuple[str, ...], str] = field(default_factory=dict)  # labels -> stream key
     # stream -> part -> what was saved: the row objects, or the growing array and its length
     parts: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -62,14 +63,16 @@ class Checkpointer:
         for stream in streams:
             if stream.detectors is None:
                 continue
-            key = stream_key(stream.labels)
+            key = memory.keys.get(stream.labels)
+            if key is None:
+                key = memory.keys[stream.labels] = stream_key(stream.labels)
             alive.add(key)
             if memory.versions.get(key) == stream.version:
                 continue
             memory.versions[key] = stream.version
             before = memory.parts.pop(key, {})
             now: dict[str, Any] = {}
-            document = self._split(key, stream.detectors.snapshot(), "", (before, now), changes)
+            document = self._split(key, stream.detectors.snapshot(), (before, now), changes)
             changes.streams[key] = orjson.dumps(document, option=_NUMPY)
             # parts it no longer has (a calibration that finished, a sample learned)
             changes.parts.extend(PartChange(key, p, 0, {}) for p in before if p not in now)
@@ -78,27 +81,44 @@ class Checkpointer:
             changes.deleted.append(key)
             del memory.versions[key]
             memory.parts.pop(key, None)
+            memory.keys.pop(tuple(orjson.loads(key)), None)
         self._whole = False
         return changes
 
-    def _split(self, key: str, value: dict[str, Any], path: str,
+    def _split(self, key: str, snapshot: dict[str, Any],
                parts: tuple[dict[str, Any], dict[str, Any]], changes: Changes) -> Any:
-        """`value` with its large parts replaced by references, their new slots noted."""
+        """`snapshot` (a StreamDetectors one) with its large parts replaced by references,
+        their new slots noted. Large parts live in a detector's `state` and in a calibration
+        in progress (see `exporter.detectors.parts`): only those are looked through."""
+        detectors = {}
+        for signal, detector in snapshot["detectors"].items():
+            out = dict(detector)
+            out["state"] = self._parts_of(key, f"{signal}.", detector["state"], parts, changes)
+            if detector.get("calibrating"):
+                out["calibrating"] = self._parts_of(key, f"{signal}.held.",
+                                                    detector["calibrating"], parts, changes)
+            detectors[signal] = out
+        return {**snapshot, "detectors": detectors}
+
+    @staticmethod
+    def _parts_of(key: str, prefix: str, values: dict[str, Any],
+                  parts: tuple[dict[str, Any], dict[str, Any]], changes: Changes
+                  ) -> dict[str, Any]:
         out = {}
-        for name, item in value.items():
-            where = f"{path}.{name}" if path else name
-            if isinstance(item, dict):
-                out[name] = self._split(key, item, where, parts, changes)
-            elif isinstance(item, Rows):
+        before, now = parts
+        for name, item in values.items():
+            kind = type(item)
+            if kind is Rows:
+                where = prefix + name
                 out[name] = {"$rows": where, "n": len(item.rows)}
-                parts[1][where] = _rows(key, where, list(item.rows), parts[0].get(where), changes)
-            elif isinstance(item, Growing):
+                now[where] = _rows(key, where, list(item.rows), before.get(where), changes)
+            elif kind is Growing:
+                where = prefix + name
                 out[name] = {"$growing": where, "n": len(item.values)}
-                parts[1][where] = _growing(key, where, item.values, parts[0].get(where), changes)
+                now[where] = _growing(key, where, item.values, before.get(where), changes)
             else:
                 out[name] = item
         return out
-
 
 def _rows(key: str, part: str, rows: list[Any], before: list[Any] | None,
           changes: Changes) -> list[Any]:

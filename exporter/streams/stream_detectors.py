@@ -153,8 +153,7 @@ class StreamDetectors:
             "last_change": self.last_change,
             "ready_at": self.ready_at,
             # each detector's own event log is the stream's `events` (restored from there)
-            "detectors": {s: {k: v for k, v in d.snapshot().items() if k != "event_log"}
-                          for s, d in self.detectors.items()},
+            "detectors": {s: d.snapshot(with_log=False) for s, d in self.detectors.items()},
         }
 
     def restore(self, snapshot: dict[str, Any], factory: DetectorFactory) -> None:
