@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import orjson
 
@@ -145,3 +148,38 @@ def test_user_vectors_of_another_dimension_are_counted_not_learned():
     detectors = detectors_of(pipeline)
     assert detectors.detectors["embedding"].baseline_ready
     assert dict(detectors.errors) == {"embedding": 1}
+
+
+HOLDER = """
+import sys
+from pathlib import Path
+from exporter.streams.store import Changes, SqliteBackend
+backend = SqliteBackend(Path(sys.argv[1]))
+backend.commit(Changes(positions={"in": b"[1]"}, streams={"[\\\"x\\\"]": b"{}"}))
+print("holding", flush=True)
+sys.stdin.read()  # until the test closes it
+"""
+
+
+def test_a_store_held_by_another_process_is_neither_read_nor_overwritten(tmp_path):
+    """Another exporter (or `baseline`) on the same state_dir: this one runs without saved
+    state, reports it, and once the other lets go keeps what it left aside."""
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path)], text=True,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              env={**os.environ, "PYTHONPATH": str(Path.cwd())})
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "holding\n"
+        store = StateStore(tmp_path)
+        pipeline = fed_pipeline()
+        assert store.open(pipeline) == ({}, [])
+        assert not store.writable and store.load_failures == 0
+        assert not store.save(pipeline) and store.save_failures == 1
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait(10)
+    assert store.save(pipeline) and store.writable
+    store.close()
+    kept = list(tmp_path.glob(f"{DATABASE}.unread-*"))
+    assert len(kept) == 1 and not list(tmp_path.glob(f"{DATABASE}.corrupt-*"))
+    assert load_into(tmp_path, Pipeline(parse_config(CONFIG))) == 1

@@ -76,6 +76,9 @@ class StateStore:
         # is whole (`_forget`: the saver asks, the thread that makes checkpoints does it).
         self._broken = False
         self._forget = False
+        # the store could not be read at start-up (held by another process, out of reach):
+        # it is not written over either, see `_reach`
+        self._unread = False
 
     @property
     def path(self) -> Path:
@@ -110,7 +113,7 @@ class StateStore:
             return self.backend.load()
         except StoreError as exc:
             if not exc.corrupt:
-                self.writable = False
+                self.writable, self._unread, self._broken = False, True, True
                 log.error("state store unavailable, starting without saved state: %s", exc)
                 return None
             self.load_failures += 1
@@ -184,6 +187,7 @@ class StateStore:
                 self.save_failures += 1  # made before the failure was known: not complete
                 return False
             try:
+                self._reach()
                 self.backend.commit(changes)
             except StoreError as exc:
                 self.save_failures += 1
@@ -203,6 +207,18 @@ class StateStore:
             log.debug("checkpoint: %d stream(s), %d part(s) in %.1f ms", len(changes.streams),
                       len(changes.parts), 1000 * (time.monotonic() - started))
             return True
+
+    def _reach(self) -> None:
+        """A store this process could not read at start-up is now within reach: what it
+        holds was never restored, so it is kept aside rather than overwritten."""
+        if not self._unread:
+            return
+        self.backend.open()
+        self._unread = False
+        if not self.backend.is_new():
+            aside = self.backend.set_aside("unread")
+            log.warning("the state store could not be read at start-up; what it held is "
+                        "kept as %s and this process's state is saved from now on", aside)
 
     def save(self, pipeline: Pipeline, positions: dict[str, Any] | None = None) -> bool:
         return self.commit(self.checkpoint(pipeline, positions or {}))

@@ -19,6 +19,7 @@ is never corrupted; a power cut may lose the last commits, which are then re-rea
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import signal
@@ -31,6 +32,7 @@ from typing import Protocol
 
 log = logging.getLogger(__name__)
 DATABASE = "state.db"
+LOCK = "state.lock"  # held while a process uses the store: one exporter per state_dir
 SCHEMA_VERSION = 1
 # test-only: `kill-before-commit:N` SIGKILLs the process before its Nth commit (see tests)
 FAULT_ENV = "LLM_DRIFT_EXPORTER_FAULT"
@@ -104,12 +106,32 @@ class SqliteBackend:
     def __init__(self, directory: Path) -> None:
         self.path = directory / DATABASE
         self._db: sqlite3.Connection | None = None
+        self._lock: int | None = None  # the lock file's descriptor, while held
         self._commits = 0
         self._fault = _fault_at()
+
+    def _take_lock(self) -> None:
+        """Two processes writing one store would overwrite each other's positions and mix
+        their streams: the second is refused, visibly, until the first lets go. A POSIX
+        record lock: held by the process (it goes with it, even on SIGKILL)."""
+        if self._lock is not None:
+            return
+        path = self.path.with_name(LOCK)
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.lockf(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(descriptor)
+            raise StoreError(f"{path} is held by another process (an exporter or the "
+                             f"baseline command uses this state_dir)") from None
+        os.ftruncate(descriptor, 0)
+        os.write(descriptor, f"{os.getpid()}\n".encode())
+        self._lock = descriptor
 
     def open(self) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._take_lock()
             # autocommit mode: transactions are begun and committed here, explicitly; one
             # connection, used by one thread at a time (StateStore serialises)
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -140,10 +162,13 @@ class SqliteBackend:
         assert self._db is not None
         return self._db
 
-    def set_aside(self) -> Path:
-        """Move an unusable database (and its WAL) away; the next open starts empty."""
-        self.close()
-        aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
+    def set_aside(self, why: str = "corrupt") -> Path:
+        """Move the database (and its WAL) away, as `state.db.<why>-<time>`; the next open
+        starts empty. The lock stays held."""
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+        aside = self.path.with_name(f"{self.path.name}.{why}-{int(time.time())}")
         for suffix in ("", "-wal", "-shm"):
             source = self.path.with_name(self.path.name + suffix)
             if source.exists():
@@ -216,6 +241,10 @@ class SqliteBackend:
         if self._db is not None:
             self._db.close()
             self._db = None
+        if self._lock is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._lock)  # closing the descriptor lets go of the lock
+            self._lock = None
 
 
 def _slots(changes: Changes) -> Iterator[tuple[str, str, int, bytes]]:
