@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import random
 import shutil
+import sqlite3
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from pathlib import Path
 import orjson
 
 from exporter.streams.checkpoint import saved_streams
-from exporter.streams.store import DATABASE, SqliteBackend
+from exporter.streams.store import DATABASE, Saved, SqliteBackend
 from tests.process import ExporterProcess
 
 CHECKPOINT_INTERVAL = 1.0  # the default: the run uses the default settings
@@ -47,8 +48,8 @@ class TortureResult:
     duplicates_after_kill: list[tuple[int, int]] = field(default_factory=list)
     # records processed twice: by a killed process after its last checkpoint, then again
     reread: int = 0
-    # every SIGKILL's bound on what it makes the next process read again (see `restart`)
-    kill_bounds: list[int] = field(default_factory=list)
+    # every SIGKILL: (what it made the next process read again, its bound; see `restart`)
+    kills: list[tuple[int, int]] = field(default_factory=list)
     seconds: float = 0.0
 
 
@@ -126,15 +127,11 @@ class Torture:
         return sum(v for (name, _), v in samples.items() if name == "llm_records_total")
 
     def persisted(self) -> int:
-        """Records the saved detector state has counted (read from the store as `run`
-        would, while the exporter writes it: WAL readers see the last commit)."""
+        """Records the saved detector state has counted, read from the store as `run`
+        reads it, while the exporter may be writing it (see `read_saved`)."""
         if not (self.state / DATABASE).exists():
             return 0  # killed before its first checkpoint
-        backend = SqliteBackend(self.state)
-        try:
-            entries, failures = saved_streams(backend.load())
-        finally:
-            backend.close()
+        entries, failures = saved_streams(read_saved(self.state))
         assert failures == 0
         return sum(e["detectors"]["records"] for e in entries)
 
@@ -171,7 +168,8 @@ class Torture:
             self.progress.append((killed_at, processed))
             self.exporter.kill()
             persisted = self.persisted()
-            self.result.reread += max(0, int(self.restored + processed) - persisted)
+            reread = max(0, int(self.restored + processed) - persisted)
+            self.result.reread += reread
             self.result.sigkills += 1
             # The documented bound: what the process processed during the last checkpoint
             # interval (a checkpoint comes at least that often, usually far more often),
@@ -180,7 +178,7 @@ class Torture:
             cutoff = killed_at - CHECKPOINT_INTERVAL - 1.0
             earlier = max((v for t, v in self.progress if t <= cutoff), default=0.0)
             bound = int(processed - earlier)
-            self.result.kill_bounds.append(bound)
+            self.result.kills.append((reread, bound))
             if after_catch_up:
                 self.result.duplicates_after_kill.append((self.result.written - persisted, bound))
         else:
@@ -194,6 +192,20 @@ class Torture:
         assert self.exporter.stop() == 0
         self.result.persisted = self.persisted()
         return self.result
+
+
+def read_saved(state: Path) -> Saved:
+    """What the store under `state` holds as last committed. The running exporter holds
+    the store's lock (one writer per state_dir), so this reads through a read-only SQLite
+    connection put in the backend's place, with the backend's own `load`: a WAL reader
+    sees the last commit and never blocks the writer, and it writes nothing (no schema,
+    no lock, no WAL checkpoint)."""
+    backend = SqliteBackend(state)
+    backend._db = sqlite3.connect(f"file:{backend.path}?mode=ro", uri=True)
+    try:
+        return backend.load()
+    finally:
+        backend.close()
 
 
 def run(records: int, rotations: int, truncations: int, restarts: int, seed: int = 1,
@@ -250,9 +262,12 @@ def main() -> None:
     parser.add_argument("--restarts", type=int, default=6)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--workdir", type=Path, help="a new directory (default: a temporary one)")
     args = parser.parse_args()
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="torture-"))
+    print(f"workdir (logs, state, exporter-*.log): {workdir}", flush=True)
     result = run(args.records, args.rotations, args.truncations, args.restarts, args.seed,
-                 workers=args.workers)
+                 workdir=workdir, workers=args.workers)
     print(result)
     share = result.reread / result.written if result.written else 0.0
     print(f"written {result.written}, persisted {result.persisted}, read again after "
@@ -260,7 +275,7 @@ def main() -> None:
           f"{result.seconds:.1f} s")
     assert result.persisted == result.written, "records lost or double-counted"
     assert all(seen <= bound for seen, bound in result.duplicates_after_kill)
-    assert result.reread <= sum(result.kill_bounds)
+    assert result.reread <= sum(bound for _, bound in result.kills)
 
 
 if __name__ == "__main__":
