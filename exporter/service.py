@@ -217,20 +217,30 @@ class Exporter:
                 await self.pool.broadcast("forget")
         return saved
 
-    def _checkpoint_now(self) -> None:
-        """After a truncation: the new positions are saved at once."""
+    def _checkpoint_task(self) -> asyncio.Task[bool]:
+        """A checkpoint that runs to its end: once made, the checkpointer counts it as saved,
+        so it must be committed even if whoever started it is cancelled (a shutdown).
+        `stop` waits for these before the last one."""
         task = asyncio.ensure_future(self.checkpoint_async())
         self._checkpoints.add(task)
         task.add_done_callback(self._checkpoints.discard)
+        return task
+
+    def _checkpoint_now(self) -> None:
+        """After a truncation: the new positions are saved at once."""
+        self._checkpoint_task()
 
     async def _checkpoint_loop(self) -> None:
         gap = SAVE_MIN_GAP
         while True:
             await asyncio.sleep(gap)
-            await self.checkpoint_async()
+            await asyncio.shield(self._checkpoint_task())
             assert self.state is not None
             cost = self.state.last_cost  # CPU seconds: taking it, and committing it
-            gap = min(self.config.checkpoint_interval, max(SAVE_MIN_GAP, cost / SAVE_SHARE))
+            # a one-off (a whole checkpoint after a start, a baseline written once learned)
+            # lengthens the gap by at most half: only a cost that lasts reaches the cap
+            gap = min(self.config.checkpoint_interval, 1.5 * gap,
+                      max(SAVE_MIN_GAP, cost / SAVE_SHARE))
             log.debug("checkpoint took %.1f ms of CPU; the next in %.2f s", 1000 * cost, gap)
 
     async def _settle_loop(self) -> None:

@@ -69,7 +69,7 @@ def load_into(state_dir: str | Path, pipeline: Pipeline) -> int:
 
 def saved_entries(state_dir: str | Path) -> list[dict[str, Any]]:
     """The streams a store under `state_dir` holds, read as `run` reads them."""
-    backend = SqliteBackend(Path(state_dir))
+    backend = SqliteBackend(Path(state_dir), read_only=True)
     try:
         entries, failures = saved_streams(backend.load())
     finally:

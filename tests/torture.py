@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import random
 import shutil
-import sqlite3
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -195,13 +194,9 @@ class Torture:
 
 
 def read_saved(state: Path) -> Saved:
-    """What the store under `state` holds as last committed. The running exporter holds
-    the store's lock (one writer per state_dir), so this reads through a read-only SQLite
-    connection put in the backend's place, with the backend's own `load`: a WAL reader
-    sees the last commit and never blocks the writer, and it writes nothing (no schema,
-    no lock, no WAL checkpoint)."""
-    backend = SqliteBackend(state)
-    backend._db = sqlite3.connect(f"file:{backend.path}?mode=ro", uri=True)
+    """What the store under `state` holds as last committed, read while the exporter may be
+    writing it (it holds the store's lock): a read-only backend, a WAL reader."""
+    backend = SqliteBackend(state, read_only=True)
     try:
         return backend.load()
     finally:

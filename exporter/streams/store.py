@@ -103,8 +103,11 @@ class SqliteBackend:
     """`state_dir/state.db`. Opening checks the file (`quick_check`) and the schema; a file
     that fails either is unusable: `open` raises StoreError and `set_aside` moves it away."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, read_only: bool = False) -> None:
+        """`read_only`: to look at a store another process may be writing (tools, tests):
+        no lock, nothing written; a WAL reader sees the last commit and never blocks it."""
         self.path = directory / DATABASE
+        self.read_only = read_only
         self._db: sqlite3.Connection | None = None
         self._lock: int | None = None  # the lock file's descriptor, while held
         self._commits = 0
@@ -129,6 +132,9 @@ class SqliteBackend:
         self._lock = descriptor
 
     def open(self) -> None:
+        if self.read_only:
+            self._open_read_only()
+            return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._take_lock()
@@ -153,6 +159,17 @@ class SqliteBackend:
         except sqlite3.Error as exc:
             db.close()
             raise StoreError(f"{self.path} is unusable: {exc}", _corrupt(exc)) from exc
+        self._db = db
+
+    def _open_read_only(self) -> None:
+        try:
+            db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+            found = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read {self.path}: {exc}", _corrupt(exc)) from exc
+        if found is None or found[0] != str(SCHEMA_VERSION):
+            db.close()
+            raise StoreError(f"{self.path}: schema version {found!r}", corrupt=True)
         self._db = db
 
     @property
