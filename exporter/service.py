@@ -65,6 +65,7 @@ class Exporter:
                     stats=stats,
                     on_truncation=self._checkpoint_now,
                     throttle=self.pool.capacity if self.pool is not None else None,
+                    between_passes=self.checkpoint_if_due,
                 )
             )
         for spec in config.http_inputs:
@@ -76,8 +77,13 @@ class Exporter:
             self.pipeline, self.input_stats, state=self.state, file_inputs=self.file_inputs
         )
         self.background: list[BackgroundTask] = [f.run for f in self.file_inputs]
-        # checkpoints are committed here, one at a time, in the order they were taken
-        self.saver = ThreadPoolExecutor(1, "state") if self.state is not None else None
+        # Checkpoints are made and committed on the loop, one at a time, in order (a commit
+        # is a write to the WAL without fsync: cheap); the WAL is copied into the database
+        # and synced on this thread (`StateStore.flush`), which needs no GIL meanwhile.
+        self.flusher = ThreadPoolExecutor(1, "state-wal") if self.state is not None else None
+        self._saving = asyncio.Lock()
+        self._next_save = 0.0  # time.monotonic() of the next checkpoint due
+        self._gap = SAVE_MIN_GAP
         if self.state is not None:
             positions, self._saved_entries = self.state.open(self.pipeline)
             if self.pool is None:
@@ -152,8 +158,8 @@ class Exporter:
             await asyncio.gather(*self._checkpoints, return_exceptions=True)
         if self.pool is None or not self.pool.failed.is_set():
             await self.checkpoint_async()  # not with a dead worker: its streams are gone
-        if self.saver is not None:
-            self.saver.shutdown(wait=True)
+        if self.flusher is not None:
+            self.flusher.shutdown(wait=True)
         if self.state is not None:
             self.state.close()
         for file_input in self.file_inputs:
@@ -197,21 +203,26 @@ class Exporter:
         return _merged(parts, self.state.checkpoint(self.pipeline, positions))
 
     async def checkpoint_async(self) -> bool:
-        """Take a checkpoint and commit it (on the saver thread: the loop goes on)."""
-        if self.state is None or self.saver is None:
+        """Take a checkpoint and commit it. Both run on the loop (a thread would wait for
+        the GIL at every step of SQLite while records are processed), as two callbacks:
+        a scrape waits for one of them, not for both."""
+        if self.state is None:
             return False
-        try:
-            changes = await self._changes()
-        except Exception:  # a bug in making one must cost that checkpoint, not the loop
-            log.exception("cannot make a state checkpoint")
-            self.state.failed_to_make()
-            return False
-        if changes is None:
-            return False
-        if self.state.unchanged(changes):
-            return True
-        loop = asyncio.get_running_loop()
-        saved = await loop.run_in_executor(self.saver, self.state.commit, changes)
+        async with self._saving:  # in the order they are made
+            try:
+                changes = await self._changes()
+            except Exception:  # a bug in making one must cost that checkpoint, not the loop
+                log.exception("cannot make a state checkpoint")
+                self.state.failed_to_make()
+                return False
+            if changes is None:
+                return False
+            if self.state.unchanged(changes):
+                return True
+            await asyncio.sleep(0)
+            saved = self.state.commit(changes)
+        if self.state.wal_due() and self.flusher is not None:
+            await asyncio.get_running_loop().run_in_executor(self.flusher, self.state.flush)
         if not saved and self.pool is not None:  # the workers' memory of what is saved
             with contextlib.suppress(WorkerFailed):
                 await self.pool.broadcast("forget")
@@ -230,18 +241,25 @@ class Exporter:
         """After a truncation: the new positions are saved at once."""
         self._checkpoint_task()
 
+    async def checkpoint_if_due(self) -> None:
+        """A checkpoint, if one is due: after each read pass of the file inputs, and from a
+        ticker (for push inputs and quiet times). Checkpoints come as often as they cost at
+        most SAVE_SHARE of the time, and at least every `checkpoint_interval`."""
+        if self.state is None or self._saving.locked() or time.monotonic() < self._next_save:
+            return
+        await asyncio.shield(self._checkpoint_task())
+        cost = self.state.last_cost  # CPU seconds: making it and committing it
+        # a one-off (a whole checkpoint after a start, a baseline written once learned)
+        # lengthens the gap by at most half: only a cost that lasts reaches the cap
+        self._gap = min(self.config.checkpoint_interval, 1.5 * self._gap,
+                        max(SAVE_MIN_GAP, cost / SAVE_SHARE))
+        self._next_save = time.monotonic() + self._gap
+        log.debug("checkpoint took %.1f ms of CPU; the next in %.2f s", 1000 * cost, self._gap)
+
     async def _checkpoint_loop(self) -> None:
-        gap = SAVE_MIN_GAP
         while True:
-            await asyncio.sleep(gap)
-            await asyncio.shield(self._checkpoint_task())
-            assert self.state is not None
-            cost = self.state.last_cost  # CPU seconds: taking it, and committing it
-            # a one-off (a whole checkpoint after a start, a baseline written once learned)
-            # lengthens the gap by at most half: only a cost that lasts reaches the cap
-            gap = min(self.config.checkpoint_interval, 1.5 * gap,
-                      max(SAVE_MIN_GAP, cost / SAVE_SHARE))
-            log.debug("checkpoint took %.1f ms of CPU; the next in %.2f s", 1000 * cost, gap)
+            await asyncio.sleep(SAVE_MIN_GAP)
+            await self.checkpoint_if_due()
 
     async def _settle_loop(self) -> None:
         """Thresholds are simulated off-thread; a detector takes the result in with its

@@ -166,11 +166,16 @@ class FileInput:
         clock: Callable[[], float] = time.monotonic,
         on_truncation: Callable[[], None] = lambda: None,
         throttle: Callable[[], Awaitable[None]] | None = None,
+        between_passes: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         """`throttle`: awaited before each read pass, so reading keeps pace with worker
-        processes that handle the lines (they are handed over without waiting)."""
+        processes that handle the lines (they are handed over without waiting).
+        `between_passes`: awaited after each read pass (a checkpoint when one is due: the
+        positions are then the ends of the lines just processed, and no timer waits behind
+        a busy pass)."""
         self.config = config
         self.throttle = throttle
+        self.between_passes = between_passes
         self.on_truncation = on_truncation
         self.stats = stats
         self.clock = clock
@@ -313,6 +318,8 @@ class FileInput:
             if self.throttle is not None:
                 await self.throttle()
             behind = self.poll_once()
+            if self.between_passes is not None:
+                await self.between_passes()
             await asyncio.sleep(0 if behind else self.config.poll_interval)
 
     def close(self) -> None:

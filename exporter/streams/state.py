@@ -39,6 +39,7 @@ from exporter.streams.table import OVERFLOW_VALUE
 log = logging.getLogger(__name__)
 LEGACY_FILE = "detectors.json"  # the one-document checkpoint of versions before the store
 LEGACY_VERSION = 1
+WAL_FLUSH_BYTES = 4 << 20  # the write-ahead log is copied into the database past this size
 
 
 def settings_of(pipeline: Pipeline) -> dict[str, Any]:
@@ -220,6 +221,17 @@ class StateStore:
             log.warning("the state store could not be read at start-up; what it held is "
                         "kept as %s and this process's state is saved from now on", aside)
 
+    def wal_due(self) -> bool:
+        """Time to copy the write-ahead log into the database (`flush`)."""
+        return self.writable and self.backend.wal_bytes() >= WAL_FLUSH_BYTES
+
+    def flush(self) -> None:
+        """`SqliteBackend.flush` (a thread of its own: see Exporter.checkpoint_async)."""
+        try:
+            self.backend.flush()
+        except StoreError as exc:
+            log.error("cannot flush the state store: %s", exc)
+
     def save(self, pipeline: Pipeline, positions: dict[str, Any] | None = None) -> bool:
         return self.commit(self.checkpoint(pipeline, positions or {}))
 
@@ -232,6 +244,8 @@ class StateStore:
 
     def close(self) -> None:
         with self._lock:
+            if self.writable:
+                self.flush()  # a clean stop leaves the database whole, its WAL empty
             self.backend.close()
 
 

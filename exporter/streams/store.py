@@ -110,6 +110,7 @@ class SqliteBackend:
         self.read_only = read_only
         self._db: sqlite3.Connection | None = None
         self._lock: int | None = None  # the lock file's descriptor, while held
+        self._flusher: sqlite3.Connection | None = None  # see `flush`
         self._commits = 0
         self._fault = _fault_at()
 
@@ -147,6 +148,10 @@ class SqliteBackend:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA journal_size_limit=16777216")  # the WAL shrinks back after bursts
+            # the WAL is copied into the database by `flush` (another connection, a thread
+            # of its own), not by whichever commit crosses the threshold, on the loop
+            db.execute("PRAGMA wal_autocheckpoint=0")
+            db.execute("PRAGMA busy_timeout=100")
             checked = db.execute("PRAGMA quick_check").fetchone()
             if checked is None or checked[0] != "ok":
                 raise sqlite3.DatabaseError(f"quick_check: {checked}")
@@ -246,6 +251,25 @@ class SqliteBackend:
         db.executemany("DELETE FROM streams WHERE stream = ?", ((k,) for k in changes.deleted))
         db.executemany("DELETE FROM parts WHERE stream = ?", ((k,) for k in changes.deleted))
 
+    def wal_bytes(self) -> int:
+        try:
+            return self.path.with_name(self.path.name + "-wal").stat().st_size
+        except OSError:
+            return 0
+
+    def flush(self) -> None:
+        """Copy the WAL's commits into the database and sync it (a passive WAL checkpoint:
+        it waits for no one), on a connection of its own so it can run on another thread
+        while commits go on. SQLite lets go of the GIL for the whole of it."""
+        if self._flusher is None:
+            self._flusher = sqlite3.connect(self.path, isolation_level=None,
+                                            check_same_thread=False)
+            self._flusher.execute("PRAGMA busy_timeout=1000")
+        try:
+            self._flusher.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot flush {self.path}: {exc}", _corrupt(exc)) from exc
+
     def size(self) -> int:
         """Bytes on disk: the database and its write-ahead log."""
         total = 0
@@ -255,6 +279,9 @@ class SqliteBackend:
         return total
 
     def close(self) -> None:
+        if self._flusher is not None:
+            self._flusher.close()
+            self._flusher = None
         if self._db is not None:
             self._db.close()
             self._db = None
