@@ -234,26 +234,20 @@ DAMAGE = {
         INSERT INTO meta VALUES ('schema', '2');"""),
 }
 # A valid SQLite database that is not this store's: it must be set aside as well, not
-# written into, and never stop the exporter. Each fails today (see the marks).
+# written into, and never stop the exporter.
 FOREIGN = [
     # the tables' names, other columns: load() unpacks rows of 3 into 2 and calls bytes()
     # on TEXT; neither error is a StoreError, so open() raises and the exporter stops
     pytest.param("""
         CREATE TABLE positions (input TEXT, value BLOB, extra INTEGER);
-        INSERT INTO positions VALUES ('in', x'7b7d', 1);""", id="our-tables-other-columns",
-                 marks=pytest.mark.xfail(raises=ValueError, strict=True,
-                                         reason="store.py load() catches only sqlite3.Error")),
+        INSERT INTO positions VALUES ('in', x'7b7d', 1);""", id="our-tables-other-columns"),
     pytest.param("""
         CREATE TABLE streams (stream TEXT PRIMARY KEY, state TEXT);
-        INSERT INTO streams VALUES ('["gpt-4o","/chat"]', 'state');""", id="our-tables-text-state",
-                 marks=pytest.mark.xfail(raises=TypeError, strict=True,
-                                         reason="store.py load() catches only sqlite3.Error")),
+        INSERT INTO streams VALUES ('["gpt-4o","/chat"]', 'state');""", id="our-tables-text-state"),
     # no meta table: taken for a new store, and our tables are created in someone's database
     pytest.param("""
         CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT);
-        INSERT INTO users VALUES (1, 'ada');""", id="another-application",
-                 marks=pytest.mark.xfail(raises=AssertionError, strict=True,
-                                         reason="store.py open() adopts a database without meta")),
+        INSERT INTO users VALUES (1, 'ada');""", id="another-application"),
 ]
 
 

@@ -194,6 +194,9 @@ class StateStore:
                 self.save_failures += 1
                 if self.writable:  # once per outage in the log; every attempt is counted
                     log.error("cannot save state: %s", exc)
+                if exc.corrupt:  # damaged while running: moved aside, the next saves afresh
+                    self.load_failures += 1
+                    log.error("state store moved to %s", self.backend.set_aside())
                 self.writable, self._broken, self._forget = False, True, True
                 return False
             self._broken = False

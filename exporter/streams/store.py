@@ -155,12 +155,17 @@ class SqliteBackend:
             checked = db.execute("PRAGMA quick_check").fetchone()
             if checked is None or checked[0] != "ok":
                 raise sqlite3.DatabaseError(f"quick_check: {checked}")
+            tables = {row[0] for row in db.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")}
+            found = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() \
+                if "meta" in tables else None
+            if found is None and tables:  # someone else's database: never written into
+                raise sqlite3.DatabaseError(f"not a state store (tables {sorted(tables)})")
+            if found is not None and found[0] != str(SCHEMA_VERSION):
+                raise sqlite3.DatabaseError(f"schema version {found[0]!r}, not {SCHEMA_VERSION}")
             db.executescript(_SCHEMA)
-            found = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
             if found is None:
                 db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-            elif found[0] != str(SCHEMA_VERSION):
-                raise sqlite3.DatabaseError(f"schema version {found[0]!r}, not {SCHEMA_VERSION}")
         except sqlite3.Error as exc:
             db.close()
             raise StoreError(f"{self.path} is unusable: {exc}", _corrupt(exc)) from exc
@@ -191,6 +196,8 @@ class SqliteBackend:
             self._db.close()
             self._db = None
         aside = self.path.with_name(f"{self.path.name}.{why}-{int(time.time())}")
+        while aside.exists():  # two in one second: neither copy overwritten
+            aside = aside.with_name(aside.name + "+")
         for suffix in ("", "-wal", "-shm"):
             source = self.path.with_name(self.path.name + suffix)
             if source.exists():
@@ -215,6 +222,9 @@ class SqliteBackend:
                 saved.parts.setdefault((stream, part), []).append(bytes(data))
         except sqlite3.Error as exc:
             raise StoreError(f"cannot read {self.path}: {exc}", _corrupt(exc)) from exc
+        except (ValueError, TypeError) as exc:  # our tables' names, other columns or types
+            raise StoreError(f"{self.path} is not a state store of this version: {exc}",
+                             corrupt=True) from exc
         return saved
 
     def commit(self, changes: Changes) -> None:
@@ -230,10 +240,12 @@ class SqliteBackend:
                     os.kill(os.getpid(), signal.SIGKILL)
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                if db.in_transaction:  # SQLite rolls back itself after some errors
+                    with contextlib.suppress(sqlite3.Error):  # the cause is what matters
+                        db.execute("ROLLBACK")
                 raise
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot write {self.path}: {exc}") from exc
+            raise StoreError(f"cannot write {self.path}: {exc}", _corrupt(exc)) from exc
 
     @staticmethod
     def _write(db: sqlite3.Connection, changes: Changes) -> None:
