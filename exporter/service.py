@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +32,7 @@ from exporter.workers.router import ShardedIngest
 log = logging.getLogger(__name__)
 BackgroundTask = Callable[[], Awaitable[None]]
 SETTLE_INTERVAL = 1.0  # seconds between two looks at finished calibrations
+COMMIT_ON_LOOP_BYTES = 256 * 1024  # a commit this small is cheaper on the loop (see below)
 # Checkpoints come as often as they cost at most this share of the time (more often for few
 # streams, so a crash re-reads less), but at least every `checkpoint_interval` and at most
 # every SAVE_MIN_GAP seconds.
@@ -77,10 +79,9 @@ class Exporter:
             self.pipeline, self.input_stats, state=self.state, file_inputs=self.file_inputs
         )
         self.background: list[BackgroundTask] = [f.run for f in self.file_inputs]
-        # Checkpoints are made and committed on the loop, one at a time, in order (a commit
-        # is a write to the WAL without fsync: cheap); the WAL is copied into the database
-        # and synced on this thread (`StateStore.flush`), which needs no GIL meanwhile.
-        self.flusher = ThreadPoolExecutor(1, "state-wal") if self.state is not None else None
+        # Checkpoints are made on the loop (between two batches: consistent) and committed
+        # here, one at a time, in order; the WAL is copied into the database here too.
+        self.saver = ThreadPoolExecutor(1, "state") if self.state is not None else None
         self._saving = asyncio.Lock()
         self._next_save = 0.0  # time.monotonic() of the next checkpoint due
         self._gap = SAVE_MIN_GAP
@@ -158,8 +159,8 @@ class Exporter:
             await asyncio.gather(*self._checkpoints, return_exceptions=True)
         if self.pool is None or not self.pool.failed.is_set():
             await self.checkpoint_async()  # not with a dead worker: its streams are gone
-        if self.flusher is not None:
-            self.flusher.shutdown(wait=True)
+        if self.saver is not None:
+            self.saver.shutdown(wait=True)
         if self.state is not None:
             self.state.close()
         for file_input in self.file_inputs:
@@ -203,10 +204,11 @@ class Exporter:
         return _merged(parts, self.state.checkpoint(self.pipeline, positions))
 
     async def checkpoint_async(self) -> bool:
-        """Take a checkpoint and commit it. Both run on the loop (a thread would wait for
-        the GIL at every step of SQLite while records are processed), as two callbacks:
-        a scrape waits for one of them, not for both."""
-        if self.state is None:
+        """Take a checkpoint (on the loop) and commit it: a small one at once, on the loop;
+        a large one on the saver thread, so the loop does not wait for it (but the thread
+        waits for the GIL at each step of SQLite while the loop is busy: a small commit
+        would take far longer there than it costs)."""
+        if self.state is None or self.saver is None:
             return False
         async with self._saving:  # in the order they are made
             try:
@@ -219,10 +221,12 @@ class Exporter:
                 return False
             if self.state.unchanged(changes):
                 return True
-            await asyncio.sleep(0)
-            saved = self.state.commit(changes)
-        if self.state.wal_due() and self.flusher is not None:
-            await asyncio.get_running_loop().run_in_executor(self.flusher, self.state.flush)
+            if changes.size() <= COMMIT_ON_LOOP_BYTES:
+                saved = self.state.commit_and_flush(changes)  # about a millisecond
+            else:
+                loop = asyncio.get_running_loop()
+                saved = await loop.run_in_executor(self.saver, self.state.commit_and_flush,
+                                                   changes)
         if not saved and self.pool is not None:  # the workers' memory of what is saved
             with contextlib.suppress(WorkerFailed):
                 await self.pool.broadcast("forget")
@@ -242,12 +246,20 @@ class Exporter:
         self._checkpoint_task()
 
     async def checkpoint_if_due(self) -> None:
-        """A checkpoint, if one is due: after each read pass of the file inputs, and from a
-        ticker (for push inputs and quiet times). Checkpoints come as often as they cost at
-        most SAVE_SHARE of the time, and at least every `checkpoint_interval`."""
-        if self.state is None or self._saving.locked() or time.monotonic() < self._next_save:
+        """Start a checkpoint if one is due: after each read pass of the file inputs, and
+        from a ticker (for push inputs and quiet times). Checkpoints come as often as they
+        cost at most SAVE_SHARE of the time, and at least every `checkpoint_interval`."""
+        if self.state is None or time.monotonic() < self._next_save:
             return
-        await asyncio.shield(self._checkpoint_task())
+        self._next_save = math.inf  # until this one is done (`_scheduled`)
+        task = self._checkpoint_task()
+        task.add_done_callback(self._scheduled)
+        # a file input's next pass waits for it: what a crash re-reads stays small even
+        # while a large commit runs on the saver thread
+        await asyncio.shield(task)
+
+    def _scheduled(self, _: asyncio.Task[bool]) -> None:
+        assert self.state is not None
         cost = self.state.last_cost  # CPU seconds: making it and committing it
         # a one-off (a whole checkpoint after a start, a baseline written once learned)
         # lengthens the gap by at most half: only a cost that lasts reaches the cap

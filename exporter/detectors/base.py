@@ -298,7 +298,8 @@ class Detector(ABC):
         """A calibration in progress, saved as its cause: the baseline is in the state, the
         observations held meanwhile here. Restored, the simulation runs again and they are
         taken in as they would have been: nothing waits for a calibration to save."""
-        return held_state(self._held, self._held_from, self._completed_record)
+        return held_state(self._held, self._held_from, self._completed_record,
+                          self._observations - self._held_from)
 
     def _resume_calibration(self, saved: dict[str, Any]) -> None:
         """Start the saved calibration again, holding what it held. Without an executor

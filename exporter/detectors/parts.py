@@ -22,7 +22,7 @@ and resumed on restore (`AT_ONCE` runs it where no executor is set).
 from __future__ import annotations
 
 from array import array
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -71,27 +71,40 @@ def values_of(saved: Growing | Sequence[float]) -> array:
     return array("d", saved.values if isinstance(saved, Growing) else saved)
 
 
-def held_state(held: Iterable[tuple[Any, int]], start: int, completed: int | None
-               ) -> dict[str, Any]:
+def held_state(held: Sequence[tuple[Any, int]], start: int, completed: int | None,
+               appended: int) -> dict[str, Any]:
     """The observations a detector holds while its threshold is simulated, as saved:
-    vectors (the embedding's) as rows, numbers as they are."""
-    pairs = list(held)
-    values = [x for x, _ in pairs]
+    vectors (the embedding's) as rows, numbers as they are. `held` keeps the latest ones
+    (`appended` so far): saved as a ring, each in the slot of its sequence number, so the
+    rows already saved keep their slots as the oldest give way (see `Rows`)."""
+    size = len(held)
+    base = (appended - size) % size if size else 0  # the ring slot of the oldest
+    ring: list[Any] = [None] * size
+    records = [0] * size
+    for index, (x, record) in enumerate(held):
+        slot = (base + index) % size
+        ring[slot], records[slot] = x, record
     return {
         "from": start,
         "completed": completed,
-        "records": [record for _, record in pairs],
-        "values": Rows(values) if values and hasattr(values[0], "shape")
-        else [float(x) for x in values],
+        "oldest": base,
+        "records": records,
+        "values": Rows(ring) if ring and hasattr(ring[0], "shape")
+        else [float(x) for x in ring],
     }
 
 
 def held_of(saved: dict[str, Any]) -> tuple[list[tuple[Any, int]], int | None]:
-    """`held_state` read back: the (observation, record) pairs, and the completing record."""
+    """`held_state` read back: the (observation, record) pairs, oldest first, and the
+    record that completed the baseline."""
     values = saved["values"]
-    values = values.rows if isinstance(values, Rows) else values
-    held = list(zip(values, (int(r) for r in saved["records"]), strict=True))
-    return held, saved.get("completed")
+    values = list(values.rows if isinstance(values, Rows) else values)
+    records = [int(r) for r in saved["records"]]
+    if len(values) != len(records):
+        raise ValueError(f"{len(values)} held values for {len(records)} records")
+    base = int(saved.get("oldest", 0))  # absent: saved oldest first
+    order = [(base + index) % len(values) for index in range(len(values))]
+    return [(values[i], records[i]) for i in order], saved.get("completed")
 
 
 class _AtOnce(Executor):

@@ -24,7 +24,8 @@ from exporter.detectors.parts import Growing, Rows
 from exporter.streams.store import Changes, PartChange, Saved
 from exporter.streams.table import StreamState
 
-GROWING_BLOCK = 512  # values per saved block of a growing array (4 KiB)
+GROWING_BLOCK = 64  # values per saved block of a growing array (512 B: its last, partial
+# block is written again with each checkpoint while it grows)
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
 
 
@@ -75,7 +76,8 @@ class Checkpointer:
             document = self._split(key, stream.detectors.snapshot(), (before, now), changes)
             changes.streams[key] = orjson.dumps(document, option=_NUMPY)
             # parts it no longer has (a calibration that finished, a sample learned)
-            changes.parts.extend(PartChange(key, p, 0, {}) for p in before if p not in now)
+            changes.parts.extend(PartChange(key, p, 0, {}, shrunk=True)
+                                 for p in before if p not in now)
             memory.parts[key] = now
         for key in [k for k in memory.versions if k not in alive]:
             changes.deleted.append(key)
@@ -120,6 +122,7 @@ class Checkpointer:
                 out[name] = item
         return out
 
+
 def _rows(key: str, part: str, rows: list[Any], before: list[Any] | None,
           changes: Changes) -> list[Any]:
     known = before or []
@@ -129,7 +132,8 @@ def _rows(key: str, part: str, rows: list[Any], before: list[Any] | None,
         if slot >= len(known) or row is not known[slot]
     }
     if slots or before is None or len(rows) < len(known):
-        changes.parts.append(PartChange(key, part, len(rows), slots))
+        changes.parts.append(PartChange(key, part, len(rows), slots,
+                                        shrunk=len(rows) < len(known)))
     return rows
 
 
@@ -143,7 +147,8 @@ def _growing(key: str, part: str, values: array, before: tuple[array, int] | Non
         for block in range(first, end)
     }
     if slots or known is not values or length != len(values):
-        changes.parts.append(PartChange(key, part, end, slots))
+        shrunk = end < -(-length // GROWING_BLOCK)
+        changes.parts.append(PartChange(key, part, end, slots, shrunk=shrunk))
     return values, len(values)
 
 

@@ -39,7 +39,9 @@ from exporter.streams.table import OVERFLOW_VALUE
 log = logging.getLogger(__name__)
 LEGACY_FILE = "detectors.json"  # the one-document checkpoint of versions before the store
 LEGACY_VERSION = 1
-WAL_FLUSH_BYTES = 4 << 20  # the write-ahead log is copied into the database past this size
+# The write-ahead log is copied into the database once this much was committed since the last
+# copy (not from the WAL file's size: after a burst it keeps up to journal_size_limit).
+WAL_FLUSH_BYTES = 4 << 20
 
 
 def settings_of(pipeline: Pipeline) -> dict[str, Any]:
@@ -80,6 +82,7 @@ class StateStore:
         # the store could not be read at start-up (held by another process, out of reach):
         # it is not written over either, see `_reach`
         self._unread = False
+        self._unflushed = 0  # bytes committed since the WAL was last copied (`flush`)
 
     @property
     def path(self) -> Path:
@@ -224,9 +227,15 @@ class StateStore:
             log.warning("the state store could not be read at start-up; what it held is "
                         "kept as %s and this process's state is saved from now on", aside)
 
-    def wal_due(self) -> bool:
-        """Time to copy the write-ahead log into the database (`flush`)."""
-        return self.writable and self.backend.wal_bytes() >= WAL_FLUSH_BYTES
+    def commit_and_flush(self, changes: Changes) -> bool:
+        """`commit`, then `flush` once WAL_FLUSH_BYTES were committed since the last."""
+        saved = self.commit(changes)
+        if saved:
+            self._unflushed += changes.size()
+        if self._unflushed >= WAL_FLUSH_BYTES:
+            self._unflushed = 0
+            self.flush()
+        return saved
 
     def flush(self) -> None:
         """`SqliteBackend.flush` (a thread of its own: see Exporter.checkpoint_async)."""

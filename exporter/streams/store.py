@@ -28,7 +28,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
 DATABASE = "state.db"
@@ -56,6 +56,7 @@ class PartChange:
     part: str
     length: int
     slots: dict[int, bytes]
+    shrunk: bool = False  # slots from `length` on are to be deleted
 
 
 @dataclass
@@ -68,6 +69,11 @@ class Changes:
     deleted: list[str] = field(default_factory=list)
     settings: bytes | None = None  # what the states were made with, when it changed
     replace_all: bool = False
+
+    def size(self) -> int:
+        """Bytes to write (about)."""
+        return (sum(map(len, self.streams.values())) + sum(map(len, self.positions.values()))
+                + sum(len(data) for part in self.parts for data in part.slots.values()))
 
 
 @dataclass
@@ -255,19 +261,13 @@ class SqliteBackend:
         if changes.settings is not None:
             db.execute("INSERT OR REPLACE INTO meta VALUES ('settings', ?)", (changes.settings,))
         db.execute("DELETE FROM positions")
-        db.executemany("INSERT INTO positions VALUES (?, ?)", changes.positions.items())
-        db.executemany("INSERT OR REPLACE INTO streams VALUES (?, ?)", changes.streams.items())
-        db.executemany("INSERT OR REPLACE INTO parts VALUES (?, ?, ?, ?)", _slots(changes))
+        _insert(db, "INSERT INTO positions VALUES", list(changes.positions.items()), 2)
+        _insert(db, "INSERT OR REPLACE INTO streams VALUES", list(changes.streams.items()), 2)
+        _insert(db, "INSERT OR REPLACE INTO parts VALUES", list(_slots(changes)), 4)
         db.executemany("DELETE FROM parts WHERE stream = ? AND part = ? AND slot >= ?",
-                       ((p.stream, p.part, p.length) for p in changes.parts))
+                       ((p.stream, p.part, p.length) for p in changes.parts if p.shrunk))
         db.executemany("DELETE FROM streams WHERE stream = ?", ((k,) for k in changes.deleted))
         db.executemany("DELETE FROM parts WHERE stream = ?", ((k,) for k in changes.deleted))
-
-    def wal_bytes(self) -> int:
-        try:
-            return self.path.with_name(self.path.name + "-wal").stat().st_size
-        except OSError:
-            return 0
 
     def flush(self) -> None:
         """Copy the WAL's commits into the database and sync it (a passive WAL checkpoint:
@@ -301,6 +301,19 @@ class SqliteBackend:
             with contextlib.suppress(OSError):
                 os.close(self._lock)  # closing the descriptor lets go of the lock
             self._lock = None
+
+
+ROWS_PER_STATEMENT = 500
+
+
+def _insert(db: sqlite3.Connection, head: str, rows: list[tuple[Any, ...]], width: int) -> None:
+    """Rows inserted a few hundred per statement: SQLite lets go of the GIL once per
+    statement step, and a thread that commits while the loop processes records waits up to
+    a switch interval (5 ms) to get it back each time (`executemany` steps once a row)."""
+    for start in range(0, len(rows), ROWS_PER_STATEMENT):
+        chunk = rows[start:start + ROWS_PER_STATEMENT]
+        marks = ",".join(["(" + ",".join("?" * width) + ")"] * len(chunk))
+        db.execute(f"{head} {marks}", [value for row in chunk for value in row])
 
 
 def _slots(changes: Changes) -> Iterator[tuple[str, str, int, bytes]]:
