@@ -256,7 +256,7 @@ class BernoulliCusum(Detector):
             "ready": self._ready,
             "up": self._up,
             "down": self._down,
-            "window": list(self._window),  # bools
+            "window": bytes(self._window).hex(),  # 0/1 bytes: two characters each
             "back": [*self._back[0], self._back[1]],
         }
 
@@ -267,6 +267,8 @@ class BernoulliCusum(Detector):
             self._apply_threshold(self._threshold_job()())
         self._up = float(state["up"])
         self._down = float(state["down"])
-        self._window.extend(bool(v) for v in state["window"])
+        window = state["window"]  # saved as a list of numbers or bools by older versions
+        self._window.extend(bool(v) for v in (bytes.fromhex(window) if isinstance(window, str)
+                                              else window))
         back_hit, back_miss, back = state.get("back", (0.0, 0.0, 0.0))
         self._back = ((float(back_hit), float(back_miss)), float(back))

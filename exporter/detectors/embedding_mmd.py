@@ -345,7 +345,9 @@ class EmbeddingMmd(Detector):
             "bandwidth_sample": Rows(list(self._bandwidth_sample)),
             "reservoir": Rows(list(self._reservoir)),
             "reservoir_counts": self._counts,
-            "feature_sum": self._feature_sum.copy(),  # added to while learning
+            # added to while learning; once learned, its mean is the baseline's
+            "feature_sum": None if self._baseline_mean is not None
+            else self._feature_sum.copy(),
             "baseline_n": self._baseline_n,
             "baseline_mean": one_row(self._baseline_mean),
             "ewma": self._ewma,
@@ -375,7 +377,8 @@ class EmbeddingMmd(Detector):
         self._counts = list(state.get("reservoir_counts", [1] * len(self._reservoir)))
         exact = sum(self._counts) == self._baseline_n and self._baseline_mean is None
         self._distinct = {v.tobytes(): i for i, v in enumerate(self._reservoir)} if exact else None
-        self._feature_sum = np.asarray(state["feature_sum"], dtype=np.float64)
+        if state["feature_sum"] is not None:
+            self._feature_sum = np.asarray(state["feature_sum"], dtype=np.float64)
         self._ewma = array(state["ewma"])
         self._threshold = from_stored(state["threshold"])
         self._null_median = float(state["null_median"])

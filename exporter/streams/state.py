@@ -207,6 +207,7 @@ class StateStore:
                 log.info("state saved again to %s", self.path)
             self.writable, self.saves, self.last_save = True, self.saves + 1, time.time()
             self._positions = changes.positions
+            self._unflushed += changes.size()
             self.size_bytes = self.backend.size()
             self.last_cost += time.thread_time() - cpu
             if self._imported is not None:
@@ -228,17 +229,19 @@ class StateStore:
                         "kept as %s and this process's state is saved from now on", aside)
 
     def commit_and_flush(self, changes: Changes) -> bool:
-        """`commit`, then `flush` once WAL_FLUSH_BYTES were committed since the last."""
+        """`commit`, then `flush` once due (the saver thread's job for a large one)."""
         saved = self.commit(changes)
-        if saved:
-            self._unflushed += changes.size()
-        if self._unflushed >= WAL_FLUSH_BYTES:
-            self._unflushed = 0
+        if self.wal_due():
             self.flush()
         return saved
 
+    def wal_due(self) -> bool:
+        """WAL_FLUSH_BYTES were committed since the WAL was last copied (`flush`)."""
+        return self._unflushed >= WAL_FLUSH_BYTES
+
     def flush(self) -> None:
         """`SqliteBackend.flush` (a thread of its own: see Exporter.checkpoint_async)."""
+        self._unflushed = 0
         try:
             self.backend.flush()
         except StoreError as exc:
