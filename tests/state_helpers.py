@@ -36,7 +36,7 @@ def as_saved_before(snapshot: dict[str, Any]) -> dict[str, Any]:
     state = dict(snapshot["state"])
     for flat in ("sorted", "baseline_mean"):
         if state.get(flat) is not None:
-            state[flat] = state[flat][0]
+            state[flat] = state[flat][0] if state[flat] else None
     return {**{k: v for k, v in snapshot.items() if k != "calibrating"}, "state": state}
 
 

@@ -43,9 +43,10 @@ class Growing:
     values: array  # of "d"
 
 
-def one_row(value: np.ndarray | None) -> Rows | None:
-    """A learned array, set once and never written to (a sorted baseline, a mean)."""
-    return None if value is None else Rows((value,))
+def one_row(value: np.ndarray | None) -> Rows:
+    """A learned array, set once and never written to (a sorted baseline, a mean); no rows
+    while there is none (a detector's large parts are always under the same keys)."""
+    return Rows(() if value is None else (value,))
 
 
 def the_row(saved: Rows | Sequence[float] | None) -> np.ndarray | None:
@@ -56,7 +57,7 @@ def the_row(saved: Rows | Sequence[float] | None) -> np.ndarray | None:
     if saved is None:
         return None
     if isinstance(saved, Rows):
-        return np.asarray(saved.rows[0], dtype=np.float64)
+        return np.asarray(saved.rows[0], dtype=np.float64) if saved.rows else None
     return np.asarray(saved, dtype=np.float64)
 
 

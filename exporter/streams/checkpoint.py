@@ -26,7 +26,8 @@ from exporter.streams.table import StreamState
 
 GROWING_BLOCK = 64  # values per saved block of a growing array (512 B: its last, partial
 # block is written again with each checkpoint while it grows)
-_NUMPY = orjson.OPT_SERIALIZE_NUMPY
+# a wrapper left in place would be written as a plain object: an error instead
+_NUMPY = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_PASSTHROUGH_DATACLASS
 
 
 def stream_key(labels: tuple[str, ...]) -> str:
@@ -45,6 +46,7 @@ class Checkpointer:
     def __init__(self) -> None:
         self._memory = _Memory()
         self._whole = True  # the next checkpoint is the whole state (a start, a failure)
+        self._part_names: dict[str, tuple[str, ...]] = {}  # detector kind -> its large parts
 
     def forget(self) -> None:
         """A commit failed: the store may lack anything since; save everything next."""
@@ -89,39 +91,36 @@ class Checkpointer:
 
     def _split(self, key: str, snapshot: dict[str, Any],
                parts: tuple[dict[str, Any], dict[str, Any]], changes: Changes) -> Any:
-        """`snapshot` (a StreamDetectors one) with its large parts replaced by references,
-        their new slots noted. Large parts live in a detector's `state` and in a calibration
-        in progress (see `exporter.detectors.parts`): only those are looked through."""
-        detectors = {}
+        """`snapshot` (a StreamDetectors one, made for this checkpoint: changed in place)
+        with its large parts replaced by references, their new slots noted. Large parts
+        are values of a detector's `state` (which keys, a detector kind says the first time
+        it is seen: see `one_row`) and the values held by a calibration in progress."""
         for signal, detector in snapshot["detectors"].items():
-            out = dict(detector)
-            out["state"] = self._parts_of(key, f"{signal}.", detector["state"], parts, changes)
-            if detector.get("calibrating"):
-                out["calibrating"] = self._parts_of(key, f"{signal}.held.",
-                                                    detector["calibrating"], parts, changes)
-            detectors[signal] = out
-        return {**snapshot, "detectors": detectors}
+            state = detector["state"]
+            names = self._part_names.get(detector["kind"])
+            if names is None:
+                names = tuple(n for n, v in state.items() if type(v) in (Rows, Growing))
+                self._part_names[detector["kind"]] = names
+            for name in names:
+                state[name] = _part(key, f"{signal}.{name}", state[name], parts, changes)
+            held = detector.get("calibrating")
+            if held:
+                held["values"] = _part(key, f"{signal}.held.values", held["values"], parts,
+                                       changes)
+        return snapshot
 
-    @staticmethod
-    def _parts_of(key: str, prefix: str, values: dict[str, Any],
-                  parts: tuple[dict[str, Any], dict[str, Any]], changes: Changes
-                  ) -> dict[str, Any]:
-        out = {}
-        before, now = parts
-        for name, item in values.items():
-            kind = type(item)
-            if kind is Rows:
-                where = prefix + name
-                out[name] = {"$rows": where, "n": len(item.rows)}
-                now[where] = _rows(key, where, list(item.rows), before.get(where), changes)
-            elif kind is Growing:
-                where = prefix + name
-                out[name] = {"$growing": where, "n": len(item.values)}
-                now[where] = _growing(key, where, item.values, before.get(where), changes)
-            else:
-                out[name] = item
-        return out
 
+def _part(key: str, where: str, item: Any, parts: tuple[dict[str, Any], dict[str, Any]],
+          changes: Changes) -> Any:
+    """A reference to a large part in place of `item`, and its new slots noted."""
+    before, now = parts
+    if type(item) is Rows:
+        now[where] = _rows(key, where, list(item.rows), before.get(where), changes)
+        return {"$rows": where, "n": len(item.rows)}
+    if type(item) is Growing:
+        now[where] = _growing(key, where, item.values, before.get(where), changes)
+        return {"$growing": where, "n": len(item.values)}
+    return item
 
 def _rows(key: str, part: str, rows: list[Any], before: list[Any] | None,
           changes: Changes) -> list[Any]:
