@@ -262,7 +262,8 @@ class SqliteBackend:
             db.execute("INSERT OR REPLACE INTO meta VALUES ('settings', ?)", (changes.settings,))
         db.execute("DELETE FROM positions")
         _insert(db, "INSERT INTO positions VALUES", list(changes.positions.items()), 2)
-        _insert(db, "INSERT OR REPLACE INTO streams VALUES", list(changes.streams.items()), 2)
+        _insert(db, "INSERT INTO streams VALUES", list(changes.streams.items()), 2,
+                " ON CONFLICT (stream) DO UPDATE SET state = excluded.state")
         _insert(db, "INSERT OR REPLACE INTO parts VALUES", list(_slots(changes)), 4)
         db.executemany("DELETE FROM parts WHERE stream = ? AND part = ? AND slot >= ?",
                        ((p.stream, p.part, p.length) for p in changes.parts if p.shrunk))
@@ -306,14 +307,15 @@ class SqliteBackend:
 ROWS_PER_STATEMENT = 500
 
 
-def _insert(db: sqlite3.Connection, head: str, rows: list[tuple[Any, ...]], width: int) -> None:
+def _insert(db: sqlite3.Connection, head: str, rows: list[tuple[Any, ...]], width: int,
+            tail: str = "") -> None:
     """Rows inserted a few hundred per statement: SQLite lets go of the GIL once per
     statement step, and a thread that commits while the loop processes records waits up to
     a switch interval (5 ms) to get it back each time (`executemany` steps once a row)."""
     for start in range(0, len(rows), ROWS_PER_STATEMENT):
         chunk = rows[start:start + ROWS_PER_STATEMENT]
         marks = ",".join(["(" + ",".join("?" * width) + ")"] * len(chunk))
-        db.execute(f"{head} {marks}", [value for row in chunk for value in row])
+        db.execute(f"{head} {marks}{tail}", [value for row in chunk for value in row])
 
 
 def _slots(changes: Changes) -> Iterator[tuple[str, str, int, bytes]]:
