@@ -206,8 +206,9 @@ class Detector(ABC):
     def _calibrate(self) -> None:
         """Start simulating the threshold of a complete baseline (`_calibrate_with`);
         detectors that simulate one say how. Also called to resume a calibration that
-        was running when the state was saved."""
-        raise NotImplementedError(f"{self.kind} detectors do not calibrate")
+        was running when the state was saved: for a detector that never calibrates, such
+        a state is not its own (restoring it fails, and the stream re-learns)."""
+        raise ValueError(f"a {self.kind} detector has no calibration to resume")
 
     @property
     def drift_detected(self) -> bool:

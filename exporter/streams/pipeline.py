@@ -173,11 +173,8 @@ class Pipeline:
 
     def calibrating(self) -> bool:
         """Is a threshold being simulated off-thread for some stream right now?"""
-        return any(
-            detector.calibrating
-            for stream in self.streams if stream.detectors is not None
-            for detector in stream.detectors.detectors.values()
-        )
+        return any(stream.detectors.calibrating()
+                   for stream in self.streams if stream.detectors is not None)
 
     def settle(self, *, wait: bool) -> None:
         """Let each detector whose threshold simulation has finished catch up on the

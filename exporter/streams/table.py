@@ -79,8 +79,10 @@ class StreamState:
         records held during a calibration were caught up on, as `observe_many` does for
         those that fire with a batch."""
         detectors = self.detectors
-        calibrating = 0 if detectors is None else detectors.calibrating()
-        if detectors is None or not calibrating:
+        if detectors is None:
+            return
+        calibrating = detectors.calibrating()
+        if not calibrating:
             return
         if self.evidence is None:
             detectors.settle(wait=wait)
