@@ -221,7 +221,7 @@ class Exporter:
                 return False
             if self.state.unchanged(changes):
                 return True
-            if changes.size() <= COMMIT_ON_LOOP_BYTES:
+            if changes.size <= COMMIT_ON_LOOP_BYTES:
                 saved = self.state.commit_and_flush(changes)  # about a millisecond
             else:
                 loop = asyncio.get_running_loop()

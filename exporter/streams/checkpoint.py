@@ -48,6 +48,11 @@ class Checkpointer:
         self._whole = True  # the next checkpoint is the whole state (a start, a failure)
         self._part_names: dict[str, tuple[str, ...]] = {}  # detector kind -> its large parts
 
+    @property
+    def whole(self) -> bool:
+        """The next checkpoint is the whole state (and carries the settings)."""
+        return self._whole
+
     def forget(self) -> None:
         """A commit failed: the store may lack anything since; save everything next."""
         self._memory = _Memory()
@@ -55,7 +60,8 @@ class Checkpointer:
 
     def changes(self, streams: list[StreamState], positions: dict[str, Any],
                 settings: dict[str, Any]) -> Changes:
-        """The checkpoint of `streams` (all of a pipeline's) since the last one."""
+        """The checkpoint of `streams` (all of a pipeline's) since the last one;
+        `settings` are read only when it is whole (see `whole`)."""
         whole, memory = self._whole, self._memory
         changes = Changes(
             positions={k: orjson.dumps(v) for k, v in positions.items()},

@@ -168,8 +168,9 @@ class StateStore:
         if self._forget:
             self._forget = False
             self.checkpointer.forget()
-        changes = self.checkpointer.changes(list(pipeline.streams), positions,
-                                            settings_of(pipeline))
+        # the settings go with a whole checkpoint only: not worked out for every one
+        settings = settings_of(pipeline) if self.checkpointer.whole else {}
+        changes = self.checkpointer.changes(list(pipeline.streams), positions, settings)
         self.last_cost = time.thread_time() - started
         return changes
 
@@ -207,7 +208,7 @@ class StateStore:
                 log.info("state saved again to %s", self.path)
             self.writable, self.saves, self.last_save = True, self.saves + 1, time.time()
             self._positions = changes.positions
-            self._unflushed += changes.size()
+            self._unflushed += changes.size
             self.size_bytes = self.backend.size()
             self.last_cost += time.thread_time() - cpu
             if self._imported is not None:

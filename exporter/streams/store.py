@@ -27,6 +27,7 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -70,8 +71,10 @@ class Changes:
     settings: bytes | None = None  # what the states were made with, when it changed
     replace_all: bool = False
 
+    @cached_property
     def size(self) -> int:
-        """Bytes to write (about)."""
+        """Bytes to write (about), once the checkpoint is complete: read to choose where
+        to commit it and to count what the WAL holds."""
         return (sum(map(len, self.streams.values())) + sum(map(len, self.positions.values()))
                 + sum(len(data) for part in self.parts for data in part.slots.values()))
 
