@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 from array import array
 from collections import deque
 from collections.abc import Sequence
@@ -98,7 +99,13 @@ class RankCusum(Detector):
         self._baseline_stats: dict[str, float] = {}
         self._threshold = math.inf
         self._sums = [0.0, 0.0, 0.0, 0.0]
-        self._window: deque[float] = deque(maxlen=self.settings.window_size)
+        # the latest `window_size` values, as a ring once full (`_window_at`: the oldest):
+        # unboxed, so a checkpoint copies them without touching a float object each
+        self._window = array("d")
+        self._window_at = 0
+        # a size is judged as every windowed detector's is (see `registry.Method.check`)
+        size = deque(maxlen=self.settings.window_size).maxlen
+        self._window_size = sys.maxsize if size is None else size  # None: unbounded
         self._draws = 0
         self._block = np.empty(0)  # uniforms of draws _block_first.. (a cache)
         self._block_first = 0
@@ -180,7 +187,13 @@ class RankCusum(Detector):
 
     def _cusum(self, value: float, z: float) -> float:
         """Add one normal score to the four CUSUMs; the score (statistic / threshold)."""
-        self._window.append(value)
+        window = self._window
+        if len(window) < self._window_size:
+            window.append(value)
+        else:
+            at = self._window_at
+            window[at] = value
+            self._window_at = at + 1 if at + 1 < len(window) else 0
         spread = (z * z - 1.0) / _SQRT2
         k, sums = self.allowance, self._sums
         # Capped so that a change that reverts is recognized within about a window.
@@ -241,8 +254,12 @@ class RankCusum(Detector):
         if self._baseline_stats:
             out["baseline"] = self._baseline_stats
         if self._window:
-            out["window"] = _stats(sorted(self._window))
+            out["window"] = _stats(sorted(self._window))  # (order does not matter)
         return out
+
+    def _window_in_order(self) -> array:
+        at = self._window_at
+        return self._window[at:] + self._window[:at]
 
     def _snapshot_state(self) -> dict[str, Any]:
         return {
@@ -250,7 +267,7 @@ class RankCusum(Detector):
             "sorted": one_row(self._sorted),
             "threshold": finite_or_none(self._threshold),
             "sums": self._sums,
-            "window": list(self._window),
+            "window": np.frombuffer(self._window_in_order()),  # written without floats made
             "draws": self._draws,
             "event": [self._side, self._return],
         }
@@ -267,7 +284,9 @@ class RankCusum(Detector):
             self._threshold = rank_threshold(len(self._sorted), self.allowance,
                                              self.settings.expected_run_time, self.cache)
         self._sums = list(state["sums"])
-        self._window.extend(state["window"])
+        window = list(state["window"])
+        window = window[max(0, len(window) - self._window_size):]
+        self._window, self._window_at = array("d", window), 0
         self._draws = int(state["draws"])
         side, back = state.get("event", (0, 0.0))
         self._side, self._return = int(side), float(back)

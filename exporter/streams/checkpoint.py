@@ -14,7 +14,10 @@ if its commit then fails, `forget()` makes the next checkpoint a whole one.
 from __future__ import annotations
 
 from array import array
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import chain, compress
+from operator import is_, is_not
 from typing import Any
 
 import numpy as np
@@ -121,21 +124,43 @@ def _part(key: str, where: str, item: Any, parts: tuple[dict[str, Any], dict[str
     """A reference to a large part in place of `item`, and its new slots noted."""
     before, now = parts
     if type(item) is Rows:
-        now[where] = _rows(key, where, list(item.rows), before.get(where), changes)
+        saved = before.get(where)
+        if saved is not None and _same(item.rows, saved):  # a learned part: most of them
+            now[where] = saved
+        else:
+            rows = item.rows if type(item.rows) is list else list(item.rows)  # (a snapshot's)
+            now[where] = _rows(key, where, rows, saved, changes)
         return {"$rows": where, "n": len(item.rows)}
     if type(item) is Growing:
         now[where] = _growing(key, where, item.values, before.get(where), changes)
         return {"$growing": where, "n": len(item.values)}
     return item
 
+
+def _same(rows: Sequence[Any], saved: list[Any]) -> bool:
+    """The rows saved, unchanged (none, or one learned array: checked without a loop)."""
+    if len(rows) != len(saved):
+        return False
+    return not rows or (len(rows) == 1 and rows[0] is saved[0]) or all(map(is_, rows, saved))
+
+
+def _buffer(row: Any) -> np.ndarray:
+    """A row as its slot's data: the row itself when it is already contiguous float64
+    (rows are never written to once added, see `Rows`), so its bytes are copied by the
+    commit, off the event loop, not here."""
+    if type(row) is np.ndarray and row.dtype == np.float64 and row.flags.c_contiguous:
+        return row
+    return np.ascontiguousarray(row, dtype=np.float64)
+
+
 def _rows(key: str, part: str, rows: list[Any], before: list[Any] | None,
           changes: Changes) -> list[Any]:
     known = before or []
-    slots = {
-        slot: np.ascontiguousarray(row, dtype=np.float64).tobytes()
-        for slot, row in enumerate(rows)
-        if slot >= len(known) or row is not known[slot]
-    }
+    # the slots whose row is not the one saved, then those beyond: compared in C (a
+    # reservoir of 256 rows is compared every second while it is learned)
+    replaced = compress(range(len(rows)), map(is_not, rows, known))
+    slots = {slot: _buffer(rows[slot])
+             for slot in chain(replaced, range(len(known), len(rows)))}
     if slots or before is None or len(rows) < len(known):
         changes.parts.append(PartChange(key, part, len(rows), slots,
                                         shrunk=len(rows) < len(known)))
@@ -144,11 +169,13 @@ def _rows(key: str, part: str, rows: list[Any], before: list[Any] | None,
 
 def _growing(key: str, part: str, values: array, before: tuple[array, int] | None,
              changes: Changes) -> tuple[array, int]:
+    if before is not None and before[0] is values and before[1] == len(values):
+        return before  # as saved (a learned baseline)
     known, length = before or (None, 0)
     first = length // GROWING_BLOCK if known is values and length <= len(values) else 0
     end = -(-len(values) // GROWING_BLOCK)
-    slots = {
-        block: values[block * GROWING_BLOCK:(block + 1) * GROWING_BLOCK].tobytes()
+    slots = {  # slices are copies: the array grows on meanwhile
+        block: values[block * GROWING_BLOCK:(block + 1) * GROWING_BLOCK]
         for block in range(first, end)
     }
     if slots or known is not values or length != len(values):
@@ -183,7 +210,7 @@ def _joined(key: str, value: Any, saved: Saved) -> Any:
         blocks = saved.parts.get((key, value["$growing"]), [])
         values = array("d")
         for data in blocks:
-            values.frombytes(data)
+            values.frombytes(memoryview(data).cast("B"))  # bytes, or an array not saved yet
         if len(values) != value["n"]:
             raise ValueError(f"part {value['$growing']}: {len(values)} values, not {value['n']}")
         return Growing(values)

@@ -32,6 +32,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
+# a slot's data: bytes, or an array whose buffer is its bytes (numpy float64 rows and
+# `array("d")` blocks, written as they are: SQLite copies them, on the committing thread)
+Buffer = Any
 DATABASE = "state.db"
 LOCK = "state.lock"  # held while a process uses the store: one exporter per state_dir
 SCHEMA_VERSION = 1
@@ -56,7 +59,7 @@ class PartChange:
     stream: str
     part: str
     length: int
-    slots: dict[int, bytes]
+    slots: dict[int, Buffer]
     shrunk: bool = False  # slots from `length` on are to be deleted
 
 
@@ -76,7 +79,8 @@ class Changes:
         """Bytes to write (about), once the checkpoint is complete: read to choose where
         to commit it and to count what the WAL holds."""
         return (sum(map(len, self.streams.values())) + sum(map(len, self.positions.values()))
-                + sum(len(data) for part in self.parts for data in part.slots.values()))
+                + sum(memoryview(data).nbytes for part in self.parts
+                      for data in part.slots.values()))
 
 
 @dataclass
@@ -321,7 +325,7 @@ def _insert(db: sqlite3.Connection, head: str, rows: list[tuple[Any, ...]], widt
         db.execute(f"{head} {marks}{tail}", [value for row in chunk for value in row])
 
 
-def _slots(changes: Changes) -> Iterator[tuple[str, str, int, bytes]]:
+def _slots(changes: Changes) -> Iterator[tuple[str, str, int, Buffer]]:
     for part in changes.parts:
         for slot, data in part.slots.items():
             yield part.stream, part.part, slot, data
