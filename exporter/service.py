@@ -189,7 +189,8 @@ class Exporter:
         line whose record has been processed, and the streams' state includes it."""
         assert self.state is not None
         if self.pool is None:
-            return self.state.checkpoint(self.pipeline, self._positions())  # (times itself)
+            # a slice of streams at a time: scrapes are served in between (times itself)
+            return await self.state.checkpoint_in_slices(self.pipeline, self._positions)
         # Positions now; each worker answers the snapshot after every batch sent before it
         # (requests are answered in order), so the state covers all lines up to them.
         positions = self._positions()

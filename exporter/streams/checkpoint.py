@@ -13,6 +13,8 @@ if its commit then fails, `forget()` makes the next checkpoint a whole one.
 
 from __future__ import annotations
 
+import math
+import time
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -46,10 +48,16 @@ class _Memory:
 
 
 class Checkpointer:
+    """Makes checkpoints: `changes` at once, or `begin`, `add` a slice of streams at a time
+    (the event loop free in between), `end` with the positions."""
+
     def __init__(self) -> None:
         self._memory = _Memory()
         self._whole = True  # the next checkpoint is the whole state (a start, a failure)
         self._part_names: dict[str, tuple[str, ...]] = {}  # detector kind -> its large parts
+        # the checkpoint being made: stream -> (what was saved of its parts before it,
+        # its part changes in it), so a stream that changes again meanwhile is made anew
+        self._made: dict[str, tuple[dict[str, Any], list[PartChange]]] = {}
 
     @property
     def whole(self) -> bool:
@@ -60,46 +68,73 @@ class Checkpointer:
         """A commit failed: the store may lack anything since; save everything next."""
         self._memory = _Memory()
         self._whole = True
+        self._made = {}
 
     def changes(self, streams: list[StreamState], positions: dict[str, Any],
                 settings: dict[str, Any]) -> Changes:
         """The checkpoint of `streams` (all of a pipeline's) since the last one;
         `settings` are read only when it is whole (see `whole`)."""
-        whole, memory = self._whole, self._memory
-        changes = Changes(
-            positions={k: orjson.dumps(v) for k, v in positions.items()},
-            settings=orjson.dumps(settings) if whole else None,
-            replace_all=whole,
-        )
-        alive = set()
-        for stream in streams:
+        changes = self.begin(settings)
+        self.add(changes, streams)
+        return self.end(changes, streams, positions)
+
+    def begin(self, settings: dict[str, Any]) -> Changes:
+        self._made = {}
+        whole = self._whole
+        return Changes(positions={}, settings=orjson.dumps(settings) if whole else None,
+                       replace_all=whole)
+
+    def add(self, changes: Changes, streams: list[StreamState], start: int = 0,
+            deadline: float = math.inf) -> int:
+        """Make the streams of `streams[start:]` that changed since they were last made
+        (again, if that was earlier in this checkpoint), until `time.perf_counter()` passes
+        `deadline`; the index to go on from (`len(streams)`: all done)."""
+        memory = self._memory
+        for index in range(start, len(streams)):
+            if index > start and time.perf_counter() > deadline:  # one at least
+                return index
+            stream = streams[index]
             if stream.detectors is None:
                 continue
             key = memory.keys.get(stream.labels)
             if key is None:
                 key = memory.keys[stream.labels] = stream_key(stream.labels)
-            alive.add(key)
             if memory.versions.get(key) == stream.version:
                 continue
             memory.versions[key] = stream.version
-            before = memory.parts.pop(key, {})
+            made = self._made.get(key)
+            before = memory.parts.pop(key, {}) if made is None else made[0]
             now: dict[str, Any] = {}
-            document = self._split(key, stream.detectors.snapshot(), (before, now), changes)
+            parts: list[PartChange] = []
+            document = self._split(key, stream.detectors.snapshot(), (before, now), parts)
             changes.streams[key] = orjson.dumps(document, option=_NUMPY)
             # parts it no longer has (a calibration that finished, a sample learned)
-            changes.parts.extend(PartChange(key, p, 0, {}, shrunk=True)
-                                 for p in before if p not in now)
+            parts.extend(PartChange(key, p, 0, {}, shrunk=True) for p in before if p not in now)
             memory.parts[key] = now
+            self._made[key] = (before, parts)
+        return len(streams)
+
+    def end(self, changes: Changes, streams: list[StreamState],
+            positions: dict[str, Any]) -> Changes:
+        """The checkpoint complete: `streams` are all the pipeline's now (each made since
+        it last changed: see `add`), `positions` those their state includes."""
+        memory = self._memory
+        alive = {memory.keys.get(s.labels) for s in streams if s.detectors is not None}
         for key in [k for k in memory.versions if k not in alive]:
             changes.deleted.append(key)
+            changes.streams.pop(key, None)  # (made earlier in this checkpoint, then gone)
+            self._made.pop(key, None)
             del memory.versions[key]
             memory.parts.pop(key, None)
             memory.keys.pop(tuple(orjson.loads(key)), None)
+        changes.parts = [change for _, parts in self._made.values() for change in parts]
+        changes.positions = {k: orjson.dumps(v) for k, v in positions.items()}
+        self._made = {}
         self._whole = False
         return changes
 
     def _split(self, key: str, snapshot: dict[str, Any],
-               parts: tuple[dict[str, Any], dict[str, Any]], changes: Changes) -> Any:
+               parts: tuple[dict[str, Any], dict[str, Any]], changes: list[PartChange]) -> Any:
         """`snapshot` (a StreamDetectors one, made for this checkpoint: changed in place)
         with its large parts replaced by references, their new slots noted. Large parts
         are values of a detector's `state` (which keys, a detector kind says the first time
@@ -120,7 +155,7 @@ class Checkpointer:
 
 
 def _part(key: str, where: str, item: Any, parts: tuple[dict[str, Any], dict[str, Any]],
-          changes: Changes) -> Any:
+          changes: list[PartChange]) -> Any:
     """A reference to a large part in place of `item`, and its new slots noted."""
     before, now = parts
     if type(item) is Rows:
@@ -154,7 +189,7 @@ def _buffer(row: Any) -> np.ndarray:
 
 
 def _rows(key: str, part: str, rows: list[Any], before: list[Any] | None,
-          changes: Changes) -> list[Any]:
+          changes: list[PartChange]) -> list[Any]:
     known = before or []
     # the slots whose row is not the one saved, then those beyond: compared in C (a
     # reservoir of 256 rows is compared every second while it is learned)
@@ -162,13 +197,13 @@ def _rows(key: str, part: str, rows: list[Any], before: list[Any] | None,
     slots = {slot: _buffer(rows[slot])
              for slot in chain(replaced, range(len(known), len(rows)))}
     if slots or before is None or len(rows) < len(known):
-        changes.parts.append(PartChange(key, part, len(rows), slots,
+        changes.append(PartChange(key, part, len(rows), slots,
                                         shrunk=len(rows) < len(known)))
     return rows
 
 
 def _growing(key: str, part: str, values: array, before: tuple[array, int] | None,
-             changes: Changes) -> tuple[array, int]:
+             changes: list[PartChange]) -> tuple[array, int]:
     if before is not None and before[0] is values and before[1] == len(values):
         return before  # as saved (a learned baseline)
     known, length = before or (None, 0)
@@ -180,7 +215,7 @@ def _growing(key: str, part: str, values: array, before: tuple[array, int] | Non
     }
     if slots or known is not values or length != len(values):
         shrunk = end < -(-length // GROWING_BLOCK)
-        changes.parts.append(PartChange(key, part, end, slots, shrunk=shrunk))
+        changes.append(PartChange(key, part, end, slots, shrunk=shrunk))
     return values, len(values)
 
 

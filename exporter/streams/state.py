@@ -20,11 +20,13 @@ kept as `detectors.json.imported`.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +44,7 @@ LEGACY_VERSION = 1
 # The write-ahead log is copied into the database once this much was committed since the last
 # copy (not from the WAL file's size: after a burst it keeps up to journal_size_limit).
 WAL_FLUSH_BYTES = 4 << 20
+MAKE_SLICE = 0.010  # seconds of making a checkpoint between two turns of the event loop
 
 
 def settings_of(pipeline: Pipeline) -> dict[str, Any]:
@@ -71,6 +74,7 @@ class StateStore:
         self.size_bytes = 0  # the store on disk, after the last commit
         self.last_save = 0.0  # unix time of the last commit that succeeded
         self.last_cost = 0.0  # CPU seconds the last checkpoint took: made, then committed
+        self.last_pause = 0.0  # the longest the event loop waited while it was made (s)
         self._lock = threading.Lock()  # one commit at a time, in the order they were made
         self._imported: Path | None = None  # a legacy file, renamed once its state is saved
         self._positions: dict[str, bytes] | None = None  # as last committed
@@ -164,15 +168,44 @@ class StateStore:
     def checkpoint(self, pipeline: Pipeline, positions: dict[str, Any]) -> Changes:
         """What changed since the last checkpoint, with `positions`: taken between two
         batches (on the thread that ingests), so they describe the same moment."""
-        started = time.thread_time()
+        started, wall = time.thread_time(), time.perf_counter()
+        changes = self.checkpointer.begin(self._settings(pipeline))
+        streams = list(pipeline.streams)
+        self.checkpointer.add(changes, streams)
+        self.checkpointer.end(changes, streams, positions)
+        self.last_cost = time.thread_time() - started
+        self.last_pause = time.perf_counter() - wall
+        return changes
+
+    async def checkpoint_in_slices(self, pipeline: Pipeline,
+                                   positions: Callable[[], dict[str, Any]]) -> Changes:
+        """`checkpoint`, made MAKE_SLICE seconds at a time with the event loop free in
+        between, so a scrape waits for a slice, never for every stream. Records ingested
+        meanwhile change streams already made: those are made again at the end, in one go
+        with `positions()`, so the checkpoint still describes one moment."""
+        started, wall = time.thread_time(), time.perf_counter()
+        changes = self.checkpointer.begin(self._settings(pipeline))
+        streams, at, cost, pause = list(pipeline.streams), 0, 0.0, 0.0
+        while at < len(streams):
+            at = self.checkpointer.add(changes, streams, at, wall + MAKE_SLICE)
+            cost += time.thread_time() - started
+            pause = max(pause, time.perf_counter() - wall)
+            await asyncio.sleep(0)  # scrapes, views, other inputs
+            started, wall = time.thread_time(), time.perf_counter()
+        streams = list(pipeline.streams)
+        self.checkpointer.add(changes, streams)  # those changed meanwhile, and new ones
+        self.checkpointer.end(changes, streams, positions())
+        self.last_cost = cost + time.thread_time() - started
+        self.last_pause = max(pause, time.perf_counter() - wall)
+        return changes
+
+    def _settings(self, pipeline: Pipeline) -> dict[str, Any]:
+        """A checkpoint's settings (it carries them only when it is whole: not worked out
+        for every one); a checkpoint asked for after a failed commit is whole."""
         if self._forget:
             self._forget = False
             self.checkpointer.forget()
-        # the settings go with a whole checkpoint only: not worked out for every one
-        settings = settings_of(pipeline) if self.checkpointer.whole else {}
-        changes = self.checkpointer.changes(list(pipeline.streams), positions, settings)
-        self.last_cost = time.thread_time() - started
-        return changes
+        return settings_of(pipeline) if self.checkpointer.whole else {}
 
     def failed_to_make(self) -> None:
         """Making a checkpoint raised (a bug): counted, and the next one is whole."""
