@@ -101,3 +101,28 @@ async def test_a_stream_made_again_in_one_checkpoint_keeps_its_parts_right(
     _, back, _ = restored(tmp_path, baseline_size=200)
     assert keyed(snapshots(back)) == expected
     check_tables(tmp_path, pipeline)
+
+
+async def test_a_checkpoint_cancelled_between_slices_makes_the_next_one_whole(
+        tmp_path: Path, one_stream_a_slice: None) -> None:
+    """Streams made before a cancellation (a shutdown) count as saved in the checkpointer's
+    memory but were never committed: the next checkpoint must save everything."""
+    pipeline = make_pipeline()
+    for stream in STREAMS:
+        feed(pipeline, stream, 12)
+    store = StateStore(tmp_path)
+    assert store.commit(store.checkpoint(pipeline, {}))
+    for stream in STREAMS:
+        feed(pipeline, stream, 2, start=12)
+    task = asyncio.create_task(store.checkpoint_in_slices(pipeline, lambda: {}))
+    await asyncio.sleep(0)  # the first slice is made
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    changes = store.checkpoint(pipeline, {})
+    assert changes.replace_all and len(changes.streams) == len(STREAMS)
+    assert store.commit(changes)
+    expected = keyed(snapshots(pipeline))
+    store.close()
+    _, back, _ = restored(tmp_path)
+    assert keyed(snapshots(back)) == expected

@@ -134,7 +134,7 @@ class Checkpointer:
         return changes
 
     def _split(self, key: str, snapshot: dict[str, Any],
-               parts: tuple[dict[str, Any], dict[str, Any]], changes: list[PartChange]) -> Any:
+               parts: tuple[dict[str, Any], dict[str, Any]], found: list[PartChange]) -> Any:
         """`snapshot` (a StreamDetectors one, made for this checkpoint: changed in place)
         with its large parts replaced by references, their new slots noted. Large parts
         are values of a detector's `state` (which keys, a detector kind says the first time
@@ -146,16 +146,16 @@ class Checkpointer:
                 names = tuple(n for n, v in state.items() if type(v) in (Rows, Growing))
                 self._part_names[detector["kind"]] = names
             for name in names:
-                state[name] = _part(key, f"{signal}.{name}", state[name], parts, changes)
+                state[name] = _part(key, f"{signal}.{name}", state[name], parts, found)
             held = detector.get("calibrating")
             if held:
                 held["values"] = _part(key, f"{signal}.held.values", held["values"], parts,
-                                       changes)
+                                       found)
         return snapshot
 
 
 def _part(key: str, where: str, item: Any, parts: tuple[dict[str, Any], dict[str, Any]],
-          changes: list[PartChange]) -> Any:
+          found: list[PartChange]) -> Any:
     """A reference to a large part in place of `item`, and its new slots noted."""
     before, now = parts
     if type(item) is Rows:
@@ -164,19 +164,17 @@ def _part(key: str, where: str, item: Any, parts: tuple[dict[str, Any], dict[str
             now[where] = saved
         else:
             rows = item.rows if type(item.rows) is list else list(item.rows)  # (a snapshot's)
-            now[where] = _rows(key, where, rows, saved, changes)
+            now[where] = _rows(key, where, rows, saved, found)
         return {"$rows": where, "n": len(item.rows)}
     if type(item) is Growing:
-        now[where] = _growing(key, where, item.values, before.get(where), changes)
+        now[where] = _growing(key, where, item.values, before.get(where), found)
         return {"$growing": where, "n": len(item.values)}
     return item
 
 
 def _same(rows: Sequence[Any], saved: list[Any]) -> bool:
-    """The rows saved, unchanged (none, or one learned array: checked without a loop)."""
-    if len(rows) != len(saved):
-        return False
-    return not rows or (len(rows) == 1 and rows[0] is saved[0]) or all(map(is_, rows, saved))
+    """The rows saved, unchanged (the same row objects, compared in C)."""
+    return len(rows) == len(saved) and all(map(is_, rows, saved))
 
 
 def _buffer(row: Any) -> np.ndarray:
@@ -189,7 +187,7 @@ def _buffer(row: Any) -> np.ndarray:
 
 
 def _rows(key: str, part: str, rows: list[Any], before: list[Any] | None,
-          changes: list[PartChange]) -> list[Any]:
+          found: list[PartChange]) -> list[Any]:
     known = before or []
     # the slots whose row is not the one saved, then those beyond: compared in C (a
     # reservoir of 256 rows is compared every second while it is learned)
@@ -197,13 +195,12 @@ def _rows(key: str, part: str, rows: list[Any], before: list[Any] | None,
     slots = {slot: _buffer(rows[slot])
              for slot in chain(replaced, range(len(known), len(rows)))}
     if slots or before is None or len(rows) < len(known):
-        changes.append(PartChange(key, part, len(rows), slots,
-                                        shrunk=len(rows) < len(known)))
+        found.append(PartChange(key, part, len(rows), slots, shrunk=len(rows) < len(known)))
     return rows
 
 
 def _growing(key: str, part: str, values: array, before: tuple[array, int] | None,
-             changes: list[PartChange]) -> tuple[array, int]:
+             found: list[PartChange]) -> tuple[array, int]:
     if before is not None and before[0] is values and before[1] == len(values):
         return before  # as saved (a learned baseline)
     known, length = before or (None, 0)
@@ -215,7 +212,7 @@ def _growing(key: str, part: str, values: array, before: tuple[array, int] | Non
     }
     if slots or known is not values or length != len(values):
         shrunk = end < -(-length // GROWING_BLOCK)
-        changes.append(PartChange(key, part, end, slots, shrunk=shrunk))
+        found.append(PartChange(key, part, end, slots, shrunk=shrunk))
     return values, len(values)
 
 

@@ -190,7 +190,11 @@ class StateStore:
             at = self.checkpointer.add(changes, streams, at, wall + MAKE_SLICE)
             cost += time.thread_time() - started
             pause = max(pause, time.perf_counter() - wall)
-            await asyncio.sleep(0)  # scrapes, views, other inputs
+            try:
+                await asyncio.sleep(0)  # scrapes, views, other inputs
+            except BaseException:  # cancelled (a shutdown): the streams made so far count
+                self.checkpointer.forget()  # as saved; they are not: the next is whole
+                raise
             started, wall = time.thread_time(), time.perf_counter()
         streams = list(pipeline.streams)
         self.checkpointer.add(changes, streams)  # those changed meanwhile, and new ones
