@@ -169,10 +169,8 @@ class StateStore:
         """What changed since the last checkpoint, with `positions`: taken between two
         batches (on the thread that ingests), so they describe the same moment."""
         started, wall = time.thread_time(), time.perf_counter()
-        changes = self.checkpointer.begin(self._settings(pipeline))
-        streams = list(pipeline.streams)
-        self.checkpointer.add(changes, streams)
-        self.checkpointer.end(changes, streams, positions)
+        changes = self.checkpointer.changes(list(pipeline.streams), positions,
+                                            self._settings(pipeline))
         self.last_cost = time.thread_time() - started
         self.last_pause = time.perf_counter() - wall
         return changes
