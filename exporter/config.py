@@ -19,6 +19,7 @@ import yaml
 
 from exporter.config_schema import SCHEMA
 from exporter.detectors import factory
+from exporter.detectors.baseline_modes import BaselineMode
 from exporter.detectors.registry import METHODS_BY_SIGNAL, SIGNALS, DetectorsConfig
 from exporter.metrics.catalog import RESERVED_LABELS  # label names a stream label may not take
 from exporter.signals.format import load_schema_validator
@@ -203,12 +204,30 @@ def _detector_errors(section: dict[str, Any]) -> list[str]:
                 errors.append(f"detectors.{signal}.{name}: must be a finite number")
     if errors:
         return errors
+    errors = _baseline_errors(section)
+    if errors:
+        return errors
     detectors = DetectorsConfig.from_section(section)
     for signal in SIGNALS:
         try:
             factory.check(detectors, signal)
         except (TypeError, ValueError) as exc:
             errors.append(f"detectors.{signal}: invalid parameters: {exc}")
+    return errors
+
+
+def _baseline_errors(section: dict[str, Any]) -> list[str]:
+    """`detectors.baseline` and each signal's own `baseline`, with the reason each fails."""
+    try:
+        everywhere = BaselineMode.from_section(section.get("baseline"))
+    except ValueError as exc:
+        return [f"detectors.baseline: {exc}"]
+    errors = []
+    for signal in SIGNALS:
+        try:
+            BaselineMode.from_section((section.get(signal) or {}).get("baseline"), everywhere)
+        except ValueError as exc:
+            errors.append(f"detectors.{signal}.baseline: {exc}")
     return errors
 
 

@@ -13,6 +13,7 @@ import types
 import typing
 from typing import Any
 
+from exporter.detectors.baseline_modes import MODES
 from exporter.detectors.registry import SETTINGS, SIGNALS
 from exporter.params import Param
 from exporter.records.detect import FORMATS
@@ -25,9 +26,21 @@ _POSITIVE_INT = {"type": "integer", "minimum": 1}
 _FORMAT = {"enum": list(FORMATS)}
 # Method parameters are checked against their registry declarations (factory.check), not
 # here: the allowed keys depend on the chosen method.
+_DURATION = {"type": ["string", "number"]}  # `24h`, `30m`, `7d`, or seconds
+_BASELINE = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "mode": {"enum": list(MODES)},
+        "period": _DURATION,
+        "phase": _DURATION,
+        "min_records": {"type": "integer", "minimum": 1},
+    },
+}
 _SIGNAL_DETECTOR = {
     "type": "object",
-    "properties": {"method": {"type": "string"}, "enabled": {"type": "boolean"}},
+    "properties": {"method": {"type": "string"}, "enabled": {"type": "boolean"},
+                   "baseline": _BASELINE},
 }
 
 
@@ -125,6 +138,7 @@ SCHEMA: dict[str, Any] = {
             "additionalProperties": False,
             "properties": {
                 **{param.name: _param_schema(param) for param in SETTINGS},
+                "baseline": _BASELINE,
                 **{signal: _SIGNAL_DETECTOR for signal in SIGNALS},
             },
         },

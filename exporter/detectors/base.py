@@ -31,9 +31,13 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from exporter.detectors.parts import AT_ONCE, held_of, held_state
+
+if TYPE_CHECKING:
+    from exporter.detectors.references import Summary
+    from exporter.detectors.seasonal import Seasons
 
 HYSTERESIS = 0.5
 # Observations kept while a calibration runs (the latest; five default windows): bounded, as
@@ -74,6 +78,8 @@ class Detector(ABC):
         # same records give the same events); a thread pool in a running exporter, so a
         # baseline completing does not stall scrapes (see `_calibrate_with`).
         self.executor: Executor | None = None
+        # rolling and seasonal baselines (the factory sets it); None: a fixed baseline
+        self.seasons: Seasons | None = None
         self._reset()
 
     def _reset(self) -> None:
@@ -102,15 +108,25 @@ class Detector(ABC):
         self.update_run((x,), 0, None if record is None else (record,))
 
     def update_run(self, xs: Sequence[Any], start: int,
-                   records: Sequence[int] | None = None) -> int:
+                   records: Sequence[int] | None = None,
+                   times: Sequence[float] | None = None) -> int:
         """Feed `xs[start:]` until the drift level changes (an event starts or an episode
         ends) and return the index after the last observation taken, so a caller sees each
         change where it happened. `records[i]` is the index `xs[i]` is logged with (default:
-        its own observation index). Detecting from a learned baseline, a detector takes the
-        whole run at once (`_observe_run`); learning and calibrating take one at a time.
-        However a sequence is cut into runs, the state, scores and events are the same."""
+        its own observation index); `times[i]` its time in seconds since the epoch (read by
+        rolling and seasonal baselines only: a run then also ends where a phase does).
+        Detecting from a learned baseline, a detector takes the whole run at once
+        (`_observe_run`); learning and calibrating take one at a time. However a sequence
+        is cut into runs, the state, scores and events are the same."""
         if start >= len(xs):
             return start
+        if self.seasons is not None:
+            return self.seasons.update_run(self, xs, start, records, times)
+        return self._update_run(xs, start, records)
+
+    def _update_run(self, xs: Sequence[Any], start: int,
+                    records: Sequence[int] | None) -> int:
+        """`update_run` against the reference the detector has now."""
         if self._calibrating is None and self.baseline_ready:  # detecting: the common case
             in_drift = self._in_drift
             end = self._observe_run(xs, start)
@@ -187,7 +203,8 @@ class Detector(ABC):
         held, apply = self._held, self._apply
         self._calibrating, self._apply, self._held = None, None, deque(maxlen=MAX_HELD)
         apply(future.result())
-        self._baseline_ready_at = self._held_from
+        if self._baseline_ready_at is None:  # (a rebase on a phase's reference: ready already)
+            self._baseline_ready_at = self._held_from
         self._replay(held)
 
     def _replay(self, held: deque[tuple[Any, int]]) -> None:
@@ -199,7 +216,7 @@ class Detector(ABC):
         position = 0
         try:
             while position < len(values):
-                position = self.update_run(values, position, records)
+                position = self._update_run(values, position, records)
         finally:
             self._observations = now
 
@@ -209,6 +226,23 @@ class Detector(ABC):
         was running when the state was saved: for a detector that never calibrates, such
         a state is not its own (restoring it fails, and the stream re-learns)."""
         raise ValueError(f"a {self.kind} detector has no calibration to resume")
+
+    @property
+    def reference_ready(self) -> bool:
+        """Detection is live: the baseline is learned and calibrated and, with a rolling or
+        seasonal baseline, the current phase has a reference to compare with."""
+        return self.baseline_ready and (self.seasons is None or self.seasons.comparing)
+
+    def _reference_summary(self) -> Summary | None:
+        """A new summary of one phase for a rolling or seasonal baseline (`references`);
+        None while the detector cannot make one (its features are not learned yet)."""
+        return None
+
+    def _rebase(self, row: Any, size: int) -> None:
+        """Compare from now on with a phase's reference (`row`, see `references`), judged
+        as a reference of `size` records: the threshold for it is simulated (held
+        observations wait for it, as for a baseline) and the statistic carries on."""
+        raise ValueError(f"a {self.kind} detector has no rolling or seasonal baseline")
 
     @property
     def drift_detected(self) -> bool:
@@ -275,11 +309,19 @@ class Detector(ABC):
         events, log = self._events, self._event_log
         self._reset()
         self._events, self._event_log = events, log
+        if self.seasons is not None:  # the references too: a full period is learned again
+            self.seasons.reset()
 
     # --- persistence --------------------------------------------------------------
     def snapshot(self, with_log: bool = True) -> dict[str, Any]:
         """The detector's state (see `restore`). `with_log=False` leaves out the event
         log, for a caller that keeps it (a stream's checkpoint saves its events once)."""
+        saved = self._snapshot(with_log)
+        if self.seasons is not None:
+            saved["seasons"] = self.seasons.snapshot()
+        return saved
+
+    def _snapshot(self, with_log: bool) -> dict[str, Any]:
         return {
             "kind": self.kind,
             "observations": self._observations,
@@ -330,6 +372,10 @@ class Detector(ABC):
         self._restore_state(snapshot["state"])
         if snapshot.get("calibrating"):
             self._resume_calibration(snapshot["calibrating"])
+        if self.seasons is not None:  # absent: saved with a fixed baseline (a config change
+            self.seasons.reset()  # re-learns the whole state, see `state.settings_of`)
+            if snapshot.get("seasons"):
+                self.seasons.restore(snapshot["seasons"], self)
 
     @abstractmethod
     def _snapshot_state(self) -> dict[str, Any]: ...

@@ -56,6 +56,7 @@ from exporter.detectors.calibration import (
     seeded,
     threshold_for_run_length,
 )
+from exporter.detectors.references import Rates
 from exporter.detectors.registry import METHODS
 
 # defaults and bounds declared once, in the registry the config is checked against
@@ -195,6 +196,26 @@ class BernoulliCusum(Detector):
         self._steps = increments(p0, self.ratio)
         self._threshold = threshold
         self._ready = True
+
+    def _reference_summary(self) -> Rates:
+        return Rates()
+
+    def _rebase(self, row: np.ndarray, size: int) -> None:
+        """A phase's rate, judged as learned from `size` records (fewer than it had, the
+        events scaled alike: the credible interval is a little wider, never narrower).
+        During an event, the way back is tested against this phase's rate from now on."""
+        scaled = min(size, round(float(row[1]) * size))
+        ratio, ert, cache = self.ratio, self.settings.expected_run_time, self.cache
+
+        def apply(threshold: float) -> None:
+            self._baseline_events, self._baseline_n = scaled, size
+            self._apply_threshold(threshold)
+            if self._in_drift:
+                back = self._back[1]
+                self._started()
+                self._back = (self._back[0], back)
+
+        self._calibrate_with(lambda: bernoulli_threshold(scaled, size, ratio, ert, cache), apply)
 
     def _observe_run(self, xs: Sequence[Any], start: int) -> int:
         return self._observe_each(xs, start, self._observe)

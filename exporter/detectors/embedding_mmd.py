@@ -48,6 +48,7 @@ from exporter.detectors.base import Detector, finite_or_none, from_stored
 from exporter.detectors.calibration import seeded
 from exporter.detectors.mmd_null import simulate_null
 from exporter.detectors.parts import Rows, one_row, rows_of, the_row
+from exporter.detectors.references import FeatureMean, rungs
 
 FEATURES = 64
 RESERVOIR = 256
@@ -144,6 +145,9 @@ class EmbeddingMmd(Detector):
         self._release = 0.5
         self._rng = np.random.default_rng(self.settings.seed)
         self._back: WayBack | None = None  # during an event: the test for the way back
+        # with a rolling or seasonal baseline: (threshold, median, release) for references
+        # of each rung's size, simulated from the first baseline's features (see `_rebase`)
+        self._nulls: dict[int, tuple[float, float, float]] = {}
         # during `_observe_run`: the run's EWMAs and projections on `_back`, and the row of
         # the record `_step` is at (read by `_started` and `_back_to_baseline`)
         self._run: tuple[np.ndarray, list[float]] = (np.zeros((1, FEATURES)), [])
@@ -247,14 +251,43 @@ class EmbeddingMmd(Detector):
     def _calibrate(self) -> None:
         pool, counts = np.stack(self._reservoir), np.asarray(self._counts)
         n, settings, weight = self._baseline_n, self.settings, self._weight
-        self._calibrate_with(lambda: simulate_null(pool, counts, n, weight, settings),
-                             self._apply_null)
+        # phases' references are summarised as feature means only: their thresholds come
+        # from this baseline's features, the only sample of them the detector keeps
+        sizes = rungs(settings.baseline_size) if self.seasons is not None else ()
 
-    def _apply_null(self, null: tuple[float, float, float]) -> None:
-        self._threshold, self._null_median, self._release = null
+        def job() -> tuple[tuple[float, float, float], dict[int, tuple[float, float, float]]]:
+            return (simulate_null(pool, counts, n, weight, settings),
+                    {size: simulate_null(pool, counts, size, weight, settings)
+                     for size in sizes})
+
+        self._calibrate_with(job, self._apply_null)
+
+    def _apply_null(self, nulls: tuple[tuple[float, float, float],
+                                       dict[int, tuple[float, float, float]]]) -> None:
+        (self._threshold, self._null_median, self._release), self._nulls = nulls
         self._baseline_mean = self._feature_sum / self._baseline_n
         self._ewma = self._baseline_mean.copy()
         self._reservoir, self._counts, self._distinct = [], [], None
+
+    def _reference_summary(self) -> FeatureMean | None:
+        if self._directions is None:
+            return None
+        return FeatureMean(self._features, FEATURES, self._directions.shape[1])
+
+    def _rebase(self, row: np.ndarray, size: int) -> None:
+        """The phase's feature mean is the reference point; the threshold, the one the
+        first baseline's features need for a reference learned from `size` records (the
+        bootstrap pool is that baseline's, over every phase: wider than one phase's, so
+        the threshold errs high). The EWMA's offset from the reference carries on: the
+        records it holds were compared with their own phase's mean."""
+        null = self._nulls.get(size)
+        if null is None:  # (cannot happen once calibrated with seasons; kept as learned)
+            null = (self._threshold, self._null_median, self._release)
+        mean = row[1:].astype(np.float64)
+        if self._ewma is not None and self._baseline_mean is not None:
+            self._ewma = self._ewma + (mean - self._baseline_mean)
+        self._baseline_mean = mean
+        self._threshold, self._null_median, self._release = null
 
     def _observe_run(self, xs: Sequence[Any], start: int) -> int:
         """Features of the run in one pass (see `_project`; the run ends before the first
@@ -355,6 +388,7 @@ class EmbeddingMmd(Detector):
             "null_median": self._null_median,
             "release": self._release,
             "back": None if self._back is None else self._back.snapshot(),
+            "nulls": [[size, *null] for size, null in self._nulls.items()],
         }
 
     def _restore_state(self, state: dict[str, Any]) -> None:
@@ -385,4 +419,6 @@ class EmbeddingMmd(Detector):
         self._release = float(state.get("release", 0.5))
         back = state.get("back")  # absent: saved before the way back was tested
         self._back = None if back is None else WayBack.restore(back)
+        self._nulls = {int(size): (float(t), float(m), float(r))
+                       for size, t, m, r in state.get("nulls", ())}
 

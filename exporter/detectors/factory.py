@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from exporter.detectors.base import Detector, DetectorSettings
 from exporter.detectors.registry import (
     METHODS,
+    PHASED_METHODS,
     SIGNALS,
     DetectorsConfig,
     Method,
@@ -42,6 +43,9 @@ def check(config: DetectorsConfig, signal: str) -> None:
     if not spec.enabled:
         return
     method = _method(signal, spec)
+    if not spec.baseline.fixed and method.name not in PHASED_METHODS:
+        raise ValueError(f"a {spec.baseline.mode} baseline needs one of "
+                         f"{', '.join(PHASED_METHODS)}; {method.name} keeps a fixed one")
     if method.params is None:
         method.load()(config.settings, spec.method, spec.params)
     else:
@@ -73,6 +77,11 @@ class DetectorFactory:
         detector = self._make(signal)
         if detector is not None:
             detector.executor = self.executor
+            mode = self.signals[signal].baseline
+            if not mode.fixed:
+                from exporter.detectors.seasonal import Seasons  # numpy: only to build one
+
+                detector.seasons = Seasons(mode, self.settings.baseline_size)
         return detector
 
     def _make(self, signal: str) -> Detector | None:

@@ -55,6 +55,7 @@ from exporter.detectors.base import Detector, DetectorSettings, finite_or_none, 
 from exporter.detectors.calibration import CalibrationCache
 from exporter.detectors.parts import Growing, one_row, the_row, values_of
 from exporter.detectors.rank_calibration import rank_threshold
+from exporter.detectors.references import Quantiles
 from exporter.detectors.registry import METHODS
 
 log = logging.getLogger(__name__)
@@ -132,6 +133,21 @@ class RankCusum(Detector):
             self._baseline, self._threshold = array("d"), threshold
 
         self._calibrate_with(lambda: rank_threshold(n, allowance, ert, cache), apply)
+
+    def _reference_summary(self) -> Quantiles:
+        return Quantiles()
+
+    def _rebase(self, row: np.ndarray, size: int) -> None:
+        """A phase's quantiles stand for its sample (see `references`); the threshold is
+        the one for a baseline of `size` values, shared by every stream."""
+        knots = np.sort(row[1:].astype(np.float64)).tolist()
+        allowance, ert, cache = self.allowance, self.settings.expected_run_time, self.cache
+
+        def apply(threshold: float) -> None:
+            self._learned(knots)
+            self._threshold = threshold
+
+        self._calibrate_with(lambda: rank_threshold(size, allowance, ert, cache), apply)
 
     def _learned(self, ordered: list[float]) -> None:
         self._sorted = np.asarray(ordered, dtype=np.float64)

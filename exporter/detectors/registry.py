@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from exporter.detectors.base import DetectorSettings
+from exporter.detectors.baseline_modes import BaselineMode
 from exporter.params import Param
 
 
@@ -116,6 +117,11 @@ class SignalDetectorConfig:
     method: str
     params: dict[str, Any] = field(default_factory=dict)
     enabled: bool = True
+    baseline: BaselineMode = field(default_factory=BaselineMode)
+
+
+# methods that can compare with a rolling or seasonal reference (see `references`)
+PHASED_METHODS = ("rank_cusum", "bernoulli_cusum", "mmd")
 
 
 @dataclass(frozen=True)
@@ -132,12 +138,14 @@ class DetectorsConfig:
         settings = DetectorSettings(
             **{p.name: section.get(p.name, p.default) for p in SETTINGS}
         )
+        everywhere = BaselineMode.from_section(section.get("baseline"))
         signals = {}
         for signal in SIGNALS:
             spec = dict(section.get(signal) or {})
             signals[signal] = SignalDetectorConfig(
                 method=spec.pop("method", DEFAULT_METHODS[signal]),
                 enabled=spec.pop("enabled", True),
+                baseline=BaselineMode.from_section(spec.pop("baseline", None), everywhere),
                 params=spec,
             )
         return cls(settings=settings, signals=signals)

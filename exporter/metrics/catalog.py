@@ -147,8 +147,9 @@ FAMILIES: tuple[Family, ...] = (
     Family("llm_drift_events", "counter", "Transitions into drift.",
            lambda d, _: d.events, ("signal",), per="signal"),
     Family("llm_drift_baseline_ready", "gauge",
-           "1 once the baseline is learned and calibrated, so detection is live.",
-           lambda d, _: d.baseline_ready, ("signal",), per="signal"),
+           "1 once the baseline is learned and calibrated, so detection is live (rolling "
+           "and seasonal baselines: while the current phase has a reference).",
+           lambda d, _: d.reference_ready, ("signal",), per="signal"),
     Family("llm_signal_baseline", "gauge",
            "Summary of the signal over the baseline (mean, p50, p95 of tokens; rates; MMD^2).",
            _summary("baseline"), ("signal", "stat"), per="signal"),

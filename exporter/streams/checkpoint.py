@@ -151,6 +151,14 @@ class Checkpointer:
             if held:
                 held["values"] = _part(key, f"{signal}.held.values", held["values"], parts,
                                        found)
+            seasons = detector.get("seasons")
+            if seasons:  # the phases' references (a row changes once a phase), and the
+                seasons["table"] = _part(key, f"{signal}.seasons.table",  # values of
+                                         seasons["table"], parts, found)  # this one
+                summary = seasons["summary"]
+                if summary and "values" in summary:
+                    summary["values"] = _part(key, f"{signal}.seasons.values",
+                                              summary["values"], parts, found)
         return snapshot
 
 

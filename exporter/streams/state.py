@@ -32,6 +32,7 @@ from typing import Any
 
 import orjson
 
+from exporter.detectors.registry import SignalDetectorConfig
 from exporter.signals.embedding import FEATURES_VERSION
 from exporter.streams.checkpoint import Checkpointer, saved_streams
 from exporter.streams.pipeline import Pipeline
@@ -47,6 +48,15 @@ WAL_FLUSH_BYTES = 4 << 20
 MAKE_SLICE = 0.010  # seconds of making a checkpoint between two turns of the event loop
 
 
+def _method_settings(config: SignalDetectorConfig) -> dict[str, Any]:
+    """A signal's detector config as saved: a rolling or seasonal baseline with its
+    period, a fixed one as before it could be anything else (older states restore)."""
+    saved = {"method": config.method, "params": config.params, "enabled": config.enabled}
+    if not config.baseline.fixed:
+        saved["baseline"] = config.baseline.described()
+    return saved
+
+
 def settings_of(pipeline: Pipeline) -> dict[str, Any]:
     factory = pipeline.detector_factory
     settings = {
@@ -55,7 +65,7 @@ def settings_of(pipeline: Pipeline) -> dict[str, Any]:
         "embedding": pipeline.config.signals.embedding_section,
         "builtin_embedding": FEATURES_VERSION,
         "detector_settings": dataclasses.asdict(factory.settings),
-        "methods": {s: dataclasses.asdict(c) for s, c in factory.signals.items()},
+        "methods": {s: _method_settings(c) for s, c in factory.signals.items()},
         "label_names": list(pipeline.streams.label_names),
     }
     loaded: dict[str, Any] = orjson.loads(orjson.dumps(settings))  # as it reads back

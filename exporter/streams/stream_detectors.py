@@ -64,34 +64,49 @@ class StreamDetectors:
     @classmethod
     def create(cls, factory: DetectorFactory, learn_only: bool = False) -> StreamDetectors:
         made = {signal: factory.make(signal) for signal in SIGNALS}
-        return cls(detectors={s: d for s, d in made.items() if d is not None},
-                   learn_only=learn_only)
+        detectors = {s: d for s, d in made.items() if d is not None}
+        for detector in detectors.values():
+            if detector.seasons is not None:
+                detector.seasons.learn_only = learn_only
+        return cls(detectors=detectors, learn_only=learn_only)
 
     @property
     def events(self) -> dict[str, list[dict[str, float]]]:
         """Each signal's latest events, {"record": stream record index, "score": ...}."""
         return {s: d.event_log for s, d in self.detectors.items() if d.event_log}
 
-    def update_many(self, batch: Sequence[Measurements]) -> None:
-        """A batch of this stream's records, in order. Each detector takes its values a run
-        at a time (`Detector.update_run`), which ends at every change worth noting."""
+    @property
+    def timed(self) -> bool:
+        """Some detector compares by time (a rolling or seasonal baseline): it needs each
+        record's time."""
+        return any(detector.seasons is not None for detector in self.detectors.values())
+
+    def update_many(self, batch: Sequence[Measurements],
+                    times: Sequence[float] | None = None) -> None:
+        """A batch of this stream's records, in order, with their times when `timed`. Each
+        detector takes its values a run at a time (`Detector.update_run`), which ends at
+        every change worth noting."""
         first = self.records
         self.records += len(batch)
         for signal, detector in self.detectors.items():
             values, indexes = signal_values(signal, batch, first)
+            stamps = None if times is None or detector.seasons is None else (
+                times if len(values) == len(times) else [times[i - first] for i in indexes])
             position = 0
             while position < len(values):
-                if self.learn_only and detector.baseline_ready:
+                if self.learn_only and detector.baseline_ready and detector.seasons is None:
                     break
-                position = self._update_run(signal, detector, values, indexes, position)
+                position = self._update_run(signal, detector, values, indexes, position,
+                                            stamps)
 
     def _update_run(self, signal: str, detector: Detector, values: list[Any],
-                    indexes: Sequence[int], position: int) -> int:
+                    indexes: Sequence[int], position: int,
+                    times: Sequence[float] | None) -> int:
         """A run of observations from `position`; the position after those taken."""
         before = (detector.events, detector.drift_detected, detector.baseline_ready)
         observed = detector.observations
         try:
-            after = detector.update_run(values, position, indexes)
+            after = detector.update_run(values, position, indexes, times)
         except Exception:  # a bug or bad input must not cost the record or the exporter
             self._failed(signal)
             return position + max(1, detector.observations - observed)  # the last one failed

@@ -59,20 +59,26 @@ class StreamState:
                 _bounded_increment(self.system_fingerprints, record.system_fingerprint)
             self.signals.add(m)
         self.last_record_time = records[-1].timestamp or now
+        detectors = self.detectors
+        # a rolling or seasonal baseline reads each record's time: its own, else arrival
+        times = [r.timestamp or now for r in records] \
+            if detectors is not None and detectors.timed else None
         if self.evidence is not None:
-            self._observe_with_evidence(self.evidence, records, measurements, first)
-        elif self.detectors is not None:
-            self.detectors.update_many(measurements)
+            self._observe_with_evidence(self.evidence, records, measurements, first, times)
+        elif detectors is not None:
+            detectors.update_many(measurements, times)
 
     def _observe_with_evidence(self, evidence: Evidence, records: Sequence[Record],
-                               measurements: Sequence[Measurements], first: int) -> None:
+                               measurements: Sequence[Measurements], first: int,
+                               times: list[float] | None) -> None:
         """Evidence first, so the records that raise an alarm are among its examples when
         it fires; then the detectors, noting the examples of each new event."""
         detectors = self.detectors
         evidence.add_many(records, measurements, first,
                           None if detectors is None else detectors.detectors.get("output_tokens"))
         if detectors is not None:
-            self._noting_events(evidence, detectors, lambda: detectors.update_many(measurements))
+            self._noting_events(evidence, detectors,
+                                lambda: detectors.update_many(measurements, times))
 
     def settle(self, *, wait: bool) -> None:
         """`StreamDetectors.settle`, noting the examples of events that fired while the

@@ -42,7 +42,7 @@ def signal_view(stream: StreamState, signal: str, with_evidence: bool) -> dict[s
     detector = stream.detectors.detectors[signal]
     view: dict[str, Any] = {
         "detector": detector.kind,
-        "baseline_ready": detector.baseline_ready,
+        "baseline_ready": detector.reference_ready,
         "observations": detector.observations,
         "baseline_ready_at": stream.detectors.ready_at.get(signal),
         "drift_detected": detector.drift_detected,
@@ -51,6 +51,8 @@ def signal_view(stream: StreamState, signal: str, with_evidence: bool) -> dict[s
         "last_change_record": stream.detectors.last_change.get(signal),
         "change": _change(detector.summary()),
     }
+    if detector.seasons is not None:  # what the window is compared with, or why not
+        view["baseline"] = detector.seasons.describe(detector)
     direction = getattr(detector, "direction", None)
     if direction is not None and detector.baseline_ready:
         view["direction"] = direction

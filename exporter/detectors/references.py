@@ -1,0 +1,188 @@
+"""Compact summaries of one phase of a stream, that a detector can compare a window with.
+
+A seasonal baseline keeps one summary per phase (168 of them for a week of hours), so each
+is a short float32 row `[n, ...]`, n being the (weighted) number of records behind it:
+
+- `Rates` (refusal, format validity): `[n, rate]`;
+- `Quantiles` (output tokens): `[n, q_1..q_48]`, the values at probabilities
+  i / 49. Ranking a live value among *exact* quantiles at these levels, with ties and the
+  position within a cell broken at random (what `RankCusum.normal_scores` does with any
+  sorted sample), gives a uniform rank under no change, exactly as a sample would, so the
+  rank CUSUM needs nothing else. The luck of the reference is that of its n records, not
+  of 48 (a quantile of n values is as far off as that sample's);
+- `FeatureMean` (embedding): `[n, mean of the random Fourier features]`, the MMD
+  statistic's own reference point.
+
+Each summary is made from one phase of one period (an accumulator), then merged into the
+phase's row, the older periods weighted by `keep` (0: the newest period only).
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+
+KNOTS = 48
+LEVELS = (np.arange(KNOTS) + 1.0) / (KNOTS + 1.0)
+# Values of one phase kept for its quantiles: beyond this, every other one is dropped and
+# only every other one taken from then on (a deterministic, restorable thinning).
+MAX_VALUES = 1024
+
+
+def rungs(baseline_size: int) -> tuple[int, ...]:
+    """The reference sizes thresholds are calibrated for: a reference of n records is
+    judged as one of the largest rung <= n (fewer records than it has: conservative), so
+    a few simulations, shared by every stream, serve every phase."""
+    small = tuple(r for r in (64, 128, 256, 512, 1024, 2048, 4096) if r < baseline_size)
+    return (*small, baseline_size)
+
+
+def rung(n: float, baseline_size: int) -> int | None:
+    """The rung a reference of n records is calibrated as (None: fewer than the first)."""
+    below = [r for r in rungs(baseline_size) if r <= n]
+    return below[-1] if below else None
+
+
+class Summary:
+    """An accumulator for one phase of one period; `row()` is its summary (None: empty)."""
+
+    kind: ClassVar[str] = ""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def add(self, values: Sequence[Any]) -> None:
+        raise NotImplementedError
+
+    def row(self) -> np.ndarray | None:
+        raise NotImplementedError
+
+    @staticmethod
+    def merge(older: np.ndarray | None, newer: np.ndarray | None, keep: float
+              ) -> np.ndarray | None:
+        """The phase's reference after a period: `newer` with `older` weighted by `keep`."""
+        if newer is None:
+            return older
+        if older is None or keep <= 0.0 or older.shape != newer.shape:
+            return newer
+        n_old, n_new = keep * float(older[0]), float(newer[0])
+        row = (older * n_old + newer * n_new) / (n_old + n_new)
+        row[0] = n_old + n_new
+        return row.astype(np.float32)
+
+    def snapshot(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def restore(self, saved: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+
+class Rates(Summary):
+    kind = "rates"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.events = 0
+
+    def add(self, values: Sequence[Any]) -> None:
+        self.n += len(values)
+        self.events += sum(map(bool, values))
+
+    def row(self) -> np.ndarray | None:
+        """`[n, rate]`: a rate, so that merging (a weighted mean) is right."""
+        return np.array([self.n, self.events / self.n], dtype=np.float32) if self.n else None
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"n": self.n, "events": self.events}
+
+    def restore(self, saved: dict[str, Any]) -> None:
+        self.n, self.events = int(saved["n"]), int(saved["events"])
+
+
+class Quantiles(Summary):
+    kind = "quantiles"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.values = array("d")
+        self.stride = 1  # take one value in `stride` (see MAX_VALUES)
+
+    def add(self, values: Sequence[Any]) -> None:
+        for value in values:
+            if self.n % self.stride == 0:
+                self.values.append(float(value))
+                if len(self.values) >= MAX_VALUES:
+                    self.values = self.values[::2]
+                    self.stride *= 2
+            self.n += 1
+
+    def row(self) -> np.ndarray | None:
+        if not self.n:
+            return None
+        knots = np.quantile(np.frombuffer(self.values), LEVELS)
+        return np.concatenate(([self.n], knots)).astype(np.float32)
+
+    @staticmethod
+    def merge(older: np.ndarray | None, newer: np.ndarray | None, keep: float
+              ) -> np.ndarray | None:
+        """The quantiles of the mixture of the two phases' distributions (each read as
+        linear between its quantiles), the older weighted by `keep`."""
+        if newer is None:
+            return older
+        if older is None or keep <= 0.0 or older.shape != newer.shape:
+            return newer
+        n_old, n_new = keep * float(older[0]), float(newer[0])
+        old, new = older[1:].astype(np.float64), newer[1:].astype(np.float64)
+        points = np.union1d(old, new)
+        cdf = (n_old * _cdf(points, old) + n_new * _cdf(points, new)) / (n_old + n_new)
+        knots = np.interp(LEVELS, cdf, points)
+        return np.concatenate(([n_old + n_new], knots)).astype(np.float32)
+
+    def snapshot(self) -> dict[str, Any]:
+        from exporter.detectors.parts import Growing  # (light: no numpy)
+
+        return {"n": self.n, "stride": self.stride, "values": Growing(self.values)}
+
+    def restore(self, saved: dict[str, Any]) -> None:
+        from exporter.detectors.parts import values_of
+
+        self.n, self.stride = int(saved["n"]), int(saved["stride"])
+        self.values = values_of(saved["values"])
+
+
+def _cdf(points: np.ndarray, knots: np.ndarray) -> np.ndarray:
+    """A phase's distribution function at `points`, linear between its quantiles."""
+    return np.interp(points, knots, LEVELS, left=0.0, right=1.0)
+
+
+class FeatureMean(Summary):
+    kind = "feature_mean"
+
+    def __init__(self, features: Callable[[np.ndarray], np.ndarray], width: int,
+                 dimension: int) -> None:
+        super().__init__()
+        self.features = features  # the detector's own feature map
+        self.total = np.zeros(width)
+        self.dimension = dimension
+
+    def add(self, values: Sequence[Any]) -> None:
+        """Vectors of the stream's dimension (the detector counts the others as errors)."""
+        rows = [v for v in values if isinstance(v, np.ndarray) and v.shape == (self.dimension,)]
+        if rows:
+            self.total += self.features(np.stack(rows).astype(np.float64)).sum(axis=0)
+            self.n += len(rows)
+
+    def row(self) -> np.ndarray | None:
+        if not self.n:
+            return None
+        return np.concatenate(([self.n], self.total / self.n)).astype(np.float32)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"n": self.n, "total": self.total.copy()}
+
+    def restore(self, saved: dict[str, Any]) -> None:
+        self.n = int(saved["n"])
+        self.total = np.asarray(saved["total"], dtype=np.float64)
