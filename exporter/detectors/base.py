@@ -33,6 +33,7 @@ from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from exporter.detectors.episodes import Episodes
 from exporter.detectors.parts import AT_ONCE, held_of, held_state
 
 if TYPE_CHECKING:
@@ -43,8 +44,6 @@ HYSTERESIS = 0.5
 # Observations kept while a calibration runs (the latest; five default windows): bounded, as
 # many streams may wait for the calibration thread at once (after a restart, a reset).
 MAX_HELD = 1000
-MAX_EVENTS = 1000  # events kept in a detector's log (the latest)
-GATE_EVERY = 16  # see `Detector._practical`
 T = TypeVar("T")
 
 
@@ -66,11 +65,12 @@ class DetectorSettings:
     seed: int = 0
 
 
-class Detector(ABC):
+class Detector(Episodes, ABC):
     """Base class: baseline collection, level state with hysteresis, event counting."""
 
     kind: str = "detector"
     min_effect: float = 0.0  # the practical-significance floor (0: none), see `_practical`
+    fine_rungs: bool = True  # which reference sizes a rebase calibrates for (`references`)
 
     def __init__(self, settings: DetectorSettings) -> None:
         self.settings = settings
@@ -382,55 +382,3 @@ class Detector(ABC):
 
     @abstractmethod
     def _restore_state(self, state: dict[str, Any]) -> None: ...
-
-    # --- level state --------------------------------------------------------------
-    def _apply_hysteresis(self) -> None:
-        if not self._in_drift:
-            if self._score >= 1.0 and self._practical():
-                self._in_drift = True
-                self._events += 1
-                self._drift_since = self._observations - 1
-                self._started()
-            return
-        if self._back_to_baseline():
-            self._in_drift = False
-            self._drift_since = None
-            self._rearm()
-
-    def effect(self) -> float:
-        """How far the window is from the baseline in the units of `min_effect` (a detector
-        with a practical floor says; without one, any change counts)."""
-        return math.inf
-
-    def _practical(self) -> bool:
-        """Whether a change the statistics are sure of (score >= 1) is large enough to be
-        an event: `effect()` at least `min_effect`. While a change stays below the floor,
-        it is looked at again every GATE_EVERY observations (the effect sorts or sums the
-        window: cheap, but not for every record of a busy stream)."""
-        if self.min_effect <= 0.0:
-            return True
-        if self._observations < self._gate_next:
-            return False
-        if self.effect() >= self.min_effect:
-            return True
-        self._gate_next = self._observations + GATE_EVERY
-        return False
-
-    def _started(self) -> None:
-        """An event has just started: the count of calm observations starts again (a
-        detector that tests for the way back notes the level it tests against)."""
-        self._calm = 0
-
-    def _back_to_baseline(self) -> bool:
-        """Called for each observation during an episode: True ends it. By default the
-        score must stay below `release_level` for `window_size` observations in a row."""
-        self._calm = self._calm + 1 if self._score < self.release_level else 0
-        return self._calm >= self.settings.window_size
-
-    def _changed(self, record: int) -> None:
-        """The drift level changed with the observation logged as `record` (the last of
-        its run): an event starts (logged) or an episode ends."""
-        self._last_change_record = record
-        if self._in_drift:
-            self._event_log.append({"record": record, "score": round(self._score, 4)})
-            del self._event_log[:-MAX_EVENTS]

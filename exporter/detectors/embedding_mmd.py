@@ -39,13 +39,13 @@ import functools
 import itertools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from exporter.detectors.base import Detector, finite_or_none, from_stored
 from exporter.detectors.calibration import seeded
+from exporter.detectors.embedding_way_back import BACK_SHIFT, WayBack
 from exporter.detectors.mmd_null import simulate_null
 from exporter.detectors.parts import Rows, one_row, rows_of, the_row
 from exporter.detectors.references import FeatureMean, rungs
@@ -76,54 +76,9 @@ def _project(vectors: np.ndarray, directions: np.ndarray) -> np.ndarray:
     return np.matmul(vectors[:, None, :], directions.T)[:, 0, :]
 
 
-# The way back is tested against a change of this share of the one seen at the event.
-BACK_SHIFT = 0.25
-# Records of an episode before the way back is tested: the spread along the change is
-# estimated from the episode's own records (the baseline's features are not kept).
-MIN_BACK = 50
-
-
-@dataclass
-class WayBack:
-    """A CUSUM of "back at the baseline" against "still changed": each record's feature
-    offset from the baseline mean, projected on the change the EWMA saw when the event
-    started (`direction`), is a Gaussian with mean 0 (back) or `shift` (changed), its
-    variance estimated as the episode goes (Welford). As with the CUSUM detectors, the
-    episode ends when the log-likelihood ratio reaches log(expected_run_time): while the
-    change holds that happens no more often than once in that many records, so a stream
-    whose distance hovers around the threshold stays one event."""
-
-    direction: np.ndarray
-    shift: float
-    count: int = 0
-    mean: float = 0.0
-    squares: float = 0.0
-    cusum: float = 0.0
-
-    def observe(self, along: float, threshold: float) -> bool:
-        self.count += 1
-        delta = along - self.mean
-        self.mean += delta / self.count
-        self.squares += delta * (along - self.mean)
-        if self.count < MIN_BACK:
-            return False
-        variance = max(self.squares / (self.count - 1), 1e-12)
-        self.cusum = max(0.0, self.cusum + self.shift / variance * (self.shift / 2.0 - along))
-        return self.cusum >= threshold
-
-    def snapshot(self) -> list[Any]:
-        return [self.direction.tolist(), self.shift, self.count, self.mean, self.squares,
-                self.cusum]
-
-    @classmethod
-    def restore(cls, saved: list[Any]) -> WayBack:
-        direction, shift, count, mean, squares, cusum = saved
-        return cls(np.asarray(direction, dtype=np.float64), float(shift), int(count),
-                   float(mean), float(squares), float(cusum))
-
-
 class EmbeddingMmd(Detector):
     kind = "embedding_mmd"
+    fine_rungs = False  # simulated per stream, at its first calibration: a few sizes only
 
     def _reset(self) -> None:
         super()._reset()
@@ -253,7 +208,7 @@ class EmbeddingMmd(Detector):
         n, settings, weight = self._baseline_n, self.settings, self._weight
         # phases' references are summarised as feature means only: their thresholds come
         # from this baseline's features, the only sample of them the detector keeps
-        sizes = rungs(settings.baseline_size) if self.seasons is not None else ()
+        sizes = rungs(settings.baseline_size, fine=False) if self.seasons is not None else ()
 
         def job() -> tuple[tuple[float, float, float], dict[int, tuple[float, float, float]]]:
             return (simulate_null(pool, counts, n, weight, settings),

@@ -19,6 +19,7 @@ phase's row, the older periods weighted by `keep` (0: the newest period only).
 
 from __future__ import annotations
 
+import math
 from array import array
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
@@ -32,17 +33,22 @@ LEVELS = (np.arange(KNOTS) + 1.0) / (KNOTS + 1.0)
 MAX_VALUES = 1024
 
 
-def rungs(baseline_size: int) -> tuple[int, ...]:
+def rungs(baseline_size: int, fine: bool = True) -> tuple[int, ...]:
     """The reference sizes thresholds are calibrated for: a reference of n records is
-    judged as one of the largest rung <= n (fewer records than it has: conservative), so
-    a few simulations, shared by every stream, serve every phase."""
-    small = tuple(r for r in (64, 128, 256, 512, 1024, 2048, 4096) if r < baseline_size)
-    return (*small, baseline_size)
+    judged as the largest rung <= n (fewer records than it has: conservative), so a few
+    simulations serve every phase. Rungs are sqrt(2) apart (`fine`; the rank and rate
+    thresholds, shared by every stream, or cached by count) or 2x apart (the embedding's,
+    simulated per stream), up to `baseline_size`, a fixed baseline's size."""
+    step = math.sqrt(2.0) if fine else 2.0
+    ladder = [64]
+    while ladder[-1] * step < baseline_size:
+        ladder.append(round(ladder[-1] * step))
+    return (*(r for r in ladder if r < baseline_size), baseline_size)
 
 
-def rung(n: float, baseline_size: int) -> int | None:
+def rung(n: float, baseline_size: int, fine: bool = True) -> int | None:
     """The rung a reference of n records is calibrated as (None: fewer than the first)."""
-    below = [r for r in rungs(baseline_size) if r <= n]
+    below = [r for r in rungs(baseline_size, fine) if r <= n]
     return below[-1] if below else None
 
 

@@ -117,7 +117,8 @@ class Seasons:
         assert self.bin is not None
         phase = self.bin % self.mode.phases
         row = self.table[phase]
-        size = rung(float(row[0]), self.baseline_size) if row.size else None
+        size = rung(float(row[0]), self.baseline_size, detector.fine_rungs) \
+            if row.size else None
         if size is None or self.learn_only or float(row[0]) < self.mode.min_records:
             return
         detector._rebase(row, size)
