@@ -21,6 +21,8 @@ from exporter.signals.measure import Measurements
 DAY = 86400.0
 DIMENSION = 32
 TOPICS = 6
+# answers on some topics run longer: a change of mix changes lengths too (as in the issue)
+TOPIC_LENGTH = (-0.2, -0.1, 0.0, 0.0, 0.1, 0.2)
 
 
 @dataclass(frozen=True)
@@ -105,7 +107,7 @@ def records(shape: Shape, days: float, seed: int, change: Change | None = None
             weights[0] += change.topic_shift
         topic = rng.choice(TOPICS, p=weights)
         vector = centres[topic] + rng.normal(size=DIMENSION)
-        tokens = max(1, int(rng.lognormal(length, 0.5)))
+        tokens = max(1, int(rng.lognormal(length + TOPIC_LENGTH[topic], 0.5)))
         stamp = t + rng.normal(0.0, shape.jitter)
         if rng.random() < shape.late_share:
             stamp -= 3600.0 * (1 + 3 * rng.random())

@@ -62,6 +62,7 @@ class Seasons:
         self.reference: int | None = None  # the phase whose reference is compared with
         self.late = 0  # records stamped before the phase the stream was in (not compared)
         self.uncompared = 0  # records seen while their phase had no usable reference
+        self.misdated = 0  # records stamped in the future (taken at the latest time)
 
     @property
     def comparing(self) -> bool:
@@ -73,6 +74,9 @@ class Seasons:
         """`Detector.update_run` with references by phase: one run within one phase."""
         if times is None:
             times = [time.time()] * len(xs)
+        limit = time.time() + self.mode.width  # a record from the future is misdated: its
+        if max(times[start:]) > limit:  # time is not used (the stream's latest is)
+            times = [stamp if stamp <= limit else math.nan for stamp in times]
         if not (detector.baseline_ready or detector.calibrating):
             self._consumed(times, start, start + 1)  # learning its features and threshold
             return detector._update_run(xs, start, records)
@@ -129,8 +133,9 @@ class Seasons:
             self.summary.add(xs[start:stop])
 
     def _consumed(self, times: Sequence[float], start: int, stop: int) -> None:
-        """Move the clock over the records taken."""
+        """Move the clock over the records taken (counting those misdated)."""
         finite = [stamp for stamp in times[start:stop] if math.isfinite(stamp)]
+        self.misdated += stop - start - len(finite)
         if finite and (self.now is None or max(finite) > self.now):
             self.now = max(finite)
 
@@ -150,7 +155,8 @@ class Seasons:
     def describe(self, detector: Detector) -> dict[str, Any]:
         """The mode and what the window is compared with now, or why nothing is."""
         out = self.mode.described()
-        out.update(late_records=self.late, uncompared_records=self.uncompared)
+        out.update(late_records=self.late, misdated_records=self.misdated,
+                   uncompared_records=self.uncompared)
         if self.reference is not None:
             out["compared_with"] = self._spelled(self.reference)
             row = self.table[self.reference % self.mode.phases]
@@ -196,6 +202,7 @@ class Seasons:
             "summary": None if self.summary is None else self.summary.snapshot(),
             "late": self.late,
             "uncompared": self.uncompared,
+            "misdated": self.misdated,
         }
 
     def restore(self, saved: dict[str, Any], detector: Detector) -> None:
@@ -215,6 +222,7 @@ class Seasons:
             if self.summary is not None:
                 self.summary.restore(summary)
         self.late, self.uncompared = int(saved["late"]), int(saved["uncompared"])
+        self.misdated = int(saved.get("misdated", 0))
 
 
 def _finite(stamp: float, now: float | None) -> float:
