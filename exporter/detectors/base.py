@@ -352,7 +352,10 @@ class Detector(Episodes, ABC):
         executor = self.executor
         self.executor = executor or AT_ONCE
         try:
-            self._calibrate()
+            if self.seasons is not None and self.seasons.comparing:
+                self.seasons.resume(self)  # a rebase on the phase's reference
+            else:
+                self._calibrate()
         finally:
             self.executor = executor
         self._held, self._held_from = deque(held, maxlen=MAX_HELD), int(saved["from"])
@@ -370,12 +373,12 @@ class Detector(Episodes, ABC):
         self._drift_since = snapshot["drift_since"]
         self._gate_next = int(snapshot.get("gate_next", 0))  # absent: saved before floors
         self._restore_state(snapshot["state"])
-        if snapshot.get("calibrating"):
-            self._resume_calibration(snapshot["calibrating"])
         if self.seasons is not None:  # absent: saved with a fixed baseline (a config change
             self.seasons.reset()  # re-learns the whole state, see `state.settings_of`)
             if snapshot.get("seasons"):
                 self.seasons.restore(snapshot["seasons"], self)
+        if snapshot.get("calibrating"):
+            self._resume_calibration(snapshot["calibrating"])
 
     @abstractmethod
     def _snapshot_state(self) -> dict[str, Any]: ...

@@ -97,6 +97,9 @@ class BaselineMode:
         setting a signal's own overrides). Raises ValueError with the reason."""
         base = inherited or cls()
         section = section or {}
+        if not isinstance(section, dict):
+            raise ValueError(f"must be a mapping such as {{mode: seasonal, period: 24h}}, "
+                             f"got {section!r}")
         unknown = set(section) - {"mode", "period", "phase", "min_records"}
         if unknown:
             raise ValueError(f"unknown key(s) {', '.join(sorted(unknown))}")
@@ -108,7 +111,12 @@ class BaselineMode:
         min_records = section.get("min_records", base.min_records)
         if isinstance(min_records, bool) or not isinstance(min_records, int) or min_records < 1:
             raise ValueError(f"min_records must be an integer >= 1, got {min_records!r}")
+        if mode == "rolling" and "phase" in section:
+            raise ValueError("phase is for mode seasonal; a rolling baseline compares with "
+                             "the whole previous period")
         made = cls(mode, period, phase, min_records)
+        if min(period, phase) < 60:
+            raise ValueError("period and phase must be at least 1m")
         if mode == "seasonal":
             count = period / phase
             if abs(count - round(count)) > 1e-9 or round(count) < 2:

@@ -137,19 +137,19 @@ class Quantiles(Summary):
     @staticmethod
     def merge(older: np.ndarray | None, newer: np.ndarray | None, keep: float
               ) -> np.ndarray | None:
-        """The quantiles of the mixture of the two phases' distributions, the older
-        weighted by `keep`: each quantile read as a sample value standing for its share
-        of records, so the result is again made of values seen."""
+        """The quantiles of the mixture of the two phases' distributions (each read as
+        linear between its quantiles), the older weighted by `keep`. (Reading the
+        quantiles as a sample of values instead shifts every level by up to half a step:
+        in the benchmark, false events on unchanged streams went up several times.)"""
         if newer is None:
             return older
         if older is None or keep <= 0.0 or older.shape != newer.shape:
             return newer
         n_old, n_new = keep * float(older[0]), float(newer[0])
-        points = np.concatenate((older[1:], newer[1:])).astype(np.float64)
-        weights = np.concatenate((np.full(KNOTS, n_old), np.full(KNOTS, n_new)))
-        order = np.argsort(points, kind="stable")
-        shares = np.cumsum(weights[order]) / weights.sum()
-        knots = points[order][np.minimum(np.searchsorted(shares, LEVELS), 2 * KNOTS - 1)]
+        old, new = older[1:].astype(np.float64), newer[1:].astype(np.float64)
+        points = np.union1d(old, new)
+        cdf = (n_old * _cdf(points, old) + n_new * _cdf(points, new)) / (n_old + n_new)
+        knots = np.interp(LEVELS, cdf, points)
         return np.concatenate(([n_old + n_new], knots)).astype(np.float32)
 
     def snapshot(self) -> dict[str, Any]:
@@ -162,6 +162,11 @@ class Quantiles(Summary):
 
         self.n, self.stride = int(saved["n"]), int(saved["stride"])
         self.values = values_of(saved["values"])
+
+
+def _cdf(points: np.ndarray, knots: np.ndarray) -> np.ndarray:
+    """A phase's distribution function at `points`, linear between its quantiles."""
+    return np.interp(points, knots, LEVELS, left=0.0, right=1.0)
 
 
 class FeatureMean(Summary):

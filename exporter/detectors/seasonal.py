@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import time
+from array import array
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -34,7 +35,7 @@ import numpy as np
 
 from exporter.detectors.baseline_modes import BaselineMode, spell
 from exporter.detectors.parts import Rows
-from exporter.detectors.references import Summary, rung
+from exporter.detectors.references import Summary, rung, rungs
 
 if TYPE_CHECKING:
     from exporter.detectors.base import Detector
@@ -55,7 +56,9 @@ class Seasons:
     def reset(self) -> None:
         count = self.mode.phases
         self.table: list[np.ndarray] = [EMPTY] * count  # float32 rows (see `references`)
-        self.taken: list[int] = [-1] * count  # the last phase each row took in
+        # the last phase each row took in (4-byte ints: phases are >= 1 minute, counted
+        # from 1970; the table stays within 64 KiB for a week of hours)
+        self.taken = array("i", [-1] * count)
         self.now: float | None = None  # the latest record time
         self.bin: int | None = None  # the phase the stream is in (counted from the epoch)
         self.summary: Summary | None = None  # ... and its summary so far
@@ -74,33 +77,38 @@ class Seasons:
         """`Detector.update_run` with references by phase: one run within one phase."""
         if times is None:
             times = [time.time()] * len(xs)
-        limit = time.time() + self.mode.width  # a record from the future is misdated: its
-        if max(times[start:]) > limit:  # time is not used (the stream's latest is)
-            times = [stamp if stamp <= limit else math.nan for stamp in times]
+        # a record stamped beyond this is misdated: its time is not used (the latest is)
+        limit = time.time() + self.mode.width
         if not (detector.baseline_ready or detector.calibrating):
-            self._consumed(times, start, start + 1)  # learning its features and threshold
+            self._consumed(times, start, start + 1, limit)  # learning features, threshold
             return detector._update_run(xs, start, records)
-        end = self._enter(detector, times, start)
+        end = self._enter(detector, times, start, limit)
         if times[start] < self.bin * self.mode.width:  # type: ignore[operator]
             self.late += 1  # stamped before the phase the stream is in: not compared
             return start + 1
         if not self.comparing:  # (nor held by a first calibration: they would be compared
             self._summarise(xs, start, end)  # with the fixed baseline once it is in)
             self.uncompared += end - start
-            self._consumed(times, start, end)
+            self._consumed(times, start, end, limit)
             return end
         records = records if records is None else records[:end]
         stop = detector._update_run(xs[:end] if end < len(xs) else xs, start, records)
         self._summarise(xs, start, stop)
-        self._consumed(times, start, stop)
+        self._consumed(times, start, stop, limit)
         return stop
 
-    def _enter(self, detector: Detector, times: Sequence[float], start: int) -> int:
+    def _enter(self, detector: Detector, times: Sequence[float], start: int,
+               limit: float) -> int:
         """Move to the phase of `times[start]` (closing the one that ended) and pick its
         reference; the end of the run of records in that phase."""
         width = self.mode.width
-        first = _finite(times[start], self.now)
+        first = times[start]
+        if not (math.isfinite(first) and first <= limit) or (
+                self.now is not None and first < self.now):
+            first = time.time() if self.now is None else self.now
         if self.bin is None or first >= (self.bin + 1) * width:
+            if detector.calibrating:  # a rebase in flight: its held records are this
+                detector.settle(wait=True)  # phase's, whenever its thread is done
             self._close()
             self.bin = int(first // width)
             self.summary = detector._reference_summary()
@@ -111,33 +119,45 @@ class Seasons:
             self._choose(detector)
         begin, boundary = self.bin * width, (self.bin + 1) * width
         for index in range(start + 1, len(times)):
-            stamp = times[index]
-            if stamp >= boundary or stamp < begin:  # (NaN is neither: taken as the latest)
+            stamp = times[index]  # (NaN and misdated ones: taken at the latest time)
+            if boundary <= stamp <= limit or stamp < begin:
                 return index
         return len(times)
+
+    def _reference(self, detector: Detector) -> tuple[np.ndarray, int] | None:
+        """The current phase's reference and the size it is calibrated as, if usable."""
+        assert self.bin is not None
+        row = self.table[self.bin % self.mode.phases]
+        if not row.size or self.learn_only or float(row[0]) < self.mode.min_records:
+            return None
+        size = rung(float(row[0]), self.baseline_size, detector.fine_rungs)
+        return None if size is None else (row, size)
 
     def _choose(self, detector: Detector) -> None:
         """Rebase the detector on its phase's reference, if there is a usable one."""
         assert self.bin is not None
-        phase = self.bin % self.mode.phases
-        row = self.table[phase]
-        size = rung(float(row[0]), self.baseline_size, detector.fine_rungs) \
-            if row.size else None
-        if size is None or self.learn_only or float(row[0]) < self.mode.min_records:
-            return
-        detector._rebase(row, size)
-        self.reference = self.taken[phase]
+        usable = self._reference(detector)
+        if usable is not None:
+            detector._rebase(*usable)
+            self.reference = self.taken[self.bin % self.mode.phases]
+
+    def resume(self, detector: Detector) -> None:
+        """Start again the rebase a saved state was calibrating (`Detector.restore`)."""
+        usable = self._reference(detector) if self.bin is not None else None
+        if usable is None:
+            raise ValueError("a rebase was saved without its phase's reference")
+        detector._rebase(*usable)
 
     def _summarise(self, xs: Sequence[Any], start: int, stop: int) -> None:
         if self.summary is not None and stop > start:
             self.summary.add(xs[start:stop])
 
-    def _consumed(self, times: Sequence[float], start: int, stop: int) -> None:
+    def _consumed(self, times: Sequence[float], start: int, stop: int, limit: float) -> None:
         """Move the clock over the records taken (counting those misdated)."""
-        finite = [stamp for stamp in times[start:stop] if math.isfinite(stamp)]
-        self.misdated += stop - start - len(finite)
-        if finite and (self.now is None or max(finite) > self.now):
-            self.now = max(finite)
+        usable = [stamp for stamp in times[start:stop] if stamp <= limit]  # (not NaN)
+        self.misdated += stop - start - len(usable)
+        if usable and (self.now is None or max(usable) > self.now):
+            self.now = max(usable)
 
     def _close(self) -> None:
         """Fold the phase that ended into its reference."""
@@ -167,12 +187,12 @@ class Seasons:
             out["reason"] = "learning only (baseline command)"
         else:
             row = self.table[self.bin % self.mode.phases]
+            least = max(self.mode.min_records, rungs(self.baseline_size)[0])
             out["reason"] = (
                 f"no reference yet for {self._spelled(self.bin, span=False)}: the same phase "
                 f"of an earlier period has not been seen" if not row.size else
                 f"too few records ({int(row[0])}) in {self._spelled(self.bin, span=False)} of "
-                f"earlier periods to compare with (min_records {self.mode.min_records}, "
-                f"at least 64)")
+                f"earlier periods to compare with (at least {least})")
         return out
 
     def _spelled(self, phase: int, span: bool = True) -> str:
@@ -211,7 +231,7 @@ class Seasons:
         if len(rows) != self.mode.phases:
             raise ValueError(f"{len(rows)} phases saved, {self.mode.phases} configured")
         self.table = [np.asarray(row, dtype=np.float32) if len(row) else EMPTY for row in rows]
-        self.taken = [int(b) for b in saved["taken"]]
+        self.taken = array("i", (int(b) for b in saved["taken"]))
         self.now = None if saved["now"] is None else float(saved["now"])
         self.bin = None if saved["bin"] is None else int(saved["bin"])
         self.reference = None if saved["reference"] is None else int(saved["reference"])
@@ -223,14 +243,6 @@ class Seasons:
                 self.summary.restore(summary)
         self.late, self.uncompared = int(saved["late"]), int(saved["uncompared"])
         self.misdated = int(saved.get("misdated", 0))
-
-
-def _finite(stamp: float, now: float | None) -> float:
-    """A record's time on the stream's clock: never before the latest (late records are
-    taken in the current phase), the latest when it has none that is usable."""
-    if now is None:
-        return stamp if math.isfinite(stamp) else time.time()
-    return stamp if math.isfinite(stamp) and stamp > now else now
 
 
 __all__ = ["Seasons", "spell"]

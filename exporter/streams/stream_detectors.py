@@ -186,6 +186,9 @@ class StreamDetectors:
                 restored[signal] = fresh
             else:
                 restored[signal] = detector
+        for detector in restored.values():
+            if detector.seasons is not None:
+                detector.seasons.learn_only = self.learn_only
         self.records = int(snapshot["records"])
         last_change = {k: int(v) for k, v in snapshot["last_change"].items()}
         ready_at = {k: int(v) for k, v in snapshot.get("ready_at", {}).items()}
