@@ -233,6 +233,12 @@ class Detector(Episodes, ABC):
         seasonal baseline, the current phase has a reference to compare with."""
         return self.baseline_ready and (self.seasons is None or self.seasons.comparing)
 
+    @property
+    def waiting_for_reference(self) -> bool:
+        """Learned, but the current phase of a rolling or seasonal baseline has no
+        reference yet: not ready by design (see `seasonal`)."""
+        return self.seasons is not None and self.baseline_ready and not self.seasons.comparing
+
     def _reference_summary(self) -> Summary | None:
         """A new summary of one phase for a rolling or seasonal baseline (`references`);
         None while the detector cannot make one (its features are not learned yet)."""

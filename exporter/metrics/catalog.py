@@ -150,6 +150,11 @@ FAMILIES: tuple[Family, ...] = (
            "1 once the baseline is learned and calibrated, so detection is live (rolling "
            "and seasonal baselines: while the current phase has a reference).",
            lambda d, _: d.reference_ready, ("signal",), per="signal"),
+    Family("llm_drift_baseline_waiting", "gauge",
+           "1 while a rolling or seasonal baseline is learned but the current phase has no "
+           "reference yet (its first period, or too few records in this phase before): "
+           "detection waits by design, nothing is stuck.",
+           lambda d, _: d.waiting_for_reference, ("signal",), per="signal"),
     Family("llm_signal_baseline", "gauge",
            "Summary of the signal over the baseline (mean, p50, p95 of tokens; rates; MMD^2).",
            _summary("baseline"), ("signal", "stat"), per="signal"),
