@@ -322,6 +322,7 @@ async def test_a_seasonal_stream_is_not_ready_until_its_phase_has_a_reference(
     assert metrics["output_tokens"] == metrics["refusal"] == metrics["embedding"] == "0.0"
     page = await (await api.get("/")).text()
     assert 'class="learning"' in page and 'class="ok"' not in page
+    assert "waiting" in page and "no reference yet" in page  # the reason, on hover
 
     ingest(exporter, timed_records(4 * PER_PHASE, 10))  # the same phase, a period later
     document = await (await api.get("/api/v1/streams")).json()

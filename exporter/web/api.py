@@ -18,6 +18,10 @@ def _cell(view: dict[str, Any] | None) -> str:
     if view is None:
         return "<td>-</td>"
     if not view["baseline_ready"]:
+        reason = view.get("baseline", {}).get("reason")
+        if reason is not None and view["observations"]:  # rolling or seasonal: say why
+            label = "learning" if reason.startswith("learning") else "waiting"
+            return f'<td class="learning" title="{html.escape(reason)}">{label}</td>'
         # e.g. format validity on a stream no format rule selects
         label = "no data" if view["observations"] == 0 else "learning"
         return f'<td class="learning">{label}</td>'
