@@ -54,7 +54,9 @@ def exporter_with(models: Iterable[str], errors: int = 0) -> Exporter:
     config = parse_config({
         "inputs": [{"type": "http"}],
         "signals": {"format_validity": [{"match": {"route": "/extract"}, "expect": "json"}]},
-        "detectors": {"baseline_size": 20, "window_size": 5},
+        # refusal with a seasonal baseline: its `llm_drift_baseline_waiting` series too
+        "detectors": {"baseline_size": 20, "window_size": 5,
+                      "refusal": {"baseline": {"mode": "seasonal", "period": "2h"}}},
     })
     exporter = Exporter(config)
     stats = exporter.input_stats[0]

@@ -133,12 +133,15 @@ class Detector(Episodes, ABC):
             if self._in_drift is not in_drift:  # a run ends with a change: log it there
                 self._changed(self._observations - 1 if records is None else records[end - 1])
             return end
-        record = self._observations if records is None else records[start]
-        if self._calibrating is not None:
-            self._observations += 1
-            self._held.append((xs[start], record))  # what the statistics remember
+        if self._calibrating is not None:  # held, the whole run (in order: as one at a time)
+            count = len(xs) - start
+            self._observations += count
+            self._held.extend(zip(xs[start:], range(self._observations - count,
+                                                    self._observations)
+                                  if records is None else records[start:], strict=True))
             self.settle(wait=False)
-            return start + 1
+            return len(xs)
+        record = self._observations if records is None else records[start]
         self._observations += 1
         self._learn(xs[start])
         if self.baseline_ready or self._calibrating is not None:

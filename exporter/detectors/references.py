@@ -137,10 +137,13 @@ class Quantiles(Summary):
     @staticmethod
     def merge(older: np.ndarray | None, newer: np.ndarray | None, keep: float
               ) -> np.ndarray | None:
-        """The quantiles of the mixture of the two phases' distributions (each read as
-        linear between its quantiles), the older weighted by `keep`. (Reading the
-        quantiles as a sample of values instead shifts every level by up to half a step:
-        in the benchmark, false events on unchanged streams went up several times.)"""
+        """The quantiles of the mixture of the two phases' distributions, the older
+        weighted by `keep`. Each is read as its quantile function: linear between
+        distinct values, a point mass where a value repeats (a count that many replies
+        share), so merging a phase with itself gives it back, ties included. (Reading
+        the quantiles as a sample of values instead shifts every level by up to half a
+        step; smearing a repeated value into a ramp makes every live count rank high:
+        both raised false events several times in the benchmark.)"""
         if newer is None:
             return older
         if older is None or keep <= 0.0 or older.shape != newer.shape:
@@ -148,8 +151,18 @@ class Quantiles(Summary):
         n_old, n_new = keep * float(older[0]), float(newer[0])
         old, new = older[1:].astype(np.float64), newer[1:].astype(np.float64)
         points = np.union1d(old, new)
-        cdf = (n_old * _cdf(points, old) + n_new * _cdf(points, new)) / (n_old + n_new)
-        knots = np.interp(LEVELS, cdf, points)
+        below = (n_old * _cdf(points, old, "left") + n_new * _cdf(points, new, "left"))
+        upto = (n_old * _cdf(points, old, "right") + n_new * _cdf(points, new, "right"))
+        below, upto = below / (n_old + n_new), upto / (n_old + n_new)
+        at = np.searchsorted(upto, LEVELS - 1e-12)  # the first point whose F reaches it
+        at = np.minimum(at, len(points) - 1)
+        inside = below[at] < LEVELS - 1e-12  # in the point's own mass: that value
+        before = np.maximum(at - 1, 0)
+        span = below[at] - upto[before]
+        share = np.divide(LEVELS - upto[before], span, out=np.ones_like(span),
+                          where=span > 0)
+        knots = np.where(inside, points[at],
+                         points[before] + share * (points[at] - points[before]))
         return np.concatenate(([n_old + n_new], knots)).astype(np.float32)
 
     def snapshot(self) -> dict[str, Any]:
@@ -164,9 +177,23 @@ class Quantiles(Summary):
         self.values = values_of(saved["values"])
 
 
-def _cdf(points: np.ndarray, knots: np.ndarray) -> np.ndarray:
-    """A phase's distribution function at `points`, linear between its quantiles."""
-    return np.interp(points, knots, LEVELS, left=0.0, right=1.0)
+def _cdf(points: np.ndarray, knots: np.ndarray, side: str) -> np.ndarray:
+    """A phase's distribution function just below (`left`) or at (`right`) each point:
+    linear between distinct quantiles, jumping where a value repeats. The tails (below
+    the first quantile, above the last) are not put on the end values: they arrive
+    between the end value and the next point of the merge, as linear as the rest (on
+    one end value they pull the outer quantiles of a merge in, and the outer cells of
+    the reference then hold more than their share: lengths rank high)."""
+    count = np.searchsorted(knots, points, side)  # quantiles below (left) or up to (right)
+    lower = np.clip(count - 1, 0, KNOTS - 1)  # the segment from the last of them
+    upper = np.clip(count, 0, KNOTS - 1)  # to the next (left: the first of a run)
+    gap = knots[upper] - knots[lower]
+    share = np.divide(points - knots[lower], gap, out=np.zeros_like(gap), where=gap > 0)
+    level = LEVELS[lower] + np.clip(share, 0.0, 1.0) * (LEVELS[upper] - LEVELS[lower])
+    if side == "left":
+        return np.where(count == 0, np.where(points >= knots[0], LEVELS[0], 0.0),
+                        np.where(count >= KNOTS, 1.0, level))
+    return np.where(count == 0, 0.0, np.where(points > knots[-1], 1.0, level))
 
 
 class FeatureMean(Summary):

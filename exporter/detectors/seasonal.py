@@ -13,8 +13,10 @@ A phase without a usable reference (the first period, a phase that had fewer tha
 `min_records` records) is summarised but not compared: the detector says so
 (`reference_ready` is False) rather than compare with a reference that is not there.
 
-Time is the record's timestamp (so `replay` of old logs behaves as live traffic did), the
-arrival time when a record has none. The stream's phase only moves forward. A record
+Time is the record's timestamp (so `replay` of old logs behaves as live traffic did). A
+record without a usable one (none, or stamped in the future: misdated) takes the arrival
+time on a live stream, the stream's latest time on one replayed from the past (see
+`_resolved`). The stream's phase only moves forward. A record
 stamped before the phase the stream is in (out of order across a phase boundary, or far
 out of order) is counted as late and neither compared nor summarised: compared with the
 new phase's reference it would be a record of another time of day, and the EWMA of a
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
     from exporter.detectors.base import Detector
 
 EMPTY = np.empty(0, dtype=np.float32)  # the row of a phase never seen (one shared object)
+MAX_AHEAD = 300.0  # seconds a record may be stamped ahead of the clock here (skew)
 _DAY = 86400.0
 
 
@@ -66,6 +69,8 @@ class Seasons:
         self.late = 0  # records stamped before the phase the stream was in (not compared)
         self.uncompared = 0  # records seen while their phase had no usable reference
         self.misdated = 0  # records stamped in the future (taken at the latest time)
+        # the batch being fed: its times, as resolved, and the run cut last (see `_enter`)
+        self._batch: tuple[Any, list[float], tuple[int, int, int] | None] = (None, [], None)
 
     @property
     def comparing(self) -> bool:
@@ -75,41 +80,60 @@ class Seasons:
     def update_run(self, detector: Detector, xs: Sequence[Any], start: int,
                    records: Sequence[int] | None, times: Sequence[float] | None) -> int:
         """`Detector.update_run` with references by phase: one run within one phase."""
-        if times is None:
-            times = [time.time()] * len(xs)
-        # a record stamped beyond this is misdated: its time is not used (the latest is)
-        limit = time.time() + self.mode.width
+        stamps = self._resolved(times, len(xs))
         if not (detector.baseline_ready or detector.calibrating):
-            self._consumed(times, start, start + 1, limit)  # learning features, threshold
+            self._consumed(stamps, start, start + 1)  # learning its features and threshold
             return detector._update_run(xs, start, records)
-        end = self._enter(detector, times, start, limit)
-        if times[start] < self.bin * self.mode.width:  # type: ignore[operator]
+        end = self._enter(detector, stamps, start)
+        if stamps[start] < self.bin * self.mode.width:  # type: ignore[operator]
             self.late += 1  # stamped before the phase the stream is in: not compared
             return start + 1
         if not self.comparing:  # (nor held by a first calibration: they would be compared
             self._summarise(xs, start, end)  # with the fixed baseline once it is in)
             self.uncompared += end - start
-            self._consumed(times, start, end, limit)
+            self._consumed(stamps, start, end)
             return end
-        records = records if records is None else records[:end]
-        stop = detector._update_run(xs[:end] if end < len(xs) else xs, start, records)
+        whole = end == len(xs)
+        stop = detector._update_run(xs if whole else xs[:end], start,
+                                    records if records is None or whole else records[:end])
         self._summarise(xs, start, stop)
-        self._consumed(times, start, stop, limit)
+        self._consumed(stamps, start, stop)
         return stop
 
-    def _enter(self, detector: Detector, times: Sequence[float], start: int,
-               limit: float) -> int:
-        """Move to the phase of `times[start]` (closing the one that ended) and pick its
+    def _resolved(self, times: Sequence[float] | None, count: int) -> list[float]:
+        """Each record's time on the stream's clock, once per batch (a caller feeds the
+        runs of one batch with the same `times`). Misdated (beyond now plus MAX_AHEAD)
+        and unusable stamps (none, not a number, not after 1970) take the arrival time on
+        a live stream; on one replayed from the past, NaN: the stream's latest time when
+        the record is taken (whatever the batches). One bad clock cannot move a stream's
+        phase, nor one record without a stamp jump a replay to today."""
+        if times is not None and times is self._batch[0]:
+            return self._batch[1]
+        wall = time.time()
+        limit = wall + MAX_AHEAD
+        live = self.now is not None and self.now >= wall - self.mode.width
+        fallback = wall if live else math.nan
+        if times is None:
+            resolved = [fallback] * count
+        else:
+            resolved = [stamp if 0.0 < stamp <= limit else fallback for stamp in times]
+            self.misdated += sum(1 for stamp in times if limit < stamp < math.inf)
+        self._batch = (times, resolved, None)
+        return resolved
+
+    def _enter(self, detector: Detector, stamps: list[float], start: int) -> int:
+        """Move to the phase of `stamps[start]` (closing the one that ended) and pick its
         reference; the end of the run of records in that phase."""
         width = self.mode.width
-        first = times[start]
-        if not (math.isfinite(first) and first <= limit) or (
-                self.now is not None and first < self.now):
-            first = time.time() if self.now is None else self.now
+        first = stamps[start]
+        if self.now is None:
+            self.now = first = first if first == first else time.time()  # (NaN: arrival)
+        elif not first > self.now:  # (NaN too: the latest time)
+            first = self.now
         if self.bin is None or first >= (self.bin + 1) * width:
-            if detector.calibrating:  # a rebase in flight: its held records are this
-                detector.settle(wait=True)  # phase's, whenever its thread is done
-            self._close()
+            if detector.calibrating and self.comparing:  # a rebase in flight: its held
+                detector.settle(wait=True)  # records are this phase's (a first baseline's
+            self._close()  # calibration is not waited for: nothing is held for it)
             self.bin = int(first // width)
             self.summary = detector._reference_summary()
             self.reference = None
@@ -117,12 +141,17 @@ class Seasons:
             self.summary = detector._reference_summary()
         if self.reference is None and not detector.calibrating:
             self._choose(detector)
+        cut = self._batch[2]
+        if cut is not None and cut[0] == self.bin and cut[1] <= start < cut[2]:
+            return cut[2]  # (a run held one by one: not scanned again for each record)
         begin, boundary = self.bin * width, (self.bin + 1) * width
-        for index in range(start + 1, len(times)):
-            stamp = times[index]  # (NaN and misdated ones: taken at the latest time)
-            if boundary <= stamp <= limit or stamp < begin:
-                return index
-        return len(times)
+        end = len(stamps)
+        for index in range(start + 1, len(stamps)):
+            if not begin <= stamps[index] < boundary:
+                end = index
+                break
+        self._batch = (self._batch[0], self._batch[1], (self.bin, start, end))
+        return end
 
     def _reference(self, detector: Detector) -> tuple[np.ndarray, int] | None:
         """The current phase's reference and the size it is calibrated as, if usable."""
@@ -152,12 +181,11 @@ class Seasons:
         if self.summary is not None and stop > start:
             self.summary.add(xs[start:stop])
 
-    def _consumed(self, times: Sequence[float], start: int, stop: int, limit: float) -> None:
-        """Move the clock over the records taken (counting those misdated)."""
-        usable = [stamp for stamp in times[start:stop] if stamp <= limit]  # (not NaN)
-        self.misdated += stop - start - len(usable)
-        if usable and (self.now is None or max(usable) > self.now):
-            self.now = max(usable)
+    def _consumed(self, stamps: list[float], start: int, stop: int) -> None:
+        """Move the clock over the records taken (a NaN: at the latest time already)."""
+        latest = max((stamp for stamp in stamps[start:stop] if stamp == stamp), default=None)
+        if latest is not None and (self.now is None or latest > self.now):
+            self.now = latest
 
     def _close(self) -> None:
         """Fold the phase that ended into its reference."""

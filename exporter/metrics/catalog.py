@@ -153,8 +153,10 @@ FAMILIES: tuple[Family, ...] = (
     Family("llm_drift_baseline_waiting", "gauge",
            "1 while a rolling or seasonal baseline is learned but the current phase has no "
            "reference yet (its first period, or too few records in this phase before): "
-           "detection waits by design, nothing is stuck.",
-           lambda d, _: d.waiting_for_reference, ("signal",), per="signal"),
+           "detection waits by design, nothing is stuck. Only signals with such a baseline.",
+           lambda d, _: [] if d.seasons is None else
+           [(d.seasons.mode.mode, d.waiting_for_reference)],
+           ("signal", "baseline_mode"), per="signal"),
     Family("llm_signal_baseline", "gauge",
            "Summary of the signal over the baseline (mean, p50, p95 of tokens; rates; MMD^2).",
            _summary("baseline"), ("signal", "stat"), per="signal"),
