@@ -11,8 +11,6 @@ day squeezed into an hour so that a few periods take a few hundred records."""
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -20,124 +18,40 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from exporter.config import parse_config
-from exporter.detectors.calibration import CalibrationCache
 from exporter.detectors.factory import DetectorFactory
-from exporter.detectors.references import MAX_VALUES, FeatureMean, Quantiles, Rates
 from exporter.detectors.seasonal import EMPTY
-from exporter.inputs.stats import InputStats
-from exporter.signals.embedding import FEATURES_VERSION
-from exporter.signals.measure import Measurements
-from exporter.streams.checkpoint import Checkpointer, saved_streams, stream_key
 from exporter.streams.pipeline import Pipeline
-from exporter.streams.state import StateStore, settings_of
-from exporter.streams.store import Saved
+from exporter.streams.state import StateStore
 from exporter.streams.stream_detectors import StreamDetectors
 from exporter.streams.table import StreamState
 from exporter.streams.view import signal_view
-from tests import samples
-from tests.state_helpers import plain, snapshots
+from tests.state_helpers import snapshots
 from tests.test_state_store import check_tables, keyed
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
-from seasonal_streams import DAY, Change, Shape, records
-
-# Thresholds are pure functions of their keys: one cache for the whole module, so each
-# reference size is simulated once.
-CACHE = CalibrationCache()
-SCALE = 48.0  # the generator's day becomes 30 minutes: a period of "30m" is a day
-PHASED = ("output_tokens", "refusal", "embedding")  # the signals the cyclic stream feeds
-SEASONAL = {"mode": "seasonal", "period": "30m", "phase": "15m"}  # day and night halves
-ROLLING = {"mode": "rolling", "period": "15m"}
-
-
-def section(baseline: dict[str, Any]) -> dict[str, Any]:
-    """A small detectors section (baselines of 20, short windows) with `baseline`."""
-    return {"baseline_size": 20, "window_size": 20, "expected_run_time": 500,
-            "baseline": baseline}
-
-
-def factory(baseline: dict[str, Any] = SEASONAL) -> DetectorFactory:
-    made = DetectorFactory.from_config(section(baseline))
-    made.cache = CACHE
-    return made
-
-
-@functools.cache
-def stream() -> tuple[list[Measurements], list[float]]:
-    """Three periods of a day/night stream (about 200 records a period), with timestamp
-    jitter, stragglers an hour or more late (a few minutes here) and, in the third period,
-    a change of length, refusals and topics. Every ninth record has no embedding, so the
-    embedding detector gets its own subsequence of the records and of their times; one in
-    53 is stamped centuries ahead (misdated: taken at the stream's latest time)."""
-    out = list(records(Shape("halves", per_day=200, jitter=600.0, late_share=0.02,
-                             refusal=0.1), days=3.0, seed=3,
-                       change=Change(at=2 * DAY, length=1.8, refusal_odds=4.0,
-                                     topic_shift=0.5)))
-    measured = [dataclasses.replace(m, embedding=None) if i % 9 == 4 else m
-                for i, (_, m, _) in enumerate(out)]
-    return measured, [FUTURE if i % 53 == 26 else t / SCALE for i, (t, _, _) in enumerate(out)]
-
-
-FUTURE = 4e10  # the year 3237
-
-
-def index_at(seconds: float) -> int:
-    """The first record stamped at or after `seconds` (the stream's time; misdated records
-    are not where a cut is put)."""
-    return next(i for i, t in enumerate(stream()[1]) if seconds <= t < FUTURE)
-
-
-def feed(detectors: StreamDetectors, start: int, end: int) -> None:
-    ms, ts = stream()
-    detectors.update_many(ms[start:end], ts[start:end])
-
-
-def state_of(detectors: StreamDetectors) -> dict[str, Any]:
-    """Everything a stream's detectors would show or save, as plain data: the snapshot
-    (events, each detector's state and its seasons: table, clock, current summary), what
-    the API says each compares with, and the failures counted."""
-    return {
-        "snapshot": plain(detectors.snapshot()),
-        "described": {s: d.seasons.describe(d) for s, d in detectors.detectors.items()
-                      if d.seasons is not None},
-        "ready": {s: d.reference_ready for s, d in detectors.detectors.items()},
-        "errors": dict(detectors.errors),
-    }
-
-
-def restored_from(saved: dict[str, Any], made: DetectorFactory) -> StreamDetectors:
-    """A fresh stream's detectors with `saved` restored into them, as a restart does."""
-    fresh = StreamDetectors.create(made)
-    fresh.restore(saved, made)
-    return fresh
-
-
-def stored(detectors: StreamDetectors) -> dict[str, Any]:
-    """`detectors`' snapshot after the store's encoding (running state as JSON, the phase
-    table as `Rows` slots, the current phase's values as `Growing` blocks), without a disk."""
-    changes = Checkpointer().changes([StreamState(labels=("s",), detectors=detectors)], {}, {})
-    saved = Saved(streams=changes.streams)
-    for part in changes.parts:
-        saved.parts[(part.stream, part.part)] = [part.slots[i] for i in range(part.length)]
-    entries, failures = saved_streams(saved)
-    assert failures == 0 and len(entries) == 1
-    saved_detectors: dict[str, Any] = entries[0]["detectors"]
-    return saved_detectors
-
-
-@functools.cache
-def one_go(mode: str) -> dict[str, Any]:
-    """The state after the whole stream in one batch (`state_of`)."""
-    detectors = StreamDetectors.create(factory(SEASONAL if mode == "seasonal" else ROLLING))
-    feed(detectors, 0, len(stream()[0]))
-    return state_of(detectors)
+from tests.seasonal_helpers import (
+    CACHE,
+    PHASED,
+    ROLLING,
+    SEASONAL,
+    factory,
+    feed,
+    index_at,
+    ingest,
+    one_go,
+    restored_from,
+    seasons_parts,
+    section,
+    state_of,
+    store_pipeline,
+    stored,
+    stream,
+)
 
 
 def test_the_stream_exercises_what_the_other_tests_rely_on() -> None:
@@ -214,50 +128,6 @@ def test_a_snapshot_of_the_other_mode_restores_without_failing() -> None:
 
 
 # --- through the SQLite store, as the service saves --------------------------------------
-T0 = 1735689600.0  # 2025-01-01T00:00:00Z (in the past: a record ahead of the clock is misdated)
-PHASE = 1800.0
-PER_PHASE = 100
-STORE_CONFIG: dict[str, Any] = {
-    "detectors": {"baseline_size": 20, "window_size": 20, "expected_run_time": 1000,
-                  "baseline": {"mode": "seasonal", "period": "1h", "phase": "30m"}},
-}
-LABELS = ("gpt-4o", "/chat")
-
-
-def timed_records(first: int, end: int, change_from: int = 10**9) -> list[dict[str, Any]]:
-    """Records first..end-1 of a stream of PER_PHASE records a phase, each stamped with its
-    time: day phases short invoices, night phases long notes; from `change_from` on, every
-    answer is 60 tokens longer."""
-    out = []
-    for i in range(first, end):
-        stamp = T0 + i * PHASE / PER_PHASE
-        night = (i // PER_PHASE) % 2
-        text = f"Night note {i % 13} on tides." if night else f"Invoice {i % 11} attached."
-        record = samples.chat(text=text)
-        record["timestamp"] = stamp
-        record["response"]["usage"]["completion_tokens"] = (
-            (40 if night else 10) + (i * 7) % 9 + (60 if i >= change_from else 0))
-        out.append(record)
-    return out
-
-
-def store_pipeline(config: dict[str, Any] = STORE_CONFIG) -> Pipeline:
-    pipeline = Pipeline(parse_config(config))
-    pipeline.detector_factory.cache = CACHE
-    return pipeline
-
-
-def ingest(pipeline: Pipeline, first: int, end: int, change_from: int = 10**9) -> None:
-    batch = timed_records(first, end, change_from)
-    assert pipeline.ingest_values(batch, InputStats("t", "test")).accepted == len(batch)
-
-
-def seasons_parts(changes: Any) -> dict[str, Any]:
-    """The checkpoint's part changes of the seasons (`<signal>.seasons.table|values`)."""
-    return {p.part: p for p in changes.parts
-            if p.stream == stream_key(LABELS) and ".seasons." in p.part}
-
-
 def test_seasonal_state_through_the_store_is_incremental_and_restores_exactly(
         tmp_path: Path) -> None:
     """The service's path: checkpoints of a pipeline into the SQLite store. A checkpoint
@@ -341,188 +211,6 @@ def test_any_batching_and_restores_give_the_state_of_one_go(
             detectors = restored_from(stored(detectors), made)
     feed(detectors, at, end)
     assert state_of(detectors) == one_go(mode)
-
-
-# --- memory ---------------------------------------------------------------------------
-def footprint(objects: list[Any]) -> int:
-    """Bytes of distinct objects: `sys.getsizeof` (for a numpy array that owns its data,
-    that includes the data; a view's data, `nbytes`, is added, as its owner is not
-    counted here)."""
-    seen: set[int] = set()
-    total = 0
-    for item in objects:
-        if id(item) in seen:
-            continue
-        seen.add(id(item))
-        total += sys.getsizeof(item)
-        if isinstance(item, np.ndarray) and not item.flags.owndata:
-            total += item.nbytes
-    return total
-
-
-@pytest.mark.parametrize(("signal", "kind"), [
-    ("output_tokens", Quantiles), ("refusal", Rates), ("embedding", FeatureMean),
-])
-def test_a_week_of_hourly_phases_stays_within_64_kib(signal: str, kind: type) -> None:
-    """7d of 1h phases (168, the most a config may ask for), every one with a reference,
-    and the current phase's summary at its largest (a quantile summary holds up to
-    MAX_VALUES - 1 values before it thins them): the table's rows, the table itself and
-    the current summary take at most 64 KiB per detector, for each kind of summary, and
-    still do once restored from the store (its rows come back as float64), counting
-    `Seasons.taken`, the phase each row was taken in (an array of 8-byte ints: as a list
-    of Python ints it took the quantile and feature-mean tables past 64 KiB)."""
-    made = DetectorFactory.from_config(section({"mode": "seasonal", "period": "7d",
-                                                "phase": "1h"}))
-    made.cache = CACHE
-    detector = made.make(signal)
-    assert detector is not None and detector.seasons is not None
-    rng = np.random.default_rng(5)
-    # a baseline takes the first 10 hours (the Bernoulli one up to 30: it waits for enough
-    # events), whose phases have their reference from the second week
-    hours = 8 * 24 + 12
-    count = 2 * hours
-    times = [1800.0 * i for i in range(count)]  # two records an hour
-    if signal == "output_tokens":
-        values: list[Any] = [float(10 + (i * 7) % 50) for i in range(count)]
-    elif signal == "refusal":
-        values = [i % 5 == 0 for i in range(count)]
-    else:
-        values = list(rng.normal(size=(count, 32)))
-    position = 0
-    while position < count:
-        position = detector.update_run(values, position, None, times)
-    seasons = detector.seasons
-    assert detector.baseline_ready and len(seasons.table) == 168
-    assert all(row.size for row in seasons.table), "every phase must have its reference"
-    # the current phase at its largest
-    now = 3600.0 * hours
-    more = [values[i % count] for i in range(MAX_VALUES - 1)]
-    position = 0
-    while position < len(more):
-        position = detector.update_run(more, position, None, [now] * len(more))
-    summary = seasons.summary
-    assert isinstance(summary, kind)
-    current: list[Any] = []
-    if isinstance(summary, Quantiles):
-        assert len(summary.values) == MAX_VALUES - 1  # one more would halve them
-        current.append(summary.values)
-    if isinstance(summary, FeatureMean):
-        current.append(summary.total)
-    size = footprint([seasons.table, *seasons.table, seasons.taken, *current])
-    assert size <= 64 * 1024, f"{signal}: {size} bytes"
-    assert all(row.dtype == np.float32 for row in seasons.table)
-
-    back = restored_from(stored(StreamDetectors(detectors={signal: detector})), made)
-    again = back.detectors[signal].seasons
-    assert again is not None
-    assert [row.tolist() for row in again.table] == [row.tolist() for row in seasons.table]
-    size = footprint([again.table, *again.table, again.taken, *current])
-    assert size <= 64 * 1024, f"{signal} restored: {size} bytes"
-
-
-# --- saved settings ---------------------------------------------------------------------
-def settings_bytes(detectors: dict[str, Any]) -> bytes:
-    return orjson.dumps(settings_of(Pipeline(parse_config({"detectors": detectors}))))
-
-
-# what `settings_of` wrote before rolling and seasonal baselines existed (made by that
-# version, 052f03a's parent, for these two configs): a store saved then must restore
-OLD_DEFAULT = (
-    b'{"embedding":{},"builtin_embedding":%d,"detector_settings":{"expected_run_time":100000,'
-    b'"baseline_size":1000,"window_size":200,"seed":0},"methods":{"output_tokens":{"method":'
-    b'"rank_cusum","params":{},"enabled":true},"refusal":{"method":"bernoulli_cusum","params":'
-    b'{},"enabled":true},"format_validity":{"method":"bernoulli_cusum","params":{},"enabled":'
-    b'true},"embedding":{"method":"mmd","params":{},"enabled":true}},"label_names":["model",'
-    b'"route"]}' % FEATURES_VERSION)
-OLD_TUNED = (
-    b'{"embedding":{},"builtin_embedding":%d,"detector_settings":{"expected_run_time":100000,'
-    b'"baseline_size":50,"window_size":200,"seed":0},"methods":{"output_tokens":{"method":'
-    b'"adwin","params":{"delta":0.01},"enabled":true},"refusal":{"method":"bernoulli_cusum",'
-    b'"params":{},"enabled":true},"format_validity":{"method":"bernoulli_cusum","params":{},'
-    b'"enabled":true},"embedding":{"method":"mmd","params":{},"enabled":false}},'
-    b'"label_names":["model","route"]}' % FEATURES_VERSION)
-
-
-@pytest.mark.parametrize(("detectors", "before"), [
-    ({}, OLD_DEFAULT),
-    ({"baseline": {"mode": "fixed"}}, OLD_DEFAULT),
-    ({"output_tokens": {"method": "adwin", "delta": 0.01}, "embedding": {"enabled": False},
-      "baseline_size": 50}, OLD_TUNED),
-    ({"output_tokens": {"method": "adwin", "delta": 0.01, "baseline": {"mode": "fixed"}},
-      "embedding": {"enabled": False}, "baseline_size": 50}, OLD_TUNED),
-], ids=["default", "fixed-said", "tuned", "tuned-fixed-said"])
-def test_fixed_baselines_save_the_settings_they_saved_before(detectors: dict[str, Any],
-                                                             before: bytes) -> None:
-    """Byte for byte what the version before seasonal baselines saved (no `baseline` key),
-    so the state of every existing install restores after the upgrade; saying `fixed`
-    explicitly changes nothing."""
-    assert settings_bytes(detectors) == before
-
-
-def test_seasonal_signals_save_their_mode_and_fixed_ones_do_not() -> None:
-    """Each signal saves its own mode with its durations; the fixed one beside them has
-    no `baseline` key."""
-    saved = orjson.loads(settings_bytes({
-        "baseline": {"mode": "seasonal", "period": "24h", "phase": "1h"},
-        "refusal": {"baseline": {"mode": "rolling", "period": "6h", "min_records": 100}},
-        "embedding": {"baseline": {"mode": "fixed"}},
-    }))["methods"]
-    assert saved["output_tokens"] == {"method": "rank_cusum", "params": {}, "enabled": True,
-                                      "baseline": {"mode": "seasonal", "period": "24h",
-                                                   "phase": "1h", "min_records": 64}}
-    assert saved["refusal"]["baseline"] == {"mode": "rolling", "period": "6h",
-                                            "min_records": 100}
-    assert "baseline" not in saved["embedding"]
-    assert saved["embedding"] == {"method": "mmd", "params": {}, "enabled": True}
-
-
-@pytest.mark.parametrize("later", [
-    {"mode": "seasonal", "period": "1h", "phase": "30m"},
-    {"mode": "seasonal", "period": "2h", "phase": "30m"},
-    {"mode": "seasonal", "period": "1h", "phase": "15m"},
-    {"mode": "seasonal", "period": "1h", "phase": "30m", "min_records": 100},
-    {"mode": "rolling", "period": "1h"},
-    {"mode": "fixed"},
-], ids=["same", "other-period", "other-phase", "other-min-records", "rolling", "fixed"])
-def test_a_change_of_baseline_mode_relearns(tmp_path: Path, later: dict[str, Any]) -> None:
-    """A store saved with one baseline mode is restored only by the same one: any other
-    period, phase, minimum or mode starts the streams afresh (their references were made
-    for other phases), keeping the input positions."""
-    pipeline = store_pipeline()
-    ingest(pipeline, 0, 150)
-    store = StateStore(tmp_path)
-    assert store.save(pipeline, {"in": 5})
-    store.close()
-    config = {"detectors": {**STORE_CONFIG["detectors"], "baseline": later}}
-    reader = StateStore(tmp_path)
-    back = store_pipeline(config)
-    positions, entries = reader.open(back)
-    assert positions == {"in": 5}
-    same = later == STORE_CONFIG["detectors"]["baseline"]
-    assert (len(entries) == 1) is same
-    reader.close()
-
-
-def test_a_store_saved_before_seasonal_baselines_restores(tmp_path: Path) -> None:
-    """A store whose settings are the old version's bytes (OLD_DEFAULT with this test's
-    detector settings) is restored by a fixed-baseline pipeline of today, and re-learnt
-    by a seasonal one."""
-    config = {"detectors": {"baseline_size": 20, "window_size": 20, "expected_run_time": 1000}}
-    pipeline = store_pipeline(config)
-    ingest(pipeline, 0, 60)
-    old = orjson.loads(OLD_DEFAULT)
-    old["detector_settings"].update(baseline_size=20, window_size=20, expected_run_time=1000)
-    store = StateStore(tmp_path)
-    assert store.commit(store.checkpointer.changes(list(pipeline.streams), {"in": 1}, old))
-    store.close()
-    for baseline, restores in (({"mode": "fixed"}, True), (SEASONAL, False)):
-        reader = StateStore(tmp_path)
-        back = store_pipeline({"detectors": {**config["detectors"], "baseline": baseline}})
-        _, entries = reader.open(back)
-        assert (reader.restore(back, entries) == 1) is restores
-        if restores:
-            assert keyed(snapshots(back)) == keyed(snapshots(pipeline))
-        reader.close()
 
 
 # --- reset ------------------------------------------------------------------------------
