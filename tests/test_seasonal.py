@@ -204,3 +204,22 @@ def test_merging_rates_weights_them_by_records() -> None:
     assert merged[0] == pytest.approx(1500)
     assert merged[1] == pytest.approx((0.5 * 10 + 30) / 1500)
     assert not math.isnan(float(merged[1]))
+
+
+def test_the_baseline_command_fills_the_phases_so_run_compares_at_once() -> None:
+    """`baseline` over two days of logs (learn only: summarised, never compared), then
+    `run` restores that state: the third day is compared from its first hour."""
+    factory = DetectorFactory.from_config({"baseline": SEASONAL})
+    learned = StreamDetectors.create(factory, learn_only=True)
+    stream = list(records(Shape("halves"), 3, seed=105))
+    split = next(i for i, (stamp, _, _) in enumerate(stream) if stamp >= 2 * DAY)
+    for start in range(0, split, 50):
+        part = stream[start:min(start + 50, split)]
+        learned.update_many([m for _, m, _ in part], [t for t, _, _ in part])
+    assert not any(d.reference_ready for d in learned.detectors.values())
+    running = StreamDetectors.create(factory)
+    running.restore(learned.snapshot(), factory)
+    first = stream[split:split + 50]
+    running.update_many([m for _, m, _ in first], [t for t, _, _ in first])
+    for signal in ("output_tokens", "refusal", "embedding"):
+        assert running.detectors[signal].reference_ready, signal
