@@ -132,8 +132,12 @@ class Seasons:
             first = self.now
         if self.bin is None or first >= (self.bin + 1) * width:
             if detector.calibrating and self.comparing:  # a rebase in flight: its held
-                detector.settle(wait=True)  # records are this phase's (a first baseline's
-            self._close()  # calibration is not waited for: nothing is held for it)
+                try:  # records are this phase's (a first baseline's calibration is not
+                    detector.settle(wait=True)  # waited for: nothing is held for it)
+                except Exception:
+                    self.reference = None  # (a bug: its reference is not the detector's)
+                    raise
+            self._close()
             self.bin = int(first // width)
             self.summary = detector._reference_summary()
             self.reference = None
