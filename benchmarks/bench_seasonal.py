@@ -36,11 +36,14 @@ from exporter.detectors.factory import DetectorFactory
 from exporter.streams.stream_detectors import StreamDetectors
 
 SIGNALS = ("output_tokens", "refusal", "embedding")
-MODES: dict[str, dict[str, Any] | None] = {
-    "fixed": None,
-    "rolling 24h": {"mode": "rolling", "period": "24h"},
-    "seasonal 24h": {"mode": "seasonal", "period": "24h"},
-    "seasonal 7d": {"mode": "seasonal", "period": "7d"},
+_DAILY = {"mode": "seasonal", "period": "24h"}
+MODES: dict[str, dict[str, Any]] = {  # the `detectors` section of each
+    "fixed": {},
+    "rolling 24h": {"baseline": {"mode": "rolling", "period": "24h"}},
+    "seasonal 24h": {"baseline": _DAILY},
+    "seasonal 7d": {"baseline": {"mode": "seasonal", "period": "7d"}},
+    # every signal on hourly phases (by default the rates take two-hour ones)
+    "seasonal 24h (rates 1h)": {"baseline": {**_DAILY, "phase": "1h"}},
 }
 CHANGES = {
     "output_tokens": ("+30% length", {"length": 1.3}, 500),
@@ -64,8 +67,7 @@ class Run:
 def feed(run: Run) -> tuple[dict[str, list[int]], int, int | None, int]:
     """(events per signal as record indexes, records, first changed record, records
     after learning)."""
-    config = MODES[run.mode]
-    factory = DetectorFactory.from_config({"baseline": config} if config else {})
+    factory = DetectorFactory.from_config(MODES[run.mode])
     detectors = StreamDetectors.create(factory)
     change = None
     if run.signal is not None:

@@ -19,7 +19,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from exporter.config import ConfigError, load_config, parse_config
 from exporter.detectors.baseline_modes import MAX_PHASES, BaselineMode, parse_duration, spell
-from exporter.detectors.registry import SIGNALS
+from exporter.detectors.registry import SIGNALS, DetectorsConfig
 from exporter.inputs.stats import InputStats
 from exporter.service import Exporter
 from exporter.web.server import make_app
@@ -352,3 +352,23 @@ async def test_a_fixed_stream_shows_no_baseline_block(client: Client) -> None:
     document = await (await api.get("/api/v1/streams")).json()
     view = document["streams"][0]["signals"]["output_tokens"]
     assert view["baseline_ready"] is True and "baseline" not in view
+
+
+@pytest.mark.parametrize(("section", "refusal", "validity", "others"), [
+    ({"baseline": {"mode": "seasonal", "period": "24h"}}, 7200.0, 7200.0, 3600.0),
+    ({"baseline": {"mode": "seasonal", "period": "7d"}}, 7200.0, 7200.0, 3600.0),
+    ({"baseline": {"mode": "seasonal", "period": "24h", "phase": "1h"}}, 3600.0, 3600.0, 3600.0),
+    ({"baseline": {"mode": "seasonal", "period": "24h"},
+      "refusal": {"baseline": {"phase": "30m"}}}, 1800.0, 7200.0, 3600.0),
+    ({"baseline": {"mode": "seasonal", "period": "2h", "phase": "30m"}}, 1800.0, 1800.0, 1800.0),
+    ({"baseline": {"mode": "seasonal", "period": "3h"}}, 3600.0, 3600.0, 3600.0),  # no 2 of 2h
+])
+def test_rates_default_to_two_hour_phases_unless_a_phase_is_set(
+        section: dict[str, Any], refusal: float, validity: float, others: float) -> None:
+    """A rate needs about twice the records per reference: with no phase set for it,
+    refusal and format validity take 2-hour phases; a phase set is kept."""
+    config = DetectorsConfig.from_section(section)
+    assert config.signals["refusal"].baseline.phase == refusal
+    assert config.signals["format_validity"].baseline.phase == validity
+    assert config.signals["output_tokens"].baseline.phase == others
+    assert config.signals["embedding"].baseline.phase == others

@@ -26,6 +26,11 @@ MAX_PHASES = 168  # a week of hourly phases: the per-phase memory bound is state
 # after two or three periods (a reset makes it sooner).
 SEASONAL_KEEP = 0.5
 DEFAULT_MIN_RECORDS = 64
+# A rate needs about twice the records of a length or a topic mix to be as sure of (2% of
+# an hour's 400 records is 8 events): seasonal rates default to two-hour phases
+# (benchmarks/bench_seasonal.py: refusals 2% -> 6% found within 1,057 records instead of
+# 1,543 at worst, and no more false events).
+RATE_PHASE = 7200.0
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 
 
@@ -79,6 +84,13 @@ class BaselineMode:
     def keep(self) -> float:
         """Weight of the older periods in a phase's reference (rolling: none)."""
         return 0.0 if self.mode == "rolling" else SEASONAL_KEEP
+
+    def for_rates(self) -> BaselineMode:
+        """The default for a rate signal when no phase is set: RATE_PHASE, where the
+        period holds at least two of them."""
+        if self.mode != "seasonal" or self.period % RATE_PHASE or self.period < 2 * RATE_PHASE:
+            return self
+        return BaselineMode(self.mode, self.period, RATE_PHASE, self.min_records)
 
     def described(self) -> dict[str, Any]:
         """As saved with the state and shown by the API (durations spelled)."""

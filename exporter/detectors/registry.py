@@ -95,6 +95,7 @@ METHODS: dict[str, Method] = {
 }
 
 SIGNALS = ("output_tokens", "refusal", "format_validity", "embedding")
+RATE_SIGNALS = ("refusal", "format_validity")
 # the first is the default, chosen by the detection benchmark (benchmarks/bench_detection.py)
 METHODS_BY_SIGNAL = {
     "output_tokens": ("rank_cusum", *RIVER_UNIVARIATE),
@@ -142,10 +143,16 @@ class DetectorsConfig:
         signals = {}
         for signal in SIGNALS:
             spec = dict(section.get(signal) or {})
+            own = spec.pop("baseline", None)
+            baseline = BaselineMode.from_section(own, everywhere)
+            if signal in RATE_SIGNALS and not any(
+                    isinstance(part, dict) and "phase" in part
+                    for part in (section.get("baseline"), own)):
+                baseline = baseline.for_rates()  # no phase set anywhere: the rates' default
             signals[signal] = SignalDetectorConfig(
                 method=spec.pop("method", DEFAULT_METHODS[signal]),
                 enabled=spec.pop("enabled", True),
-                baseline=BaselineMode.from_section(spec.pop("baseline", None), everywhere),
+                baseline=baseline,
                 params=spec,
             )
         return cls(settings=settings, signals=signals)
