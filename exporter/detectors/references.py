@@ -20,6 +20,7 @@ phase's row, the older periods weighted by `keep` (0: the newest period only).
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from array import array
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
@@ -52,7 +53,7 @@ def rung(n: float, baseline_size: int, fine: bool = True) -> int | None:
     return below[-1] if below else None
 
 
-class Summary:
+class Summary(ABC):
     """An accumulator for one phase of one period; `row()` is its summary (None: empty)."""
 
     kind: ClassVar[str] = ""
@@ -60,11 +61,13 @@ class Summary:
     def __init__(self) -> None:
         self.n = 0
 
+    @abstractmethod
     def add(self, values: Sequence[Any]) -> None:
-        raise NotImplementedError
+        """Take the values of records of the phase, in order."""
 
+    @abstractmethod
     def row(self) -> np.ndarray | None:
-        raise NotImplementedError
+        """The phase's reference row `[n, ...]` (float32), None if no record came."""
 
     @staticmethod
     def merge(older: np.ndarray | None, newer: np.ndarray | None, keep: float
@@ -79,11 +82,13 @@ class Summary:
         row[0] = n_old + n_new
         return row.astype(np.float32)
 
+    @abstractmethod
     def snapshot(self) -> dict[str, Any]:
-        raise NotImplementedError
+        """The accumulator as saved with the stream."""
 
+    @abstractmethod
     def restore(self, saved: dict[str, Any]) -> None:
-        raise NotImplementedError
+        """`snapshot`'s state again."""
 
 
 class Rates(Summary):
