@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from exporter.detectors.baseline_modes import BaselineMode, spell
+from exporter.detectors.baseline_modes import BaselineMode
 from exporter.detectors.parts import Rows
 from exporter.detectors.references import Summary, rung, rungs
 
@@ -80,6 +80,13 @@ class Seasons:
     def update_run(self, detector: Detector, xs: Sequence[Any], start: int,
                    records: Sequence[int] | None, times: Sequence[float] | None) -> int:
         """`Detector.update_run` with references by phase: one run within one phase."""
+        end = self._run(detector, xs, start, records, times)
+        if end >= len(xs):  # the batch is done: its times are not kept
+            self._batch = (None, [], None)
+        return end
+
+    def _run(self, detector: Detector, xs: Sequence[Any], start: int,
+             records: Sequence[int] | None, times: Sequence[float] | None) -> int:
         stamps = self._resolved(times, len(xs))
         if not (detector.baseline_ready or detector.calibrating):
             self._consumed(stamps, start, start + 1)  # learning its features and threshold
@@ -276,5 +283,3 @@ class Seasons:
         self.late, self.uncompared = int(saved["late"]), int(saved["uncompared"])
         self.misdated = int(saved.get("misdated", 0))
 
-
-__all__ = ["Seasons", "spell"]
