@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import bench_detection_common  # noqa: F401  (first: BLAS threads, import path)
-from seasonal_streams import DAY, Change, Shape, records
+from seasonal_streams import DAY, Change, Shape, first_changed, records
+from seasonal_streams import feed as feed_stream
 
 from exporter.detectors.factory import DetectorFactory
 from exporter.streams.stream_detectors import StreamDetectors
@@ -50,7 +51,6 @@ CHANGES = {
     "refusal": ("refusal 2% -> 6%", {"refusal_odds": (0.06 / 0.94) / (0.02 / 0.98)}, 1500),
     "embedding": ("topic mix: 40% to one topic", {"topic_shift": 0.4}, 1000),
 }
-BATCH = 50
 
 
 @dataclass(frozen=True)
@@ -72,24 +72,12 @@ def feed(run: Run) -> tuple[dict[str, list[int]], int, int | None, int]:
     change = None
     if run.signal is not None:
         change = Change(at=run.learn_days * DAY + run.hour * 3600, **CHANGES[run.signal][1])
-    batch, times = [], []
-    count, first_changed, learned_at = 0, None, None
-    for stamp, measured, changed in records(Shape(run.shape), run.days, run.seed, change):
-        if changed and first_changed is None:
-            first_changed = count
-        if learned_at is None and stamp >= run.learn_days * DAY:
-            learned_at = count
-        batch.append(measured)
-        times.append(stamp)
-        count += 1
-        if len(batch) == BATCH:
-            detectors.update_many(batch, times)
-            batch, times = [], []
-    if batch:
-        detectors.update_many(batch, times)
+    seen = feed_stream(detectors, records(Shape(run.shape), run.days, run.seed, change))
+    learned_at = next((index for index, (stamp, _) in enumerate(seen)
+                       if stamp >= run.learn_days * DAY), len(seen))
     events = {signal: [int(e["record"]) for e in detectors.detectors[signal].event_log]
               for signal in SIGNALS}
-    return events, count, first_changed, count - (learned_at or count)
+    return events, len(seen), first_changed(seen), len(seen) - learned_at
 
 
 def false_events(run: Run) -> tuple[Run, dict[str, int], int]:

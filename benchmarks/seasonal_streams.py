@@ -11,12 +11,16 @@ cycle.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from exporter.signals.measure import Measurements
+
+if TYPE_CHECKING:
+    from exporter.streams.stream_detectors import StreamDetectors
 
 DAY = 86400.0
 DIMENSION = 32
@@ -113,6 +117,30 @@ def records(shape: Shape, days: float, seed: int, change: Change | None = None
             stamp -= 3600.0 * (1 + 3 * rng.random())
         yield stamp, _measured(tokens, rng.random() < refusal, vector), changed
         t += step / rate * rng.exponential()
+
+
+def feed(detectors: StreamDetectors, stream: Iterable[tuple[float, Measurements, bool]],
+         batch: int = 50) -> list[tuple[float, bool]]:
+    """Feed a generated stream to a stream's detectors in batches, each record with its
+    timestamp, as the pipeline does; (timestamp, changed) of each record, in order."""
+    seen: list[tuple[float, bool]] = []
+    measured: list[Measurements] = []
+    times: list[float] = []
+    for stamp, measurements, changed in stream:
+        seen.append((stamp, changed))
+        measured.append(measurements)
+        times.append(stamp)
+        if len(measured) == batch:
+            detectors.update_many(measured, times)
+            measured, times = [], []
+    if measured:
+        detectors.update_many(measured, times)
+    return seen
+
+
+def first_changed(seen: list[tuple[float, bool]]) -> int | None:
+    """The index of the first changed record of a fed stream (None: no change)."""
+    return next((index for index, (_, changed) in enumerate(seen) if changed), None)
 
 
 def _measured(tokens: int, refused: bool, vector: np.ndarray) -> Measurements:

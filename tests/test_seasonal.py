@@ -20,7 +20,8 @@ from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
-from seasonal_streams import DAY, Change, Shape, records
+from seasonal_streams import DAY, Change, Shape, first_changed, records
+from seasonal_streams import feed as feed_stream
 
 from exporter.detectors.base import DetectorSettings
 from exporter.detectors.baseline_modes import BaselineMode
@@ -39,18 +40,8 @@ def feed(baseline: dict[str, Any] | None, shape: Shape, days: float, seed: int,
     """A stream's detectors after a generated stream, and the first changed record."""
     factory = DetectorFactory.from_config({"baseline": baseline} if baseline else {})
     detectors = StreamDetectors.create(factory)
-    batch, times, first = [], [], None
-    for count, (stamp, measured, changed) in enumerate(records(shape, days, seed, change)):
-        if changed and first is None:
-            first = count
-        batch.append(measured)
-        times.append(stamp)
-        if len(batch) == 50:
-            detectors.update_many(batch, times)
-            batch, times = [], []
-    if batch:
-        detectors.update_many(batch, times)
-    return detectors, first
+    seen = feed_stream(detectors, records(shape, days, seed, change))
+    return detectors, first_changed(seen)
 
 
 def events_after(detectors: StreamDetectors, record: int) -> dict[str, list[int]]:

@@ -65,10 +65,7 @@ class StreamDetectors:
     def create(cls, factory: DetectorFactory, learn_only: bool = False) -> StreamDetectors:
         made = {signal: factory.make(signal) for signal in SIGNALS}
         detectors = {s: d for s, d in made.items() if d is not None}
-        for detector in detectors.values():
-            if detector.seasons is not None:
-                detector.seasons.learn_only = learn_only
-        return cls(detectors=detectors, learn_only=learn_only)
+        return cls(detectors=_learning(detectors, learn_only), learn_only=learn_only)
 
     @property
     def events(self) -> dict[str, list[dict[str, float]]]:
@@ -186,10 +183,17 @@ class StreamDetectors:
                 restored[signal] = fresh
             else:
                 restored[signal] = detector
-        for detector in restored.values():
-            if detector.seasons is not None:
-                detector.seasons.learn_only = self.learn_only
+        _learning(restored, self.learn_only)
         self.records = int(snapshot["records"])
         last_change = {k: int(v) for k, v in snapshot["last_change"].items()}
         ready_at = {k: int(v) for k, v in snapshot.get("ready_at", {}).items()}
         self.detectors, self.last_change, self.ready_at = restored, last_change, ready_at
+
+
+def _learning(detectors: dict[str, Detector], learn_only: bool) -> dict[str, Detector]:
+    """Tell rolling and seasonal baselines whether the stream only learns (the `baseline`
+    command: their phases are summarised, never compared)."""
+    for detector in detectors.values():
+        if detector.seasons is not None:
+            detector.seasons.learn_only = learn_only
+    return detectors
