@@ -23,7 +23,7 @@ does) on loopback, tailing one temporary JSON-lines file (poll_interval
 
 At the end every record written must be accounted and none rejected.
 
-    python benchmarks/bench_latency.py [--records 20000] [--duration 60] [--workers N]
+    python benchmarks/bench_latency.py [--records 20000] [--duration 60]
 """
 
 from __future__ import annotations
@@ -229,15 +229,12 @@ def load_writer(path: Path, pool: list[bytes], rate: float, duration: float, bat
     return written, probes
 
 
-def check_config(config: Path, workers: int | None) -> None:
+def check_config(config: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "exporter", "check-config", str(config)],
                           capture_output=True, text=True, cwd=ROOT, check=False)
     if done.returncode == 0:
         return
     errors = (done.stdout + done.stderr).strip()
-    if workers and "workers" in errors:
-        raise SystemExit(f"this exporter build does not accept `workers: {workers}` yet "
-                         f"(check-config says: {errors}); run without --workers")
     raise SystemExit(f"benchmark config rejected:\n{errors}")
 
 
@@ -257,7 +254,6 @@ def main() -> None:
     parser.add_argument("--warm-up", type=int, default=6000)
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of paced load")
     parser.add_argument("--load", type=float, default=0.8, help="fraction of max throughput")
-    parser.add_argument("--workers", type=int, help="passed as `workers: N` when N > 1")
     parser.add_argument("--scrape-gap", type=float, default=0.1,
                         help="pause between scrapes during warm-up and drain (s)")
     parser.add_argument("--poll-gap", type=float, default=0.05,
@@ -279,10 +275,8 @@ def main() -> None:
     lines = [f"inputs:\n  - type: file\n    name: {INPUT}\n    paths: [{str(data)!r}]",
              "    start_at: beginning\n    poll_interval: 0.01",
              "signals:\n  format_validity:\n    - expect: regex\n      pattern: '[a-z ]+'"]
-    if args.workers and args.workers > 1:
-        lines.append(f"workers: {args.workers}")
     config.write_text("\n".join(lines) + "\n")
-    check_config(config, args.workers)
+    check_config(config)
 
     print(f"generating {args.warm_up + min(args.records, 20000)} records ...", flush=True)
     warm_up = [orjson.dumps(record(rng, i)) for i in range(args.warm_up)]
@@ -370,7 +364,7 @@ def main() -> None:
                 if "ERROR" in line or "Traceback" in line or "WARNING" in line]
 
     print(f"\nstarted at {measured_at}; {os.cpu_count()} CPUs shared by exporter and "
-          f"benchmark; workers: {args.workers or 'not set'}; mean record {mean_bytes:,.0f} B\n")
+          f"benchmark; mean record {mean_bytes:,.0f} B\n")
     finite = [v for v in latencies if v != float("inf")]
     mib_per_s = args.records * mean_bytes / 2**20 / drain_seconds
     paced = written + len(probes)

@@ -50,7 +50,31 @@ class HttpInputConfig:
     max_pending_requests: int = 32
 
 
-InputConfig = FileInputConfig | HttpInputConfig
+@dataclass(frozen=True)
+class KafkaInputConfig:
+    """A member of a Kafka consumer group (inputs/kafka.py): it owns the streams of the
+    partitions it is assigned; their state goes to `changelog_topic`."""
+
+    name: str
+    bootstrap_servers: str
+    topics: tuple[str, ...]
+    group_id: str = "llm-drift-exporter"
+    format: str | None = None
+    changelog_topic: str | None = None  # default: "<group_id>-changelog"
+    client_id: str | None = None
+    # group.instance.id (static membership); default: $LLM_DRIFT_EXPORTER_INSTANCE_ID
+    instance_id: str | None = None
+    start_at: str = "beginning"  # where a partition without a committed offset starts
+    max_message_bytes: int = 1024 * 1024  # larger records are rejected as too_large
+    session_timeout: float = 10.0  # seconds before a silent member's partitions move
+    properties: dict[str, Any] = field(default_factory=dict)  # librdkafka, passed through
+
+    @property
+    def changelog(self) -> str:
+        return self.changelog_topic or f"{self.group_id}-changelog"
+
+
+InputConfig = FileInputConfig | HttpInputConfig | KafkaInputConfig
 
 
 @dataclass(frozen=True)
@@ -69,7 +93,6 @@ class Config:
     format: str = "auto"
     stream_labels: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_STREAM_LABELS))
     max_streams: int = 1000
-    workers: int = 1  # >1: detector work sharded over that many processes by stream key
     state_dir: str | None = None
     checkpoint_interval: float = 1.0
     signals: SignalSettings = field(default_factory=SignalSettings)
@@ -83,6 +106,10 @@ class Config:
     @property
     def file_inputs(self) -> tuple[FileInputConfig, ...]:
         return tuple(i for i in self.inputs if isinstance(i, FileInputConfig))
+
+    @property
+    def kafka_input(self) -> KafkaInputConfig | None:
+        return next((i for i in self.inputs if isinstance(i, KafkaInputConfig)), None)
 
 
 class ConfigError(Exception):
@@ -153,6 +180,7 @@ def _semantic_errors(raw: dict[str, Any], require_inputs: bool) -> list[str]:
         errors.append(
             f"inputs.{index}: only one http input is allowed (it serves POST /v1/records)"
         )
+    errors.extend(_ownership_errors(raw, inputs))
     names: set[str] = set()
     for index, spec in enumerate(raw.get("inputs") or ()):
         if isinstance(spec, dict) and isinstance(spec.get("name"), str):
@@ -231,6 +259,28 @@ def _baseline_errors(section: dict[str, Any]) -> list[str]:
     return errors
 
 
+def _ownership_errors(raw: dict[str, Any], inputs: Any) -> list[str]:
+    """One ownership model: a process owns all the streams of its file and HTTP inputs, or
+    those of the Kafka partitions it is assigned; never both, and never a pool of its own."""
+    errors = []
+    if "workers" in raw:
+        errors.append("workers: removed; to use more cores or machines, run more exporter "
+                      "processes as members of one Kafka consumer group (an input of type "
+                      "kafka; docs/scaling.md)")
+    kinds = [(i, s.get("type")) for i, s in enumerate(inputs) if isinstance(s, dict)]
+    kafka = [i for i, kind in kinds if kind == "kafka"]
+    for index in kafka[1:]:
+        errors.append(f"inputs.{index}: only one kafka input is allowed (a process is one "
+                      f"member of one consumer group; list several topics in it)")
+    if kafka and len(kafka) < len(kinds):
+        errors.append(f"inputs.{kafka[0]}: a kafka input cannot be combined with file or "
+                      f"http inputs: its process owns only the streams of its partitions")
+    if kafka and raw.get("state_dir"):
+        errors.append("state_dir: not used with a kafka input (its streams' state is kept "
+                      "in the changelog topic); remove it")
+    return errors
+
+
 def _schema_file_error(where: str, path: str) -> list[str]:
     try:
         load_schema_validator(path)
@@ -260,6 +310,11 @@ def _build(raw: dict[str, Any]) -> Config:
         if kind == "file":
             options["paths"] = tuple(options["paths"])
             inputs.append(FileInputConfig(name=name, **options))
+        elif kind == "kafka":
+            options["topics"] = tuple(options["topics"])
+            options["properties"] = {k: str(v) if not isinstance(v, bool) else str(v).lower()
+                                     for k, v in (options.get("properties") or {}).items()}
+            inputs.append(KafkaInputConfig(name=name, **options))
         else:
             inputs.append(HttpInputConfig(name=name, **options))
     return Config(
@@ -267,7 +322,6 @@ def _build(raw: dict[str, Any]) -> Config:
         format=raw.get("format", "auto"),
         stream_labels=dict(raw.get("stream_labels") or DEFAULT_STREAM_LABELS),
         max_streams=raw.get("max_streams", 1000),
-        workers=raw.get("workers", 1),
         state_dir=raw.get("state_dir"),
         checkpoint_interval=raw.get("checkpoint_interval", 1.0),
         signals=SignalSettings.from_config(raw.get("signals") or {}),

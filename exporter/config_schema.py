@@ -69,6 +69,8 @@ def _section_schema(name: str) -> dict[str, Any]:
     section["properties"] = {param.name: _param_schema(param) for param in SECTIONS[name]}
     return {"type": "array", "items": section} if name in RULE_LISTS else section
 
+_TOPIC = "^[a-zA-Z0-9._-]{1,249}$"  # Kafka's legal topic names
+
 SCHEMA: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
@@ -78,7 +80,7 @@ SCHEMA: dict[str, Any] = {
             "items": {
                 "type": "object",
                 "required": ["type"],
-                "properties": {"type": {"enum": ["file", "http"]}},
+                "properties": {"type": {"enum": ["file", "http", "kafka"]}},
                 "allOf": [
                     {
                         "if": {"properties": {"type": {"const": "file"}}},
@@ -115,6 +117,37 @@ SCHEMA: dict[str, Any] = {
                             },
                         },
                     },
+                    {
+                        "if": {"properties": {"type": {"const": "kafka"}}},
+                        "then": {
+                            "additionalProperties": False,
+                            "required": ["bootstrap_servers", "topics"],
+                            "properties": {
+                                "type": {},
+                                "name": {"type": "string", "minLength": 1},
+                                "bootstrap_servers": {"type": "string", "minLength": 1},
+                                "topics": {
+                                    "type": "array",
+                                    "minItems": 1,
+                                    "items": {"type": "string", "pattern": _TOPIC},
+                                },
+                                "group_id": {"type": "string", "minLength": 1},
+                                "format": _FORMAT,
+                                "changelog_topic": {"type": ["string", "null"],
+                                                    "pattern": _TOPIC},
+                                "client_id": {"type": ["string", "null"]},
+                                "instance_id": {"type": ["string", "null"]},
+                                "start_at": {"enum": ["end", "beginning"]},
+                                "max_message_bytes": _POSITIVE_INT,
+                                "session_timeout": {"type": "number", "minimum": 1},
+                                "properties": {
+                                    "type": "object",
+                                    "additionalProperties": {
+                                        "type": ["string", "number", "boolean"]},
+                                },
+                            },
+                        },
+                    },
                 ],
             },
         },
@@ -125,7 +158,7 @@ SCHEMA: dict[str, Any] = {
             "additionalProperties": {"type": "string", "minLength": 1},
         },
         "max_streams": _POSITIVE_INT,
-        "workers": {"type": "integer", "minimum": 1, "maximum": 64},
+        "workers": {},  # removed: a config error that says how to scale (config.py)
         "state_dir": {"type": ["string", "null"]},
         "checkpoint_interval": {"type": "number", "exclusiveMinimum": 0},
         "signals": {

@@ -22,6 +22,8 @@ import os
 import pytest
 from hypothesis import settings
 
+pytest_plugins = ["tests.kafka_broker"]  # the `kafka_broker` fixture: a real broker
+
 # Hypothesis profiles. `ci` is hypothesis' defaults. `dev` runs 20 examples where a test does
 # not ask for a count of its own (a test's `@settings(max_examples=...)` stands in both: the
 # big ones are marked `slow` instead), and has no per-example deadline: the fast loop shares
@@ -38,15 +40,10 @@ settings.load_profile(PROFILE)
 # measurement that put it here (a loaded 2-core machine). Key: "module.py::test_name" (every
 # parametrization of it) or "module.py" (every test in it).
 MARKS: dict[str, str] = {
-    # the real exporter process, with worker processes
-    "test_workers.py::test_two_workers_export_exactly_what_one_process_does": "e2e",  # 18 s
-    "test_workers.py::test_api_reset_push_and_checkpoints_span_the_workers": "e2e",  # 23 s
-    "test_workers.py::test_a_dead_worker_stops_the_exporter_without_a_checkpoint": "e2e",  # 8 s
     "test_cli.py::test_demo_serves_live_metrics_within_seconds": "e2e",  # 3 s
     # many seconds each
     "test_demo_drifts.py::test_each_scheduled_drift_is_detected_after_its_time": "slow",  # 12 s
     "test_exposition.py::test_merge_of_sources_with_disjoint_streams": "slow",  # 2 x 8 s
-    "test_exposition_http.py::test_stream_source_seam_merges_other_processes": "slow",  # 10 s
     "test_records_detect.py::test_arbitrary_objects_only_ever_raise_rejected_record": "slow",  # 5 s
 }
 

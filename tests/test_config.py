@@ -80,14 +80,14 @@ def test_unknown_keys_are_errors_at_every_level():
 def test_every_error_is_reported_with_its_path():
     errors = errors_of(
         {
-            "inputs": [{"type": "file"}, {"type": "kafka"}, {"type": "http", "max_body_bytes": 0}],
+            "inputs": [{"type": "file"}, {"type": "syslog"}, {"type": "http", "max_body_bytes": 0}],
             "format": "openai",
             "max_streams": "many",
             "stream_labels": {"signal": "x", "9bad": "y", "__meta": "z"},
         }
     )
     assert "inputs.0.paths: required key is missing" in errors
-    assert any(e.startswith("inputs.1.type: must be one of file | http") for e in errors)
+    assert any(e.startswith("inputs.1.type: must be one of file | http | kafka") for e in errors)
     assert "inputs.2.max_body_bytes: 0 is less than the minimum of 1" in errors
     assert any(e.startswith("format: must be one of auto |") for e in errors)
     assert "max_streams: 'many' is not of type 'integer'" in errors

@@ -13,8 +13,6 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.exposition import choose_encoder
 
 from exporter.metrics.collector import build_rest_registry
-from exporter.metrics.exposition import Dialect, StreamChunks
-from exporter.metrics.families import StreamRenderer
 from exporter.service import Exporter
 from exporter.web.metrics_handler import COMPRESS_OFF_LOOP_BYTES
 from exporter.web.server import make_app
@@ -111,25 +109,6 @@ async def test_name_filter(serve) -> None:
     names = {s[2] for s in sample_set(body, False)}
     assert names == {"llm_records_total", "llm_output_tokens_sum", "llm_exporter_streams"}
     assert body.count(b"# TYPE ") == 3
-
-
-async def test_stream_source_seam_merges_other_processes(serve) -> None:
-    """A supervisor replaces `stream_source` with chunks from its workers; detector errors
-    are summed across them."""
-    exporter = exporter_with(["local"], errors=1)
-    workers = [exporter_with(["w1"], errors=2), exporter_with(["w2"], errors=3)]
-    renderers = [StreamRenderer(w.pipeline.streams) for w in workers]
-
-    async def from_workers(dialect: Dialect) -> list[StreamChunks]:
-        return [r.render(dialect) for r in renderers]
-
-    exporter.collector.stream_source = from_workers
-    client = await serve(exporter)
-    body = await body_of(await client.get("/metrics", headers=IDENTITY))
-    records = [s for s in sample_set(body, False) if s[2] == "llm_records_total"]
-    models = {dict(s[3])["model"] for s in records}
-    assert models == {"w1", "w2"}
-    assert b'llm_exporter_detector_errors_total{signal="embedding"} 5.0\n' in body
 
 
 async def test_metrics_text_is_what_the_endpoint_serves(serve, golden: Exporter) -> None:

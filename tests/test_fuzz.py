@@ -35,15 +35,14 @@ payloads = st.one_of(
 )
 
 
-@pytest.fixture(scope="module", params=[1, 2], ids=["in-process", "workers-2"])
-def exporter(tmp_path_factory, request):
+@pytest.fixture(scope="module")
+def exporter(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("fuzz")
     logs = workdir / "logs"
     logs.mkdir()
     config = workdir / "c.yaml"
     config.write_text(f'inputs: [{{type: file, paths: ["{logs}/*.jsonl"], start_at: beginning, '
-                      "poll_interval: 0.02}, {type: http}]\n"
-                      f"workers: {request.param}\n")
+                      "poll_interval: 0.02}, {type: http}]\n")
     process = ExporterProcess(["run", "--config", str(config)], workdir / "log")
     process.wait_ready()
     yield process, logs / "fuzz.jsonl", {"http_rejected": 0, "lines": 0}

@@ -31,18 +31,6 @@ def test_torture_run_loses_nothing_and_reads_little_again(tmp_path):
 
 
 @pytest.mark.slow
-def test_torture_run_with_workers_loses_nothing_and_counts_nothing_twice(tmp_path):
-    """The same run, streams on two worker processes; SIGKILL takes the supervisor, and its
-    workers end with its pipes. After a kill, the records read again also include what was
-    in flight to the workers (file offsets count lines handed over), so only the
-    persisted count is checked here."""
-    result = torture.run(records=100_000, rotations=20, truncations=5, restarts=6, seed=7,
-                         workdir=tmp_path, workers=2)
-    assert result.sigkills >= 3
-    assert result.persisted == result.written == 100_000
-
-
-@pytest.mark.slow
 @settings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck))
 @given(
     records=st.integers(min_value=500, max_value=4000),

@@ -67,7 +67,7 @@ def record(number: int) -> bytes:
 
 
 class Torture:
-    def __init__(self, workdir: Path, seed: int, workers: int = 1) -> None:
+    def __init__(self, workdir: Path, seed: int) -> None:
         self.workdir = workdir
         self.logs = workdir / "logs"
         self.logs.mkdir(parents=True)
@@ -77,14 +77,12 @@ class Torture:
             f'inputs: [{{type: file, paths: ["{self.logs}/app.jsonl*"], start_at: beginning, '
             f"poll_interval: 0.02}}]\nstate_dir: {self.state}\n"
             "detectors: {baseline_size: 300, window_size: 50}\n"
-            f"workers: {workers}\n"
         )
         self.rng = random.Random(seed)
         self.result = TortureResult()
         # (time, records this exporter process has processed), sampled while waiting
         self.progress: list[tuple[float, float]] = []
         self.port: int | None = None
-        self.restored = 0  # records the running process's restored state had counted
         self.exporter = self._start()
 
     def _start(self) -> ExporterProcess:
@@ -167,7 +165,8 @@ class Torture:
             self.progress.append((killed_at, processed))
             self.exporter.kill()
             persisted = self.persisted()
-            reread = max(0, int(self.restored + processed) - persisted)
+            # llm_records_total resumes from the saved state: processed includes it
+            reread = max(0, int(processed) - persisted)
             self.result.reread += reread
             self.result.sigkills += 1
             # The documented bound: what the process processed during the last checkpoint
@@ -183,7 +182,6 @@ class Torture:
         else:
             assert self.exporter.stop() == 0
             self.result.sigterms += 1
-        self.restored = self.persisted()  # what the next process starts from
         self.exporter = self._start()
 
     def finish(self) -> TortureResult:
@@ -204,10 +202,10 @@ def read_saved(state: Path) -> Saved:
 
 
 def run(records: int, rotations: int, truncations: int, restarts: int, seed: int = 1,
-        workdir: Path | None = None, workers: int = 1) -> TortureResult:
+        workdir: Path | None = None) -> TortureResult:
     started = time.monotonic()
     workdir = workdir or Path(tempfile.mkdtemp(prefix="torture-"))
-    torture = Torture(workdir, seed, workers)
+    torture = Torture(workdir, seed)
     rng = torture.rng
     kills = restarts // 2 + restarts % 2  # at least half of the restarts are SIGKILL
     operations = (["rotate"] * rotations + ["truncate"] * truncations
@@ -256,13 +254,12 @@ def main() -> None:
     parser.add_argument("--truncations", type=int, default=5)
     parser.add_argument("--restarts", type=int, default=6)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--workdir", type=Path, help="a new directory (default: a temporary one)")
     args = parser.parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="torture-"))
     print(f"workdir (logs, state, exporter-*.log): {workdir}", flush=True)
     result = run(args.records, args.rotations, args.truncations, args.restarts, args.seed,
-                 workdir=workdir, workers=args.workers)
+                 workdir=workdir)
     print(result)
     share = result.reread / result.written if result.written else 0.0
     print(f"written {result.written}, persisted {result.persisted}, read again after "

@@ -15,7 +15,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -25,9 +25,6 @@ from exporter.inputs.stats import InputStats
 from exporter.records import RejectedRecord
 from exporter.streams.pipeline import MAX_REPORTED_ERRORS, IngestResult, Pipeline
 from exporter.web.responses import json_response
-
-if TYPE_CHECKING:
-    from exporter.workers.router import ShardedIngest
 
 log = logging.getLogger(__name__)
 YIELD_EVERY = 256  # records processed between two returns to the event loop
@@ -44,13 +41,9 @@ class HttpPushInput:
         config: HttpInputConfig,
         pipeline: Pipeline,
         stats: InputStats,
-        sharded: ShardedIngest | None = None,
     ) -> None:
-        """`sharded`: with worker processes, slices go to them and the handler awaits
-        their answers instead of processing on the event loop."""
         self.config = config
         self.pipeline = pipeline
-        self.sharded = sharded
         self.stats = stats
         self._token = _read_token(config.bearer_token_file)
         self.accepting = True
@@ -133,16 +126,8 @@ class HttpPushInput:
 
     async def _ingest_yielding(self, body: bytes, content_type: str) -> IngestResult:
         result = IngestResult()
-        if self.sharded is None:
-            for result in self.ingest_slices(body, content_type):  # noqa: B007 - the last one
-                await asyncio.sleep(0)
-            return result
-        items, decoded = self._split(body, content_type)
-        for start in range(0, len(items), YIELD_EVERY):
-            done = await self.sharded.ingest(
-                items[start : start + YIELD_EVERY], self.stats, decode=not decoded
-            )
-            _add_slice(result, done, start)
+        for result in self.ingest_slices(body, content_type):  # noqa: B007 - the last one
+            await asyncio.sleep(0)
         return result
 
     async def handle(self, request: web.Request) -> web.Response:

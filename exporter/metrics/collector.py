@@ -3,16 +3,14 @@
 It only reads in-memory state (no I/O, no locks held long). The few families that
 are not per stream are built fresh each scrape in the style of prometheus_client's
 own collectors; the per-stream families (the bulk: ~150 series per stream) come
-from `stream_source` as pre-rendered text (see `exporter.metrics.exposition`), so a scrape
-of thousands of streams stays cheap and a supervisor of several worker processes
-can plug in its own source.
+from `stream_chunks` as pre-rendered text (see `exporter.metrics.exposition`), so a scrape
+of thousands of streams stays cheap.
 """
 
 from __future__ import annotations
 
 import platform
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
-from typing import Any
+from collections.abc import Iterable, Iterator, Sequence
 
 from prometheus_client import PlatformCollector, ProcessCollector
 from prometheus_client.core import (
@@ -25,14 +23,15 @@ from prometheus_client.registry import CollectorRegistry
 
 from exporter import __version__
 from exporter.inputs.file import FileInput
+from exporter.inputs.kafka import KafkaInput
 from exporter.inputs.stats import InputStats
 from exporter.metrics.exposition import Dialect, StreamChunks
 from exporter.metrics.families import StreamRenderer
+from exporter.metrics.kafka import kafka_families
 from exporter.streams.pipeline import Pipeline
 from exporter.streams.state import StateStore
 
 # Where a scrape gets the per-stream families: one StreamChunks per process owning streams.
-StreamSource = Callable[[Dialect], Awaitable[list[StreamChunks]]]
 
 
 class ExporterCollector:
@@ -43,8 +42,10 @@ class ExporterCollector:
         build_labels: dict[str, str] | None = None,
         state: StateStore | None = None,
         file_inputs: Sequence[FileInput] = (),
+        kafka: KafkaInput | None = None,
     ) -> None:
         self.file_inputs = file_inputs
+        self.kafka = kafka
         self.pipeline = pipeline
         self.inputs = inputs
         self.state = state
@@ -54,20 +55,18 @@ class ExporterCollector:
             **(build_labels or {}),
         }
         self.renderer = StreamRenderer(pipeline.streams)
-        # this process's streams; a supervisor of worker processes sets its own source
-        self.stream_source: StreamSource = self._local_streams
-        # with worker processes: what each said at the last scrape (processing seconds,
-        # tokenizers loaded), set by the supervisor's stream source before `collect`
-        self.worker_status: list[dict[str, Any]] = []
 
-    async def _local_streams(self, dialect: Dialect) -> list[StreamChunks]:
-        return [self.renderer.render(dialect)]
+    def stream_chunks(self, dialect: Dialect) -> StreamChunks:
+        """The per-stream families of the streams this process owns, pre-rendered."""
+        return self.renderer.render(dialect)
 
     def collect(self) -> Iterable[Metric]:
-        """The families that are not per stream (per-stream ones: `stream_source`)."""
+        """The families that are not per stream (per-stream ones: `stream_chunks`)."""
         yield from self._rejections()
         yield from self._input_metrics()
         yield from self._self_metrics()
+        if self.kafka is not None:
+            yield from kafka_families(self.kafka)
 
     def _rejections(self) -> Iterator[Metric]:
         rejected = CounterMetricFamily(
@@ -178,8 +177,6 @@ class ExporterCollector:
             labels=["encoding", "source"],
         )
         loaded = dict(measurer.tokens.loaded_sources())
-        for status in self.worker_status:
-            loaded.update(status["tokenizers"])
         for encoding, source in sorted(loaded.items()):
             tokenizer.add_metric([encoding, source], {})
         yield tokenizer
@@ -231,14 +228,8 @@ class ExporterCollector:
             )
         yield CounterMetricFamily(
             "llm_exporter_processing_seconds",
-            "CPU-bound time spent normalizing and accounting records (all processes).",
-            value=self.pipeline.processing_seconds
-            + sum(status["processing_seconds"] for status in self.worker_status),
-        )
-        yield GaugeMetricFamily(
-            "llm_exporter_workers",
-            "Worker processes the streams are sharded over (0: all work in this process).",
-            value=self.pipeline.config.workers if self.pipeline.config.workers > 1 else 0,
+            "CPU-bound time spent normalizing and accounting records.",
+            value=self.pipeline.processing_seconds,
         )
 
 

@@ -62,6 +62,19 @@ def collector_families() -> list[Metric]:
         return list(Exporter(config).collector.collect())
 
 
+def kafka_families() -> list[Metric]:
+    """The Kafka input's families (an exporter with one; nothing is connected)."""
+    from exporter.config import parse_config
+    from exporter.metrics.kafka import kafka_families
+    from exporter.service import Exporter
+
+    config = parse_config({"inputs": [{"type": "kafka", "bootstrap_servers": "127.0.0.1:9",
+                                       "topics": ["llm-records"]}]})
+    kafka = Exporter(config).kafka
+    assert kafka is not None
+    return list(kafka_families(kafka))
+
+
 def _labels(metric: Metric) -> list[str]:
     """Label names of a family, whether or not it has samples yet."""
     names = list(getattr(metric, "_labelnames", ()))  # MetricFamily(labels=...) keeps them
@@ -96,6 +109,12 @@ def render() -> str:
         "metrics (`process_*`, `python_info`).",
         "",
         *_table([*_family_rows(summed), *own]),
+        "",
+        "## The Kafka input",
+        "",
+        "With an input of type `kafka` (docs/scaling.md): this member of the consumer group.",
+        "",
+        *_table([_row(m.name, m.type, _labels(m), m.documentation) for m in kafka_families()]),
         "",
         "## Reserved label names",
         "",

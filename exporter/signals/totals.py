@@ -10,6 +10,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 from exporter.signals.measure import Measurements
 
@@ -68,3 +69,47 @@ class SignalTotals:
                 self.format_invalid[m.format_invalid] += 1
         if m.embedding_source is not None:
             self.embeddings[m.embedding_source] += 1
+
+
+def _counter_items(counter: Counter[Any]) -> list[list[Any]]:
+    return [[*key, n] if isinstance(key, tuple) else [key, n] for key, n in counter.items()]
+
+
+def _counter_of(items: list[list[Any]], pairs: bool = False) -> Counter[Any]:
+    return Counter({(tuple(item[:-1]) if pairs else item[0]): int(item[-1]) for item in items})
+
+
+def totals_snapshot(totals: SignalTotals) -> dict[str, Any]:
+    """The totals as JSON-ready data: saved with the stream, so its counters resume where
+    they were when the stream moves to another process or the process restarts."""
+    return {
+        "histograms": {name: [getattr(totals, name).counts, getattr(totals, name).total,
+                              getattr(totals, name).observations] for name in _HISTOGRAMS},
+        "token_methods": _counter_items(totals.token_methods),
+        "refusals": _counter_items(totals.refusals),
+        "format_checked": totals.format_checked,
+        "format_invalid": _counter_items(totals.format_invalid),
+        "embeddings": _counter_items(totals.embeddings),
+    }
+
+
+def totals_restored(saved: dict[str, Any]) -> SignalTotals:
+    """`totals_snapshot` read back (ValueError, KeyError or TypeError if it is not one)."""
+    totals = SignalTotals(
+        token_methods=_counter_of(saved["token_methods"], pairs=True),
+        refusals=_counter_of(saved["refusals"]),
+        format_checked=int(saved["format_checked"]),
+        format_invalid=_counter_of(saved["format_invalid"]),
+        embeddings=_counter_of(saved["embeddings"]),
+    )
+    for name in _HISTOGRAMS:
+        counts, total, observations = saved["histograms"][name]
+        histogram = getattr(totals, name)
+        if len(counts) != len(histogram.counts):
+            raise ValueError(f"{name}: {len(counts)} buckets, not {len(histogram.counts)}")
+        histogram.counts = [int(c) for c in counts]
+        histogram.total, histogram.observations = float(total), int(observations)
+    return totals
+
+
+_HISTOGRAMS = ("output_tokens", "input_tokens", "reasoning_tokens")

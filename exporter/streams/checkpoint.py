@@ -70,6 +70,17 @@ class Checkpointer:
         self._whole = True
         self._made = {}
 
+    def release(self, streams: list[StreamState]) -> None:
+        """Forget these streams without deleting them: they moved to another process,
+        which saves them from now on (the next checkpoint here must not delete them)."""
+        memory = self._memory
+        for stream in streams:
+            key = memory.keys.pop(stream.labels, None)
+            if key is not None:
+                memory.versions.pop(key, None)
+                memory.parts.pop(key, None)
+                self._made.pop(key, None)
+
     def changes(self, streams: list[StreamState], positions: dict[str, Any],
                 settings: dict[str, Any]) -> Changes:
         """The checkpoint of `streams` (all of a pipeline's) since the last one;
@@ -107,6 +118,7 @@ class Checkpointer:
             now: dict[str, Any] = {}
             parts: list[PartChange] = []
             document = self._split(key, stream.detectors.snapshot(), (before, now), parts)
+            document["counters"] = stream.counters()
             changes.streams[key] = orjson.dumps(document, option=_NUMPY)
             # parts it no longer has (a calibration that finished, a sample learned)
             parts.extend(PartChange(key, p, 0, {}, shrunk=True) for p in before if p not in now)
@@ -225,13 +237,15 @@ def _growing(key: str, part: str, values: array, before: tuple[array, int] | Non
 
 
 def saved_streams(saved: Saved) -> tuple[list[dict[str, Any]], int]:
-    """The saved streams as `{"labels", "detectors"}` entries, their large parts put back;
-    and the number of streams that could not be read (a part missing or cut short)."""
+    """The saved streams as `{"labels", "counters", "detectors"}` entries, their large
+    parts put back; and the number of streams that could not be read (a part missing or
+    cut short)."""
     entries, failures = [], 0
     for key, state in saved.streams.items():
         try:
             document = orjson.loads(state)
-            entries.append({"labels": orjson.loads(key),
+            counters = document.pop("counters", None)  # (not in stores made before them)
+            entries.append({"labels": orjson.loads(key), "counters": counters,
                             "detectors": _joined(key, document, saved)})
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             failures += 1

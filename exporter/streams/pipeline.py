@@ -42,8 +42,9 @@ KNOWN_REJECTION_REASONS = (
 MAX_REPORTED_ERRORS = 10
 StreamKey = tuple[str, ...]
 Measured = tuple[Record, StreamKey, Measurements]
-Pick = tuple[int, StreamKey]  # (index of a record within its JSON value, its stream key)
-RoutedItem = tuple[int, bytes, list[Pick]]  # (position in the batch, JSON, records to take)
+# where an item came from in a partitioned source: (the source, e.g. a Kafka topic
+# partition "topic/3", the item's offset in it); a stream skips what it already applied
+Position = tuple[str, int]
 T = TypeVar("T")
 X = TypeVar("X")
 
@@ -82,12 +83,10 @@ class Pipeline:
         config: Config,
         clock: Callable[[], float] = time.time,
         learn_only: bool = False,
-        detect: bool = True,
         calibration: Executor | None = None,
     ) -> None:
-        """`detect=False`: streams are only admitted (labels, cap), not observed: the pipeline
-        of a supervisor whose worker processes own the streams' state. `calibration`: where
-        detector thresholds are simulated (None: inline, deterministic in time too)."""
+        """`calibration`: where detector thresholds are simulated (None: inline,
+        deterministic in time too)."""
         self.config = config
         self.learn_only = learn_only
         self.clock = clock
@@ -96,11 +95,12 @@ class Pipeline:
         self.detector_factory.executor = calibration
         self.evidence_settings = config.evidence
         self.streams = StreamTable(
-            self.labeler.names, config.max_streams, self._stream_parts if detect else None
+            self.labeler.names, config.max_streams, self._stream_parts
         )
         self.measurer = SignalMeasurer(config.signals)
         self.rejections: Counter[str] = Counter({reason: 0 for reason in KNOWN_REJECTION_REASONS})
         self.records = 0
+        self.redelivered = 0  # records at or before a position their stream had applied
         self.processing_seconds = 0.0
 
     def _stream_parts(self) -> tuple[StreamDetectors, Evidence | None]:
@@ -150,24 +150,40 @@ class Pipeline:
         still to come). Raises RejectedRecord (counted) when none of its records is usable."""
         return self._each_usable(self._normalize(value, stats, fmt), stats, self._measure)
 
-    def _commit(self, measured: list[Measured], stats: InputStats, started: float) -> None:
+    def _commit(self, measured: list[Measured], stats: InputStats, started: float,
+                at: list[Position] | None = None) -> None:
         """Embed a batch's texts in shared numpy passes, then update each stream with its
-        records of the batch, in arrival order."""
+        records of the batch, in arrival order. `at`: each record's position; a record at
+        or before the last position its stream applied from that source is delivered
+        again (after a crash or a rebalance) and skipped: no stream counts one twice."""
         self.measurer.embed_pending([m for _, _, m in measured])
         now = self.clock()
         by_stream: dict[int, tuple[StreamState, list[Record], list[Measurements]]] = {}
-        for record, key, measurements in measured:
+        moved: dict[tuple[int, str], tuple[StreamState, int]] = {}
+        applied = 0
+        for index, (record, key, measurements) in enumerate(measured):
             stream = self.streams.get(key)  # per record: the cap counts overflow records
+            if at is not None:
+                # against the position as the batch began: the records of one item (an
+                # OTLP export) share its position
+                source, offset = at[index]
+                if offset <= stream.positions.get(source, -1):
+                    self.redelivered += 1
+                    continue
+                moved[(id(stream), source)] = (stream, offset)
             group = by_stream.get(id(stream))
             if group is None:
                 group = by_stream[id(stream)] = (stream, [], [])
             group[1].append(record)
             group[2].append(measurements)
+            applied += 1
+        for (_, source), (stream, offset) in moved.items():
+            stream.positions[source] = offset
         for stream, records, batch in by_stream.values():
             stream.observe_many(records, batch, now)
-        self.records += len(measured)
-        stats.records += len(measured)
-        if measured:
+        self.records += applied
+        stats.records += applied
+        if applied:
             stats.last_record_timestamp = now
         self.processing_seconds += time.perf_counter() - started
 
@@ -231,10 +247,12 @@ class Pipeline:
             raise error from None
 
     def ingest_lines(
-        self, lines: Iterable[bytes], stats: InputStats, fmt: str | None = None
+        self, lines: Iterable[bytes], stats: InputStats, fmt: str | None = None,
+        positions: list[Position] | None = None,
     ) -> IngestResult:
-        """A chunk of JSON-lines lines (blank ones skipped), processed as one batch."""
-        return self._ingest_batch(lines, stats, fmt, decode=True)
+        """A chunk of JSON-lines lines (blank ones skipped), processed as one batch;
+        `positions`: each line's, from a partitioned source (see `_commit`)."""
+        return self._ingest_batch(lines, stats, fmt, decode=True, positions=positions)
 
     def ingest_values(
         self, values: Iterable[Any], stats: InputStats, fmt: str | None = None
@@ -242,13 +260,15 @@ class Pipeline:
         return self._ingest_batch(values, stats, fmt, decode=False)
 
     def _ingest_batch(
-        self, items: Iterable[Any], stats: InputStats, fmt: str | None, decode: bool
+        self, items: Iterable[Any], stats: InputStats, fmt: str | None, decode: bool,
+        positions: list[Position] | None = None,
     ) -> IngestResult:
         """Measure every item, then embed and observe them together: the built-in embedding
         costs far less per text in shared numpy passes, and order within a stream is kept."""
         started = time.perf_counter()
         result = IngestResult()
         measured: list[Measured] = []
+        at: list[Position] | None = None if positions is None else []
         for position, item in enumerate(items):
             try:
                 if decode:
@@ -261,48 +281,8 @@ class Pipeline:
                 result.add_error(position, error)
                 continue
             measured.extend(records)
+            if at is not None and positions is not None:
+                at.extend([positions[position]] * len(records))
             result.accepted += len(records)
-        self._commit(measured, stats, started)
-        return result
-
-    # --- sharding over worker processes (exporter/workers) ---------------------------
-    def route_value(self, value: Any, stats: InputStats, fmt: str | None = None) -> list[Pick]:
-        """The supervisor's half of a record: its usable records and their admitted stream
-        keys (the stream cap applied here, in one place for all workers). Nothing is
-        measured. Raises RejectedRecord (counted) when no record of `value` is usable."""
-        return self._each_usable(enumerate(self._normalize(value, stats, fmt)), stats, self._admit)
-
-    def _admit(self, picked: tuple[int, Record], stats: InputStats) -> Pick:
-        """(the record's index in its value, its admitted stream key)."""
-        index, record = picked
-        try:  # a record the worker would reject must not take a stream slot here
-            self.measurer.check_supplied_embedding(record)
-        except ValueError as exc:
-            raise self._invalid_embedding(stats, exc) from exc
-        return index, self.streams.get(self.labeler.key(record)).labels
-
-    def ingest_routed(
-        self, items: Iterable[RoutedItem], stats: InputStats, fmt: str | None = None
-    ) -> IngestResult:
-        """A worker's half: measure and observe the picked records under the keys the
-        supervisor admitted them with. The JSON was decoded and normalized there already,
-        so a failure to do it again is a bug and counts as internal_error."""
-        started = time.perf_counter()
-        result = IngestResult()
-        measured: list[Measured] = []
-        for position, raw, picks in items:
-            try:
-                records = normalize(orjson.loads(raw), fmt or self.config.format)
-            except Exception as exc:
-                result.add_error(position, self._internal_error(stats, exc))
-                continue
-            for index, key in picks:
-                try:
-                    measured.append(self._measure(records[index], stats, key))
-                    result.accepted += 1
-                except RejectedRecord as error:
-                    result.add_error(position, error)
-                except Exception as exc:
-                    result.add_error(position, self._internal_error(stats, exc))
-        self._commit(measured, stats, started)
+        self._commit(measured, stats, started, at)
         return result

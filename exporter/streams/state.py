@@ -330,6 +330,8 @@ def restore_streams(pipeline: Pipeline, entries: list[Any]) -> tuple[int, int]:
                 continue
             if stream.detectors is not None:
                 stream.detectors.restore(entry["detectors"], pipeline.detector_factory)
+                if entry.get("counters") is not None:
+                    stream.restore_counters(entry["counters"])
                 if stream.evidence is not None:
                     stream.evidence.baseline_complete()
                 stream.settle(wait=False)  # a calibration saved in progress, resumed at once

@@ -9,13 +9,14 @@ count of every scrape.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from exporter.records.labels import sanitize_label_value
 from exporter.records.record import Record
 from exporter.signals.measure import Measurements
-from exporter.signals.totals import SignalTotals
+from exporter.signals.totals import SignalTotals, totals_restored, totals_snapshot
 from exporter.streams.evidence import Evidence
 from exporter.streams.stream_detectors import StreamDetectors
 
@@ -41,6 +42,35 @@ class StreamState:
     # counts changes to what a checkpoint saves (records observed, a calibration taken in,
     # a reset): a checkpoint saves the streams whose version moved since the last one
     version: int = 0
+    # a partitioned source (a Kafka topic partition, "topic/3") -> the offset of the last
+    # record of it this stream applied: a record delivered again (after a crash or a
+    # rebalance) is not applied twice. The first source is the stream's home.
+    positions: dict[str, int] = field(default_factory=dict)
+
+    def counters(self) -> dict[str, Any]:
+        """What the stream's counters say, saved with its detectors: they resume from
+        there when the stream moves to another process or this one restarts."""
+        return {
+            "records": self.records,
+            "finish_reasons": dict(self.finish_reasons),
+            "served_models": dict(self.served_models),
+            "system_fingerprints": dict(self.system_fingerprints),
+            "last_record_time": self.last_record_time,
+            "signals": totals_snapshot(self.signals),
+            "positions": self.positions,
+        }
+
+    def restore_counters(self, saved: dict[str, Any]) -> None:
+        """`counters()` read back; all or nothing (ValueError, KeyError, TypeError)."""
+        signals = totals_restored(saved["signals"])
+        counted = [Counter({str(k): int(v) for k, v in saved[name].items()})
+                   for name in ("finish_reasons", "served_models", "system_fingerprints")]
+        positions = {str(k): int(v) for k, v in saved["positions"].items()}
+        last = saved["last_record_time"]
+        self.records = int(saved["records"])
+        self.finish_reasons, self.served_models, self.system_fingerprints = counted
+        self.last_record_time = None if last is None else float(last)
+        self.signals, self.positions = signals, positions
 
     def observe_many(
         self, records: Sequence[Record], measurements: Sequence[Measurements], now: float
@@ -174,6 +204,12 @@ class StreamTable:
         for stream in matched:
             stream.reset_baselines(signals)
         return [stream.labels for stream in matched]
+
+    def drop(self, keys: Iterable[tuple[str, ...]]) -> None:
+        """Forget these streams: this process no longer owns them (their partition moved
+        to another member of the consumer group); their series go with them."""
+        for key in keys:
+            self._streams.pop(key, None)
 
     def __iter__(self) -> Iterator[StreamState]:
         return iter(list(self._streams.values()))

@@ -88,9 +88,10 @@ class Api:
         return web.Response(text="OK\n")
 
     async def ready(self, request: web.Request) -> web.Response:
-        if self.exporter.ready:
+        why = self.exporter.not_ready
+        if why is None:
             return web.Response(text="Ready\n")
-        return web.Response(text="Not ready\n", status=503)
+        return web.Response(text=f"Not ready: {why}\n", status=503)
 
     async def streams(self, request: web.Request) -> web.Response:
         return json_response(

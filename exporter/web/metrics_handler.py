@@ -2,9 +2,8 @@
 
 It answers as prometheus_client's own aiohttp handler did (same format negotiation,
 the same bytes, `name[]` honoured) but takes the per-stream families from the
-collector's `stream_source` instead of building MetricFamily objects, so a scrape
-of 1,000 streams stays well under 100 ms (benchmarks/bench_scale.py). The source is
-awaited: a supervisor of worker processes can gather their chunks without blocking.
+collector's `stream_chunks` instead of building MetricFamily objects, so a scrape
+of 1,000 streams stays well under 100 ms (benchmarks/bench_scale.py).
 """
 
 from __future__ import annotations
@@ -42,9 +41,9 @@ def negotiate(accept: str) -> tuple[Dialect, str, Callable[[Collector], bytes]]:
 
 
 class MetricsEndpoint:
-    """`/metrics` of one exporter: stream families from `collector.stream_source` (read
-    at each scrape, so it can be replaced), then the collector's other families, process
-    and platform metrics. `body` is the whole work of a scrape, without HTTP."""
+    """`/metrics` of one exporter: stream families from `collector.stream_chunks`, then
+    the collector's other families, process and platform metrics. `body` is the whole
+    work of a scrape, without HTTP."""
 
     def __init__(self, collector: ExporterCollector, gzip_level: int = GZIP_LEVEL) -> None:
         self.collector = collector
@@ -56,7 +55,7 @@ class MetricsEndpoint:
     ) -> tuple[bytes, dict[str, str]]:
         """The response body and headers for these request headers (and `name[]` values)."""
         dialect, content_type, encoder = negotiate(accept)
-        sources = await self.collector.stream_source(dialect)
+        sources = [self.collector.stream_chunks(dialect)]
         others = encoder(self.rest if names is None else self.rest.restricted_registry(names))
         body = merge_streams(sources, dialect, names) + others
         headers = {hdrs.CONTENT_TYPE: content_type}

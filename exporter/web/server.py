@@ -71,7 +71,7 @@ async def serve(
     web_config: WebConfig | None = None,
 ) -> bool:
     """Serve until SIGTERM or SIGINT, then shut down cleanly; False when it stopped
-    because a worker process died (the caller exits non-zero)."""
+    because the exporter failed (`Exporter.fail`; the caller exits non-zero)."""
     host, port = parse_listen_address(listen_address)
     runner = web.AppRunner(
         make_app(exporter, telemetry_path, web_config), auto_decompress=False,
