@@ -104,3 +104,14 @@ def stream_series(members: list[ExporterProcess], label_names: tuple[str, ...]
                 assert (name, labels) not in series, f"{name}{labels} on two members"
                 series[(name, labels)] = value
     return series
+
+
+def differences(got: Any, expected: Any, path: str = "") -> list[str]:
+    """Where two JSON values differ, as `path: got != expected` lines."""
+    if isinstance(got, dict) and isinstance(expected, dict):
+        return [line for key in sorted(set(got) | set(expected), key=str)
+                for line in differences(got.get(key), expected.get(key), f"{path}.{key}")]
+    if isinstance(got, list) and isinstance(expected, list) and len(got) == len(expected):
+        return [line for i, (g, e) in enumerate(zip(got, expected, strict=True))
+                for line in differences(g, e, f"{path}[{i}]")]
+    return [] if got == expected else [f"{path}: {got!r} != {expected!r}"]

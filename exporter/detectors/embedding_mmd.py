@@ -344,6 +344,9 @@ class EmbeddingMmd(Detector):
             "release": self._release,
             "back": None if self._back is None else self._back.snapshot(),
             "nulls": [[size, *null] for size, null in self._nulls.items()],
+            # the reservoir's draws go on where they were after a restore (or a move to
+            # another process): the same records keep the same baseline sample
+            "rng": _generator_state(self._rng) if self._baseline_mean is None else None,
         }
 
     def _restore_state(self, state: dict[str, Any]) -> None:
@@ -376,4 +379,21 @@ class EmbeddingMmd(Detector):
         self._back = None if back is None else WayBack.restore(back)
         self._nulls = {int(size): (float(t), float(m), float(r))
                        for size, t, m, r in state.get("nulls", ())}
+        if state.get("rng") is not None:  # (absent: saved before it was, or learned)
+            self._rng.bit_generator.state = _generator_restored(state["rng"])
 
+
+
+def _generator_state(rng: np.random.Generator) -> dict[str, Any]:
+    """A PCG64 generator's state as JSON can hold it (its 128-bit integers as text)."""
+    state = rng.bit_generator.state
+    inner = state["state"]
+    return {"bit_generator": state["bit_generator"], "state": str(inner["state"]),
+            "inc": str(inner["inc"]), "has_uint32": int(state["has_uint32"]),
+            "uinteger": int(state["uinteger"])}
+
+
+def _generator_restored(saved: dict[str, Any]) -> dict[str, Any]:
+    return {"bit_generator": str(saved["bit_generator"]),
+            "state": {"state": int(saved["state"]), "inc": int(saved["inc"])},
+            "has_uint32": int(saved["has_uint32"]), "uinteger": int(saved["uinteger"])}
