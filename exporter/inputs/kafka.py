@@ -99,7 +99,11 @@ class KafkaInput:
         self.rebalances = 0
         self.restored_streams = 0
         self.restore_failures = 0
-        self.last_handoff_seconds = 0.0
+        # a handoff, as this member sees it: the checkpoint of a revocation; an assignment
+        # from its start to its first record processed (committed offsets, changelog, restore)
+        self.last_revocation_seconds = 0.0
+        self.last_assignment_seconds = 0.0
+        self._assigned_at: float | None = None  # an assignment still without a record
         self._next_save = 0.0
 
     # --- the loop ---------------------------------------------------------------------
@@ -172,6 +176,11 @@ class KafkaInput:
         self.problem = None
         if lines:
             self.pipeline.ingest_lines(lines, self.stats, self.config.format, positions)
+        if self._assigned_at is not None and messages:
+            self.last_assignment_seconds = time.perf_counter() - self._assigned_at
+            self._assigned_at = None
+            log.info("first records after the assignment processed %.2f s after it began",
+                     self.last_assignment_seconds)
 
     # --- checkpoints ------------------------------------------------------------------
     def _owned(self) -> list[StreamState]:
@@ -219,25 +228,29 @@ class KafkaInput:
             log.error("cannot restore the streams of %s (%s); they re-learn", sorted(new), exc)
             return
         finally:
-            self.last_handoff_seconds = time.perf_counter() - started
+            self.last_assignment_seconds = time.perf_counter() - started
+            self._assigned_at = started
         self.restored_streams += done
         self.restore_failures += failures + unusable + restored.other_settings
         if restored.other_settings:
             log.warning("%d stream(s) in %s were saved with other detector settings; "
                         "they re-learn", restored.other_settings, self.config.changelog)
         log.info("assigned %d partition(s); restored %d stream(s) (%.1f MB read) in %.2f s",
-                 len(new), done, restored.bytes / 1e6, self.last_handoff_seconds)
+                 len(new), done, restored.bytes / 1e6, self.last_assignment_seconds)
 
     def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.rebalances += 1
         gone = {(tp.topic, tp.partition) for tp in partitions}
+        started = time.perf_counter()
         if gone & self.assigned:
             try:
                 self.checkpoint()  # before they move: the next owner starts from here
             except Exception:  # a callback must not raise into `consume`
                 log.exception("cannot checkpoint before a revocation")
         self._drop(gone)
-        log.info("revoked %d partition(s)", len(gone))
+        self.last_revocation_seconds = time.perf_counter() - started
+        log.info("revoked %d partition(s); checkpointed and dropped their streams in %.3f s",
+                 len(gone), self.last_revocation_seconds)
 
     def _lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.rebalances += 1

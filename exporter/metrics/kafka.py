@@ -53,9 +53,13 @@ def kafka_families(kafka: KafkaInput) -> Iterable[Metric]:
         counter = CounterMetricFamily(metric, help_text, labels=["input"])
         counter.add_metric([name], value)
         yield counter
-    handoff = GaugeMetricFamily(
-        "llm_exporter_kafka_last_assignment_seconds",
-        "Time the last assignment took: committed offsets fetched, streams restored.",
-        labels=["input"])
-    handoff.add_metric([name], kafka.last_handoff_seconds)
-    yield handoff
+    for metric, help_text, value in (
+        ("llm_exporter_kafka_last_assignment_seconds", "The last assignment, from its start "
+         "(committed offsets fetched, streams restored from the changelog) to its first "
+         "record processed.", kafka.last_assignment_seconds),
+        ("llm_exporter_kafka_last_revocation_seconds", "The last revocation: its streams "
+         "checkpointed to the changelog, then dropped here.", kafka.last_revocation_seconds),
+    ):
+        gauge = GaugeMetricFamily(metric, help_text, labels=["input"])
+        gauge.add_metric([name], value)
+        yield gauge
