@@ -67,11 +67,16 @@ class KafkaInputConfig:
     start_at: str = "beginning"  # where a partition without a committed offset starts
     max_message_bytes: int = 1024 * 1024  # larger records are rejected as too_large
     session_timeout: float = 10.0  # seconds before a silent member's partitions move
+    repartition: bool = False  # topics not keyed by stream: keyed into an internal topic first
     properties: dict[str, Any] = field(default_factory=dict)  # librdkafka, passed through
 
     @property
     def changelog(self) -> str:
         return self.changelog_topic or f"{self.group_id}-changelog"
+
+    @property
+    def repartition_topic(self) -> str:
+        return f"{self.group_id}-repartition"
 
 
 InputConfig = FileInputConfig | HttpInputConfig | KafkaInputConfig

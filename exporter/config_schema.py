@@ -140,6 +140,7 @@ SCHEMA: dict[str, Any] = {
                                 "start_at": {"enum": ["end", "beginning"]},
                                 "max_message_bytes": _POSITIVE_INT,
                                 "session_timeout": {"type": "number", "minimum": 1},
+                                "repartition": {"type": "boolean"},
                                 "properties": {
                                     "type": "object",
                                     "additionalProperties": {

@@ -5,7 +5,9 @@ member is SIGKILLed and another joins mid-run."""
 from __future__ import annotations
 
 import time
+from collections import Counter
 
+import orjson
 import pytest
 
 from benchmarks.kafka_traffic import records
@@ -76,3 +78,27 @@ def _wait_records(members, at_least: int, timeout: float = 300.0) -> None:
             return
         time.sleep(0.2)
     raise TimeoutError(f"fewer than {at_least} records after {timeout} s")
+
+
+def test_repartition_gives_each_stream_of_an_unkeyed_topic_one_owner(kafka_broker, tmp_path):
+    """Records produced without a key land in every partition; with `repartition: true` the
+    members forward them keyed by stream, so each stream has one owner that sees all of it."""
+    count, streams = 20_000, 24
+    lines = list(records(count, streams, seed=12))
+    kafka_broker.create_topic("llm-unkeyed", PARTITIONS)
+    produce_keyed(kafka_broker.bootstrap, "llm-unkeyed", [(None, line) for _, line in lines])
+    config = member_config(tmp_path, kafka_broker.bootstrap, "llm-unkeyed", "repartitioned",
+                           extra="    repartition: true\n")
+    members = [start_member(config, tmp_path, f"member-{i}") for i in range(2)]
+    try:
+        wait_caught_up(members, count, PARTITIONS)
+        got = streams_of(members)  # (fails if a stream is served by two members)
+        forwarded = sum(v for m in members for (n, _), v in m.samples().items()
+                        if n == "llm_exporter_kafka_repartitioned_records_total")
+    finally:
+        for member in members:
+            assert member.stop(60) == 0
+    expected = Counter(tuple(sorted(zip(LABELS, orjson.loads(key), strict=True)))
+                       for key, _ in lines)
+    assert {key: view["records"] for key, view in got.items()} == dict(expected)
+    assert forwarded == count

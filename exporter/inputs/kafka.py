@@ -35,6 +35,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from exporter.config import KafkaInputConfig
+from exporter.inputs.kafka_repartition import Repartitioner
 from exporter.inputs.stats import InputStats
 from exporter.records import RejectedRecord
 from exporter.streams.changelog import Changelog, ChangelogError
@@ -90,6 +91,10 @@ class KafkaInput:
             settings["group.instance.id"] = self.instance_id
         self.consumer = Consumer(settings)
         self.changelog = Changelog(config, f"{config.group_id}-{member}", settings_of(pipeline))
+        common = {**config.properties, "bootstrap.servers": config.bootstrap_servers,
+                  "logger": log}
+        self.repartitioner = Repartitioner(config, pipeline, member, common) \
+            if config.repartition else None
         self.checkpointer = Checkpointer()
         self.assigned: set[tuple[str, int]] = set()
         self.next_offsets: dict[tuple[str, int], int] = {}  # after the last record applied
@@ -111,6 +116,8 @@ class KafkaInput:
         if not self.started:
             await self._start()
         while True:
+            if self.repartitioner is not None:
+                self._forward(self.repartitioner)
             messages = self.consumer.consume(BATCH, timeout=0)
             if messages:
                 self._ingest(messages)
@@ -125,6 +132,8 @@ class KafkaInput:
             try:
                 partitions = self._input_partitions()
                 self.changelog.start(partitions)
+                if self.repartitioner is not None:
+                    self.repartitioner.start(partitions)
                 break
             except (ChangelogError, Exception) as exc:  # the brokers are not there yet
                 if isinstance(exc, ChangelogError) and exc.fatal:
@@ -133,10 +142,18 @@ class KafkaInput:
                 self.problem = f"cannot reach Kafka: {exc}"
                 log.warning("%s; retrying", self.problem)
                 await asyncio.sleep(2.0)
-        self.consumer.subscribe(list(self.config.topics), on_assign=self._assigned,
-                                on_revoke=self._revoked, on_lost=self._lost)
+        topics = [self.config.repartition_topic] if self.repartitioner is not None \
+            else list(self.config.topics)
+        self.consumer.subscribe(topics, on_assign=self._assigned, on_revoke=self._revoked,
+                                on_lost=self._lost)
         self.started = True
         self.problem = None
+
+    def _forward(self, repartitioner: Repartitioner) -> None:
+        try:
+            repartitioner.poll()
+        except ChangelogError as exc:  # fatal: fenced off by a newer member
+            self.on_fatal(str(exc))
 
     def _input_partitions(self) -> int:
         metadata = self.consumer.list_topics(timeout=10.0)
@@ -281,17 +298,17 @@ class KafkaInput:
     # --- reads ------------------------------------------------------------------------
     def lag(self) -> Iterable[tuple[str, int, int]]:
         """(topic, partition, records behind) of each assigned partition, from the high
-        watermark of the last fetch (no request to the brokers)."""
+        watermark of the last fetch and this member's position (local reads: no request to
+        the brokers). The position, not the last offset processed: it is past the markers a
+        transactional producer leaves (the repartition topic's), which are no records."""
         for topic, partition in sorted(self.assigned):
             tp = TopicPartition(topic, partition)
             _, high = self.consumer.get_watermark_offsets(tp, cached=True)
             if high == OFFSET_UNSET:
                 continue
-            done = self.next_offsets.get((topic, partition))
-            if done is None:
-                position = self.consumer.position([tp])[0].offset
-                done = position if position >= 0 else high
-            yield topic, partition, max(0, high - done)
+            position = self.consumer.position([tp])[0].offset
+            done = max(position, self.next_offsets.get((topic, partition), position))
+            yield topic, partition, max(0, high - done) if done >= 0 else high
 
     def describe(self) -> dict[str, Any]:
         return {"assigned": [source(t, p) for t, p in sorted(self.assigned)],
@@ -301,3 +318,5 @@ class KafkaInput:
         """Leave the group: the revoke callback saves every stream first."""
         self.consumer.close()  # calls `_revoked` for every partition held
         self.changelog.close()
+        if self.repartitioner is not None:
+            self.repartitioner.close()

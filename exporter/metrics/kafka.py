@@ -49,6 +49,9 @@ def kafka_families(kafka: KafkaInput) -> Iterable[Metric]:
         ("llm_exporter_kafka_duplicates_skipped", "Records delivered again (after a crash or "
          "a rebalance) that their stream had already applied, so not applied twice.",
          kafka.pipeline.redelivered),
+        ("llm_exporter_kafka_repartitioned_records", "Records forwarded, keyed by stream, to "
+         "the internal topic (repartition: true; 0 without it).",
+         kafka.repartitioner.forwarded if kafka.repartitioner is not None else 0),
     ):
         counter = CounterMetricFamily(metric, help_text, labels=["input"])
         counter.add_metric([name], value)
