@@ -49,6 +49,7 @@ INSTANCE_ENV = "LLM_DRIFT_EXPORTER_INSTANCE_ID"  # group.instance.id, e.g. a pod
 BATCH = 2000  # messages taken per poll
 IDLE = 0.02  # seconds between polls while nothing arrives
 COMMITTED_TIMEOUT = 60.0
+RESTORE_RETRY = 2.0  # seconds between two tries to restore partitions out of reach
 OFFSET_UNSET = -1001
 
 
@@ -109,6 +110,8 @@ class KafkaInput:
         self.last_revocation_seconds = 0.0
         self.last_assignment_seconds = 0.0
         self._assigned_at: float | None = None  # an assignment still without a record
+        self._unrestored: set[tuple[str, int]] = set()  # assigned, paused, to restore
+        self._retry_at = 0.0
         self._next_save = 0.0
 
     # --- the loop ---------------------------------------------------------------------
@@ -116,6 +119,8 @@ class KafkaInput:
         if not self.started:
             await self._start()
         while True:
+            if self._unrestored and time.monotonic() >= self._retry_at:
+                self._restore()
             if self.repartitioner is not None:
                 self._forward(self.repartitioner)
             messages = self.consumer.consume(BATCH, timeout=0)
@@ -227,33 +232,52 @@ class KafkaInput:
 
     # --- rebalances (called by librdkafka from inside `consume`, on this thread) -------
     def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        started = time.perf_counter()
         self.rebalances += 1
         new = {(tp.topic, tp.partition) for tp in partitions}
-        self.assigned |= new  # (also when their state cannot be read: they re-learn)
+        self.assigned |= new
         if not new:
             return
+        # assigned here and paused until their streams are restored: a restore that fails
+        # (brokers unreachable) is tried again, their records wait (see `_restore`)
+        consumer.incremental_assign(partitions)
+        consumer.pause(partitions)
+        self._unrestored |= new
+        self._assigned_at = time.perf_counter()
+        self._restore()
+
+    def _restore(self) -> None:
+        """Restore the streams of the partitions assigned but not restored yet, then let
+        their records come. Their committed offsets are fetched first, which waits until no
+        transaction of a former owner is pending: what the changelog holds and the offsets
+        then agree."""
+        waiting = sorted(self._unrestored)
+        partitions = [TopicPartition(t, p) for t, p in waiting]
+        started = time.perf_counter()
         try:
-            # waits until no transaction of a former owner is pending on these partitions,
-            # so what the changelog holds and the offsets agree
-            consumer.committed(partitions, timeout=COMMITTED_TIMEOUT)
-            restored = self.changelog.restore({source(t, p) for t, p in new})
-            entries, failures = saved_streams(restored.saved)
-            done, unusable = restore_streams(self.pipeline, entries)
-        except Exception as exc:  # a callback must not raise into `consume`
-            self.restore_failures += 1
-            log.error("cannot restore the streams of %s (%s); they re-learn", sorted(new), exc)
+            committed = self.consumer.committed(partitions, timeout=COMMITTED_TIMEOUT)
+            restored = self.changelog.restore({source(t, p) for t, p in waiting})
+        except Exception as exc:  # out of reach: tried again, never re-learnt for this
+            self.problem = f"cannot restore partitions {waiting}: {exc}"
+            log.error("%s; retrying", self.problem)
+            self._retry_at = time.monotonic() + RESTORE_RETRY
             return
-        finally:
-            self.last_assignment_seconds = time.perf_counter() - started
-            self._assigned_at = started
+        entries, failures = saved_streams(restored.saved)
+        done, unusable = restore_streams(self.pipeline, entries)
         self.restored_streams += done
         self.restore_failures += failures + unusable + restored.other_settings
         if restored.other_settings:
             log.warning("%d stream(s) in %s were saved with other detector settings; "
                         "they re-learn", restored.other_settings, self.config.changelog)
+        for tp in committed:  # where each resumes (what the lag counts from until it moves)
+            if tp.offset >= 0:
+                self.next_offsets[(tp.topic, tp.partition)] = tp.offset
+                self._committed[(tp.topic, tp.partition)] = tp.offset
+        self._unrestored.clear()
+        self.problem = None
+        self.consumer.resume(partitions)
+        self.last_assignment_seconds = time.perf_counter() - (self._assigned_at or started)
         log.info("assigned %d partition(s); restored %d stream(s) (%.1f MB read) in %.2f s",
-                 len(new), done, restored.bytes / 1e6, self.last_assignment_seconds)
+                 len(waiting), done, restored.bytes / 1e6, time.perf_counter() - started)
 
     def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.rebalances += 1
@@ -284,6 +308,7 @@ class KafkaInput:
         self.changelog.forget(stream_key(s.labels) for s in leaving)
         self.pipeline.streams.drop(s.labels for s in leaving)
         self.assigned -= gone
+        self._unrestored -= gone
         for key in gone:
             self.next_offsets.pop(key, None)
             self._committed.pop(key, None)
@@ -303,12 +328,12 @@ class KafkaInput:
         transactional producer leaves (the repartition topic's), which are no records."""
         for topic, partition in sorted(self.assigned):
             tp = TopicPartition(topic, partition)
-            _, high = self.consumer.get_watermark_offsets(tp, cached=True)
+            low, high = self.consumer.get_watermark_offsets(tp, cached=True)
             if high == OFFSET_UNSET:
                 continue
             position = self.consumer.position([tp])[0].offset
             done = max(position, self.next_offsets.get((topic, partition), position))
-            yield topic, partition, max(0, high - done) if done >= 0 else high
+            yield topic, partition, max(0, high - (done if done >= 0 else max(low, 0)))
 
     def describe(self) -> dict[str, Any]:
         return {"assigned": [source(t, p) for t, p in sorted(self.assigned)],
