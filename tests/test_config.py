@@ -173,3 +173,32 @@ def test_missing_file_is_reported(tmp_path):
 )
 def test_values_that_would_break_at_run_time_are_rejected(raw, message):
     assert any(error.startswith(message) for error in errors_of(raw)), errors_of(raw)
+
+
+def test_workers_is_an_error_that_says_how_to_scale():
+    errors = errors_of({"inputs": [{"type": "http"}], "workers": 2})
+    assert any(e.startswith("workers: removed;") and "Kafka consumer group" in e for e in errors)
+
+
+def test_a_kafka_input_owns_its_streams_alone():
+    kafka = {"type": "kafka", "bootstrap_servers": "k:9092", "topics": ["llm"]}
+    assert parse_config({"inputs": [kafka]}).kafka_input is not None
+    errors = errors_of({"inputs": [kafka, {"type": "http"}, dict(kafka, name="k2")],
+                        "state_dir": "/var/lib/x"})
+    assert any(e.startswith("inputs.0: a kafka input cannot be combined") for e in errors)
+    assert any(e.startswith("inputs.2: only one kafka input") for e in errors)
+    assert any(e.startswith("state_dir: not used with a kafka input") for e in errors)
+    assert any(e.startswith("inputs.0.topics.0:") for e in errors_of(
+        {"inputs": [dict(kafka, topics=["not a topic"])]}))
+
+
+def test_kafka_properties_are_passed_to_librdkafka_as_text():
+    config = parse_config({"inputs": [{
+        "type": "kafka", "bootstrap_servers": "k:9092", "topics": ["llm"],
+        "properties": {"security.protocol": "SASL_SSL", "fetch.wait.max.ms": 50,
+                       "enable.ssl.certificate.verification": False}}]})
+    assert config.kafka_input is not None
+    assert config.kafka_input.properties == {"security.protocol": "SASL_SSL",
+                                             "fetch.wait.max.ms": "50",
+                                             "enable.ssl.certificate.verification": "false"}
+    assert config.kafka_input.changelog == "llm-drift-exporter-changelog"
