@@ -35,6 +35,7 @@ from tests.kafka_members import member_config, progress, start_member, wait_caug
 
 PARTITIONS = 12
 TOPIC = "llm-bench"
+UNKEYED = "llm-bench-unkeyed"
 
 
 def _counted(members: list) -> float:
@@ -55,32 +56,42 @@ def _timed_catch_up(members: list, before: float, total: float) -> float:
 
 
 def scaling(args: argparse.Namespace, broker: KafkaBroker, work: Path) -> None:
-    broker.create_topic(TOPIC, PARTITIONS)
+    """One consumer, two, and one with `repartition: true` on the same records unkeyed."""
+    runs = [("1 consumer", TOPIC, 1, ""), ("2 consumers", TOPIC, 2, ""),
+            ("1 consumer, repartition: true (topic not keyed)", UNKEYED, 1,
+             "    repartition: true\n")]
     warm = args.streams * args.warm_up
-    produce_keyed(broker.bootstrap, TOPIC, records(warm, args.streams, seed=1, drift_after=2))
-    configs = {size: member_config(work, broker.bootstrap, TOPIC, f"group-{size}")
-               for size in (1, 2)}
-    for size, config in configs.items():  # warm-up: baselines learned, thresholds simulated
-        members = [start_member(config, work, f"warm-{size}-{i}") for i in range(size)]
-        wait_caught_up(members, warm, PARTITIONS)
-        time.sleep(3.0)  # calibrations finish, then a checkpoint holds them
+
+    def produce(count: int, seed: int) -> None:
+        lines = list(records(count, args.streams, seed=seed, drift_after=2))
+        produce_keyed(broker.bootstrap, TOPIC, lines)
+        produce_keyed(broker.bootstrap, UNKEYED, [(None, line) for _, line in lines])
+
+    for topic in (TOPIC, UNKEYED):
+        broker.create_topic(topic, PARTITIONS)
+    produce(warm, seed=1)
+    configs = [member_config(work, broker.bootstrap, topic, f"group-{n}", extra)
+               for n, (_, topic, _, extra) in enumerate(runs)]
+    for n, ((_, _, size, _), config) in enumerate(zip(runs, configs, strict=True)):
+        members = [start_member(config, work, f"warm-{n}-{i}") for i in range(size)]
+        wait_caught_up(members, warm, PARTITIONS)  # baselines learned, thresholds simulated
+        time.sleep(3.0)  # then a checkpoint holds them
         for member in members:
             member.stop(60)
-    produce_keyed(broker.bootstrap, TOPIC,
-                  records(args.records, args.streams, seed=2, drift_after=2))
-    rates = {}
-    for size, config in configs.items():
-        members = [start_member(config, work, f"run-{size}-{i}") for i in range(size)]
+    produce(args.records, seed=2)
+    rates = []
+    for n, ((_, _, size, _), config) in enumerate(zip(runs, configs, strict=True)):
+        members = [start_member(config, work, f"run-{n}-{i}") for i in range(size)]
         seconds = _timed_catch_up(members, warm, warm + args.records)
-        rates[size] = args.records / seconds
+        rates.append(args.records / seconds)
         for member in members:
             member.stop(60)
     print(f"\n{os.cpu_count()} CPUs shared by the broker and the members; {args.streams} "
           f"streams, {PARTITIONS} partitions, {args.records:,} measured records after "
           f"{warm:,} of warm-up, all four signals\n")
     print("| consumers | records/s | vs one |\n| --- | ---: | ---: |")
-    for size, rate in rates.items():
-        print(f"| {size} | {rate:,.0f} | {rate / rates[1]:.2f}x |")
+    for (label, _, _, _), rate in zip(runs, rates, strict=True):
+        print(f"| {label} | {rate:,.0f} | {rate / rates[0]:.2f}x |")
 
 
 def handoff(args: argparse.Namespace, broker: KafkaBroker, work: Path) -> None:
@@ -103,6 +114,8 @@ def handoff(args: argparse.Namespace, broker: KafkaBroker, work: Path) -> None:
     assignment = max(v for (n, _), v in samples.items()
                      if n == "llm_exporter_kafka_last_assignment_seconds")
     second.stop(120)
+    print(*[line.split("msg=")[1] for line in second.log_path.read_text().splitlines()
+            if "msg=assigned" in line], sep="\n")
     print(f"\n{os.cpu_count()} CPUs; {args.streams} streams learned on {args.per_stream} "
           f"records each, {PARTITIONS} partitions, all four signals\n")
     print("| step | seconds |\n| --- | ---: |")

@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 from scipy.special import betaincinv
 
-from exporter.detectors.base import Detector, DetectorSettings
+from exporter.detectors.base import Detector, DetectorSettings, finite_or_none
 from exporter.detectors.calibration import (
     GUARANTEE,
     CalibrationCache,
@@ -279,13 +279,17 @@ class BernoulliCusum(Detector):
             "down": self._down,
             "window": bytes(self._window).hex(),  # 0/1 bytes: two characters each
             "back": [*self._back[0], self._back[1]],
+            # kept, so a restore (a restart, a stream moved to another process) does not
+            # simulate it again: ~10 ms a stream, seconds for a partition of many streams
+            "threshold": finite_or_none(self._threshold) if self._ready else None,
         }
 
     def _restore_state(self, state: dict[str, Any]) -> None:
         self._baseline_events = int(state["baseline_events"])
         self._baseline_n = int(state["baseline_n"])
-        if state["ready"]:  # thresholds are not stored: simulated again (cached), at once
-            self._apply_threshold(self._threshold_job()())
+        if state["ready"]:  # simulated again (cached), at once, if saved before it was kept
+            saved = state.get("threshold")
+            self._apply_threshold(self._threshold_job()() if saved is None else float(saved))
         self._up = float(state["up"])
         self._down = float(state["down"])
         window = state["window"]  # saved as a list of numbers or bools by older versions
