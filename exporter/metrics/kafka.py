@@ -37,10 +37,10 @@ def kafka_families(kafka: KafkaInput) -> Iterable[Metric]:
         ("llm_exporter_kafka_rebalances", "Partition assignments, revocations and losses "
          "this member went through.", kafka.rebalances),
         ("llm_exporter_kafka_changelog_restores", "Streams restored from the changelog "
-         "topic when their partition was assigned here.", kafka.restored_streams),
+         "topic when their partition was assigned here.", kafka.handoff.restored_streams),
         ("llm_exporter_kafka_changelog_restore_failures", "Streams whose saved state in the "
          "changelog could not be used (corrupt, other detector settings): they re-learn.",
-         kafka.restore_failures),
+         kafka.handoff.restore_failures),
         ("llm_exporter_kafka_checkpoints", "Checkpoint transactions committed to the "
          "changelog topic (streams' state and input offsets together).",
          kafka.changelog.transactions),

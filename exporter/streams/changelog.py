@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -40,14 +41,16 @@ from exporter.streams.store import Changes, Saved
 log = logging.getLogger(__name__)
 SETTINGS_HEADER = "llm-drift-settings"
 HOME_HEADER = "llm-drift-home"
-TIMEOUT = 30.0  # seconds for a transaction step or a restore read
+TIMEOUT = 10.0  # seconds for a transaction step (then it fails, and is tried again)
+READ_TIMEOUT = 30.0  # seconds for a restore's read of the changelog
 # Compaction only cleans closed segments: small, short-lived ones keep what a restore reads
-# close to one version per stream and slot (the newest segment is read whole).
+# close to one version per stream and slot (the newest segments are read whole: at 1,000
+# streams changing every second, about 5 MB a second of checkpoints until cleaned).
 CHANGELOG_TOPIC_CONFIG = {
     "cleanup.policy": "compact",
     "segment.bytes": str(8 << 20),
-    "segment.ms": "60000",
-    "min.cleanable.dirty.ratio": "0.1",
+    "segment.ms": "10000",
+    "min.cleanable.dirty.ratio": "0.01",
     "min.compaction.lag.ms": "0",
 }
 ConsumerGroupMetadata = Any
@@ -81,6 +84,7 @@ class Restored:
     number skipped because their settings differ, and the bytes read."""
 
     saved: Saved = field(default_factory=Saved)
+    homes: dict[str, str] = field(default_factory=dict)  # stream -> its home partition
     other_settings: int = 0
     bytes: int = 0
     seconds: float = 0.0
@@ -94,7 +98,7 @@ class Changelog:
         self.fingerprint = fingerprint(settings)
         common = {"bootstrap.servers": config.bootstrap_servers, **config.properties,
                   "logger": log}
-        self.producer = Producer({
+        self._producer_config = {
             **common,
             "transactional.id": transactional_id,
             "enable.idempotence": True,
@@ -104,7 +108,9 @@ class Changelog:
             "queue.buffering.max.messages": 2_000_000,
             "queue.buffering.max.kbytes": 2_000_000,
             "message.max.bytes": max(1_000_000, 2 * config.max_message_bytes),
-        })
+        }
+        self.producer = Producer(self._producer_config)
+        self._needs_init = False  # a renewed producer: init_transactions at its first commit
         self.admin = AdminClient(common)
         self._restorer = Consumer({
             **common,
@@ -121,6 +127,9 @@ class Changelog:
         self._parts_of: dict[str, set[str]] = {}
         self.transactions = 0
         self.failures = 0
+        self._open = False  # a transaction begun and not yet committed or aborted
+        # commits and restores (a thread) and `forget` (the loop) share what was written
+        self._lock = threading.RLock()
 
     def start(self, partitions: int) -> None:
         """Make sure the topic exists, compacted, with at least as many partitions as the
@@ -149,35 +158,61 @@ class Changelog:
     def commit(self, changes: Changes, homes: dict[str, str], offsets: list[TopicPartition],
                group: ConsumerGroupMetadata) -> None:
         """One checkpoint, one transaction: the changed streams (each to its home's
-        partition) and the input `offsets` they include. Raises ChangelogError."""
+        partition) and the input `offsets` they include. Raises ChangelogError; after one,
+        no transaction is left open (aborted), or the error is fatal."""
+        with self._lock:  # what was written, as this process knows it
+            messages = list(self._messages(changes, homes))
+        producer = self.producer
         try:
-            self.producer.begin_transaction()
-            for message in self._messages(changes, homes):
-                self._produce(*message)
+            if self._needs_init:
+                producer.init_transactions(TIMEOUT)
+                self._needs_init = False
+            if self._open:  # a failed abort before: the producer is still in it
+                producer.abort_transaction(TIMEOUT)
+                self._open = False
+            producer.begin_transaction()
+            self._open = True
+            for message in messages:
+                self._produce(producer, *message)
             if offsets:
-                self.producer.send_offsets_to_transaction(offsets, group, TIMEOUT)
-            self.producer.commit_transaction(TIMEOUT)
+                producer.send_offsets_to_transaction(offsets, group, TIMEOUT)
+            producer.commit_transaction(TIMEOUT)
+            self._open = False
         except KafkaException as exc:
             self.failures += 1
             error = exc.args[0]
-            if error.txn_requires_abort():
-                try:
-                    self.producer.abort_transaction(TIMEOUT)
-                except KafkaException as abort:
-                    raise ChangelogError(f"cannot abort a checkpoint: {abort}",
-                                         fatal=abort.args[0].fatal()) from exc
-            raise ChangelogError(f"checkpoint not saved: {error}", fatal=error.fatal()) from exc
+            if error.fatal():
+                raise ChangelogError(f"checkpoint not saved: {error}", fatal=True) from exc
+            self._abort()
+            raise ChangelogError(f"checkpoint not saved: {error}") from exc
         self.transactions += 1
 
-    def _produce(self, partition: int, key: bytes, value: bytes | None,
+    def renew(self) -> None:
+        """A transaction step that outlived its timeout (librdkafka issue 5456: after the
+        group coordinator was away, `send_offsets_to_transaction` can wait for ever): a new
+        producer under the same transactional id takes over; its `init_transactions`
+        fences the stuck one and aborts its transaction."""
+        self.failures += 1
+        self.producer = Producer(self._producer_config)
+        self._open, self._needs_init = False, True
+
+    def _abort(self) -> None:
+        """Leave a failed transaction: its writes are never read (read_committed). If the
+        brokers cannot be reached to abort it now, the next commit aborts it first."""
+        try:
+            self.producer.abort_transaction(TIMEOUT)
+            self._open = False
+        except KafkaException as exc:
+            log.warning("cannot abort a failed checkpoint yet: %s", exc.args[0])
+
+    def _produce(self, producer: Producer, partition: int, key: bytes, value: bytes | None,
                  headers: list[tuple[str, bytes]] | None = None) -> None:
         while True:
             try:
-                self.producer.produce(self.topic, value, key, partition=partition,
-                                      headers=headers)
+                producer.produce(self.topic, value, key, partition=partition, headers=headers)
                 return
             except BufferError:  # the local queue is full: let it drain
-                self.producer.poll(0.05)
+                producer.poll(0.05)
 
     def _messages(self, changes: Changes, homes: dict[str, str]
                   ) -> Iterable[tuple[int, bytes, bytes | None, list[tuple[str, bytes]] | None]]:
@@ -210,7 +245,7 @@ class Changelog:
             for part in self._parts_of.pop(stream, ()):
                 for slot in range(self._lengths.pop((stream, part), 0)):
                     yield partition, slot_key(stream, part, slot), None, None
-            self.forget([stream])
+            self._forget([stream])
 
     def _home(self, stream: str, homes: dict[str, str]) -> int | None:
         home = homes.get(stream)
@@ -221,6 +256,10 @@ class Changelog:
 
     def forget(self, streams: Iterable[str]) -> None:
         """These streams moved to another process: it writes them from now on."""
+        with self._lock:
+            self._forget(streams)
+
+    def _forget(self, streams: Iterable[str]) -> None:
         for stream in streams:
             self._partition.pop(stream, None)
             for part in self._parts_of.pop(stream, ()):
@@ -230,6 +269,10 @@ class Changelog:
     def restore(self, homes: set[str]) -> Restored:
         """The committed state of the streams whose home is in `homes` (`topic/partition`),
         read from the start of their changelog partitions to their end."""
+        with self._lock:
+            return self._restore(homes)
+
+    def _restore(self, homes: set[str]) -> Restored:
         started = time.perf_counter()
         numbers = sorted({int(home.rpartition("/")[2]) for home in homes})
         restored = Restored()
@@ -249,6 +292,7 @@ class Changelog:
                 restored.other_settings += 1
                 continue
             restored.saved.streams[stream] = state
+            restored.homes[stream] = headers[HOME_HEADER].decode()
             self._partition[stream] = int(headers[HOME_HEADER].decode().rpartition("/")[2])
         for (stream, part), found in slots.items():
             if stream not in restored.saved.streams:
@@ -264,7 +308,7 @@ class Changelog:
 
     def _read(self, partitions: set[int], documents: dict[str, tuple[bytes, dict[str, bytes]]],
               slots: dict[tuple[str, str], dict[int, bytes]], restored: Restored) -> None:
-        deadline = time.monotonic() + TIMEOUT
+        deadline = time.monotonic() + READ_TIMEOUT
         pending = set(partitions)
         while pending:
             if time.monotonic() > deadline:

@@ -13,6 +13,7 @@ if its commit then fails, `forget()` makes the next checkpoint a whole one.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from array import array
@@ -29,6 +30,7 @@ from exporter.detectors.parts import Growing, Rows
 from exporter.streams.store import Changes, PartChange, Saved
 from exporter.streams.table import StreamState
 
+log = logging.getLogger(__name__)
 GROWING_BLOCK = 64  # values per saved block of a growing array (512 B: its last, partial
 # block is written again with each checkpoint while it grows)
 # a wrapper left in place would be written as a plain object: an error instead
@@ -80,6 +82,14 @@ class Checkpointer:
                 memory.versions.pop(key, None)
                 memory.parts.pop(key, None)
                 self._made.pop(key, None)
+
+    def adopt(self, streams: list[StreamState]) -> None:
+        """These streams were just restored from what a store holds: remember them as
+        saved, so the next checkpoint writes only what changes from here (not every slot of
+        every stream again)."""
+        made, self._made = self._made, {}
+        self.add(Changes(positions={}), streams)
+        self._made = made
 
     def changes(self, streams: list[StreamState], positions: dict[str, Any],
                 settings: dict[str, Any]) -> Changes:
@@ -247,8 +257,9 @@ def saved_streams(saved: Saved) -> tuple[list[dict[str, Any]], int]:
             counters = document.pop("counters", None)  # (not in stores made before them)
             entries.append({"labels": orjson.loads(key), "counters": counters,
                             "detectors": _joined(key, document, saved)})
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             failures += 1
+            log.error("skipping unusable saved state of stream %s (it re-learns): %s", key, exc)
     return entries, failures
 
 
