@@ -115,7 +115,7 @@ def handoff(args: argparse.Namespace, broker: KafkaBroker, work: Path) -> None:
                      if n == "llm_exporter_kafka_last_assignment_seconds")
     second.stop(120)
     print(*[line.split("msg=")[1] for line in second.log_path.read_text().splitlines()
-            if "msg=assigned" in line], sep="\n")
+            if "msg=restored" in line or "msg=first records" in line], sep="\n")
     print(f"\n{os.cpu_count()} CPUs; {args.streams} streams learned on {args.per_stream} "
           f"records each, {PARTITIONS} partitions, all four signals\n")
     print("| step | seconds |\n| --- | ---: |")
