@@ -74,6 +74,9 @@ class KafkaInput:
             "session.timeout.ms": int(config.session_timeout * 1000),
             "heartbeat.interval.ms": int(config.session_timeout * 1000 / 4),
             "fetch.max.bytes": max(52_428_800, 2 * config.max_message_bytes),
+            # a partition resumed after its restore is fetched at once, not after the
+            # broker's long poll on the others (500 ms by default)
+            "fetch.wait.max.ms": 100,
             "error_cb": self._error,
             "stats_cb": self._statistics,  # brokers up again: readiness comes back
             "statistics.interval.ms": 2000,

@@ -75,7 +75,15 @@ def document_key(stream: str) -> bytes:
 
 
 def slot_key(stream: str, part: str, slot: int) -> bytes:
-    return b"p" + orjson.dumps([stream, part, slot])
+    """`p<stream>\0<part>\0<slot>`: split, not parsed, by a restore (a learned stream has a
+    few hundred slots). A stream key is JSON, whose strings never hold a raw NUL."""
+    return b"p%s\0%s\0%d" % (stream.encode(), part.encode(), slot)
+
+
+def parse_slot_key(key: bytes) -> tuple[str, str, int]:
+    """(stream, part, slot) of a `slot_key`; ValueError if it is not one."""
+    stream, part, slot = key[1:].split(b"\0")
+    return stream.decode(), part.decode(), int(slot)
 
 
 @dataclass
@@ -120,6 +128,10 @@ class Changelog:
             "isolation.level": "read_committed",
             "auto.offset.reset": "earliest",
             "fetch.wait.max.ms": 20,  # the end of a partition is seen at once, not in 0.5 s
+            # a restore reads whole partitions (~0.4 MB a learned stream): large fetches
+            "max.partition.fetch.bytes": 64 << 20,
+            "fetch.max.bytes": 256 << 20,
+            "queued.max.messages.kbytes": 1 << 20,
         })
         # what this process wrote or read: a stream's partition, and the slots of each part
         self._partition: dict[str, int] = {}
@@ -314,7 +326,7 @@ class Changelog:
             if time.monotonic() > deadline:
                 raise ChangelogError(f"restore from {self.topic} timed out; partitions "
                                      f"{sorted(pending)} not read to their end")
-            for message in self._restorer.consume(10_000, timeout=0.02):
+            for message in self._restorer.consume(100_000, timeout=0.02):
                 error = message.error()
                 if error is not None:
                     if error.code() == KafkaError._PARTITION_EOF:
@@ -331,8 +343,8 @@ class Changelog:
                         documents[stream] = (value, dict(message.headers() or ()))
                 elif key[:1] == b"p":
                     try:
-                        stream, part, slot = orjson.loads(key[1:])
-                    except (orjson.JSONDecodeError, ValueError):
+                        stream, part, slot = parse_slot_key(key)
+                    except ValueError:
                         continue  # not ours: a corrupt entry costs nothing more
                     found = slots.setdefault((stream, part), {})
                     if value is None:

@@ -88,7 +88,7 @@ class Checkpointer:
         saved, so the next checkpoint writes only what changes from here (not every slot of
         every stream again)."""
         made, self._made = self._made, {}
-        self.add(Changes(positions={}), streams)
+        self.add(Changes(positions={}), streams, encode=False)
         self._made = made
 
     def changes(self, streams: list[StreamState], positions: dict[str, Any],
@@ -106,7 +106,7 @@ class Checkpointer:
                        replace_all=whole)
 
     def add(self, changes: Changes, streams: list[StreamState], start: int = 0,
-            deadline: float = math.inf) -> int:
+            deadline: float = math.inf, encode: bool = True) -> int:
         """Make the streams of `streams[start:]` that changed since they were last made
         (again, if that was earlier in this checkpoint), until `time.perf_counter()` passes
         `deadline`; the index to go on from (`len(streams)`: all done)."""
@@ -128,8 +128,9 @@ class Checkpointer:
             now: dict[str, Any] = {}
             parts: list[PartChange] = []
             document = self._split(key, stream.detectors.snapshot(), (before, now), parts)
-            document["counters"] = stream.counters()
-            changes.streams[key] = orjson.dumps(document, option=_NUMPY)
+            if encode:  # (not for `adopt`: only the memory of what is saved is wanted)
+                document["counters"] = stream.counters()
+                changes.streams[key] = orjson.dumps(document, option=_NUMPY)
             # parts it no longer has (a calibration that finished, a sample learned)
             parts.extend(PartChange(key, p, 0, {}, shrunk=True) for p in before if p not in now)
             memory.parts[key] = now
