@@ -41,9 +41,8 @@ if TYPE_CHECKING:
     from exporter.detectors.seasonal import Seasons
 
 HYSTERESIS = 0.5
-# Observations kept while a calibration runs (five default windows): bounded, as many
-# streams may wait for the calibration thread at once (after a restart, a reset); beyond
-# it, the stream waits for its calibration.
+# Observations kept while a calibration runs (five default windows; beyond: the stream
+# waits for it): bounded, as many streams may wait for the calibration thread at once.
 MAX_HELD = 1000
 T = TypeVar("T")
 
@@ -136,11 +135,8 @@ class Detector(Episodes, ABC):
             return end
         if self._calibrating is not None:  # held, the whole run (in order: as one at a time)
             count = len(xs) - start
-            if len(self._held) + count > MAX_HELD:
-                # a backlog arrives faster than a threshold is simulated: wait for it rather
-                # than drop the oldest, so the same records meet the same threshold however
-                # fast they come (a consumer catching up, a replay)
-                self.settle(wait=True)
+            if len(self._held) + count > MAX_HELD:  # a backlog: wait, never drop the oldest
+                self.settle(wait=True)  # (the same records meet the same threshold)
                 return self._update_run(xs, start, records)
             self._observations += count
             self._held.extend(zip(xs[start:], range(self._observations - count,

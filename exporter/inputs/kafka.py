@@ -57,7 +57,6 @@ class KafkaInput:
         self.config = config
         self.pipeline = pipeline
         self.stats = stats
-        self.checkpoint_interval = checkpoint_interval
         self.on_fatal = on_fatal
         self.instance_id = config.instance_id or os.environ.get(INSTANCE_ENV) or None
         member = self.instance_id or uuid.uuid4().hex[:12]
