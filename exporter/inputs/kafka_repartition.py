@@ -19,12 +19,12 @@ import logging
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from exporter.config import KafkaInputConfig
 from exporter.records import normalize
-from exporter.streams.changelog import TIMEOUT, ChangelogError
+from exporter.streams.changelog import TIMEOUT, ChangelogError, ensure_topic, produce
 from exporter.streams.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
@@ -66,15 +66,7 @@ class Repartitioner:
 
     def start(self, partitions: int) -> None:
         """The internal topic (as many partitions as the input's), then the consumer."""
-        if self.topic not in self.admin.list_topics(timeout=TIMEOUT).topics:
-            created = self.admin.create_topics([NewTopic(
-                self.topic, num_partitions=partitions, replication_factor=-1,
-                config=REPARTITION_TOPIC_CONFIG)])
-            try:
-                created[self.topic].result(TIMEOUT)
-            except KafkaException as exc:
-                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                    raise ChangelogError(f"cannot create {self.topic}: {exc}") from exc
+        ensure_topic(self.admin, self.topic, partitions, REPARTITION_TOPIC_CONFIG)
         self.producer.init_transactions(TIMEOUT)
         self.consumer.subscribe(list(self.config.topics))
 
@@ -101,7 +93,7 @@ class Repartitioner:
                 where = (message.topic(), message.partition())
                 first.setdefault(where, message.offset())
                 after[where] = message.offset() + 1
-                self._produce(message.value(), self.key(message.value()))
+                produce(self.producer, self.topic, message.value(), self.key(message.value()))
             self.producer.send_offsets_to_transaction(
                 [TopicPartition(t, p, o) for (t, p), o in after.items()],
                 self.consumer.consumer_group_metadata(), TIMEOUT)
@@ -119,14 +111,6 @@ class Repartitioner:
             return 0
         self.forwarded += len(messages)
         return len(messages)
-
-    def _produce(self, value: bytes | None, key: bytes | None) -> None:
-        while True:
-            try:
-                self.producer.produce(self.topic, value, key)
-                return
-            except BufferError:
-                self.producer.poll(0.05)
 
     def close(self) -> None:
         self.consumer.close()

@@ -86,6 +86,36 @@ def parse_slot_key(key: bytes) -> tuple[str, str, int]:
     return stream.decode(), part.decode(), int(slot)
 
 
+def ensure_topic(admin: AdminClient, topic: str, partitions: int,
+                 config: dict[str, str]) -> int | None:
+    """Create `topic` with `partitions` and `config` unless it exists; the partitions of
+    the one that exists (None: created now, or by another member meanwhile)."""
+    found = admin.list_topics(timeout=TIMEOUT).topics.get(topic)
+    if found is not None:
+        return len(found.partitions)
+    created = admin.create_topics([NewTopic(topic, num_partitions=partitions,
+                                            replication_factor=-1, config=config)])
+    try:
+        created[topic].result(TIMEOUT)
+        log.info("created topic %s (%d partitions)", topic, partitions)
+    except KafkaException as exc:
+        if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+            raise ChangelogError(f"cannot create {topic}: {exc}") from exc
+    return None
+
+
+def produce(producer: Producer, topic: str, value: bytes | None, key: bytes | None,
+            **where: Any) -> None:
+    """`producer.produce`, waiting while its local queue is full (`where`: partition,
+    headers)."""
+    while True:
+        try:
+            producer.produce(topic, value, key, **where)
+            return
+        except BufferError:  # let it drain
+            producer.poll(0.05)
+
+
 @dataclass
 class Restored:
     """What `Changelog.restore` read: the streams' documents and parts as a `Saved`, the
@@ -147,23 +177,10 @@ class Changelog:
         """Make sure the topic exists, compacted, with at least as many partitions as the
         input's; then take over this transactional id (aborting what a previous process
         with it left open)."""
-        topics = self.admin.list_topics(timeout=TIMEOUT).topics
-        found = topics.get(self.topic)
-        if found is None:
-            created = self.admin.create_topics([NewTopic(
-                self.topic, num_partitions=partitions, replication_factor=-1,
-                config=CHANGELOG_TOPIC_CONFIG)])
-            try:
-                created[self.topic].result(TIMEOUT)
-                log.info("created changelog topic %s (%d partitions, compacted)",
-                         self.topic, partitions)
-            except KafkaException as exc:
-                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                    raise ChangelogError(f"cannot create {self.topic}: {exc}") from exc
-        elif len(found.partitions) < partitions:
-            raise ChangelogError(
-                f"changelog topic {self.topic} has {len(found.partitions)} partitions, "
-                f"fewer than the input's {partitions}", fatal=True)
+        found = ensure_topic(self.admin, self.topic, partitions, CHANGELOG_TOPIC_CONFIG)
+        if found is not None and found < partitions:
+            raise ChangelogError(f"changelog topic {self.topic} has {found} partitions, "
+                                 f"fewer than the input's {partitions}", fatal=True)
         self.producer.init_transactions(TIMEOUT)
 
     # --- checkpoints ------------------------------------------------------------------
@@ -184,8 +201,8 @@ class Changelog:
                 self._open = False
             producer.begin_transaction()
             self._open = True
-            for message in messages:
-                self._produce(producer, *message)
+            for partition, key, value, headers in messages:
+                produce(producer, self.topic, value, key, partition=partition, headers=headers)
             if offsets:
                 producer.send_offsets_to_transaction(offsets, group, TIMEOUT)
             producer.commit_transaction(TIMEOUT)
@@ -216,15 +233,6 @@ class Changelog:
             self._open = False
         except KafkaException as exc:
             log.warning("cannot abort a failed checkpoint yet: %s", exc.args[0])
-
-    def _produce(self, producer: Producer, partition: int, key: bytes, value: bytes | None,
-                 headers: list[tuple[str, bytes]] | None = None) -> None:
-        while True:
-            try:
-                producer.produce(self.topic, value, key, partition=partition, headers=headers)
-                return
-            except BufferError:  # the local queue is full: let it drain
-                producer.poll(0.05)
 
     def _messages(self, changes: Changes, homes: dict[str, str]
                   ) -> Iterable[tuple[int, bytes, bytes | None, list[tuple[str, bytes]] | None]]:
