@@ -101,12 +101,15 @@ def handoff(args: argparse.Namespace, broker: KafkaBroker, work: Path) -> None:
     config = member_config(work, broker.bootstrap, TOPIC, "handoff")
     first = start_member(config, work, "first")
     wait_caught_up([first], total, PARTITIONS, timeout=3600)
-    time.sleep(5.0)  # calibrations finish, then a checkpoint holds them
+    total += _live(broker, args)
+    wait_caught_up([first], total, PARTITIONS, timeout=300)
+    time.sleep(3.0)  # a checkpoint holds every calibration finished
     assert first.stop(120) == 0  # revokes every partition: checkpoints, then leaves
     revocation = _logged_seconds(first.log_path, "revoked")
     probes = list(records(4 * PARTITIONS, args.streams, seed=4, drift_after=2))
     produce_keyed(broker.bootstrap, TOPIC, probes)
     second = start_member(config, work, "second")
+    _wait_logged(second.log_path, "first records")  # no scrapes meanwhile: they take the loop
     wait_caught_up([second], total + len(probes), PARTITIONS, timeout=300)
     samples = second.samples()
     restored = sum(v for (n, _), v in samples.items()
@@ -117,13 +120,36 @@ def handoff(args: argparse.Namespace, broker: KafkaBroker, work: Path) -> None:
     print(*[line.split("msg=")[1] for line in second.log_path.read_text().splitlines()
             if "msg=restored" in line or "msg=first records" in line], sep="\n")
     print(f"\n{os.cpu_count()} CPUs; {args.streams} streams learned on {args.per_stream} "
-          f"records each, {PARTITIONS} partitions, all four signals\n")
+          f"records each, then {args.settle:.0f} s of live traffic ({args.rate} records/s), "
+          f"{PARTITIONS} partitions, all four signals\n")
     print("| step | seconds |\n| --- | ---: |")
     print(f"| revocation on the old owner: every stream checkpointed, then dropped | "
           f"{revocation:.2f} |")
     print(f"| assignment on the new owner: committed offsets, changelog read, {restored:.0f} "
           f"streams restored, first record processed | {assignment:.2f} |")
     print(f"| handoff | {revocation + assignment:.2f} |")
+
+
+def _live(broker: KafkaBroker, args: argparse.Namespace) -> int:
+    """`--settle` seconds of live traffic (`--rate` records a second, every stream): the
+    checkpoints go on and the broker's log cleaner compacts the changelog meanwhile, as
+    it would in the hours between a stream's learning and a handoff. The records sent."""
+    sent, second = 0, 0
+    started = time.monotonic()
+    while time.monotonic() - started < args.settle:
+        batch = records(args.rate, args.streams, seed=100 + second, drift_after=2)
+        sent += len(produce_keyed(broker.bootstrap, TOPIC, batch))
+        second += 1
+        time.sleep(max(0.0, started + second - time.monotonic()))
+    return sent
+
+
+def _wait_logged(log: Path, what: str, timeout: float = 300.0) -> None:
+    deadline = time.monotonic() + timeout
+    while f"msg={what}" not in log.read_text():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no {what!r} in {log}")
+        time.sleep(0.2)
 
 
 def _logged_seconds(log: Path, what: str) -> float:
@@ -142,6 +168,9 @@ def main() -> None:
     hand = sub.add_parser("handoff")
     hand.add_argument("--streams", type=int, default=1000)
     hand.add_argument("--per-stream", type=int, default=1100)
+    hand.add_argument("--settle", type=float, default=150.0,
+                      help="seconds of live traffic between the learning and the handoff")
+    hand.add_argument("--rate", type=int, default=200, help="records/s of live traffic")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-kafka-") as tmp:
         work = Path(tmp)

@@ -52,6 +52,11 @@ CHANGELOG_TOPIC_CONFIG = {
     "segment.ms": "10000",
     "min.cleanable.dirty.ratio": "0.01",
     "min.compaction.lag.ms": "0",
+    # A stream's slots end as tombstones when a part goes (a reservoir once learned: 256 a
+    # stream); kept a day by default, they are most of what a restore would read. A
+    # restore reading past this would at worst see a stale slot, which no document
+    # refers to (restores time out at READ_TIMEOUT).
+    "delete.retention.ms": "60000",
 }
 ConsumerGroupMetadata = Any
 
@@ -119,11 +124,13 @@ def produce(producer: Producer, topic: str, value: bytes | None, key: bytes | No
 @dataclass
 class Restored:
     """What `Changelog.restore` read: the streams' documents and parts as a `Saved`, the
-    number skipped because their settings differ, and the bytes read."""
+    number skipped because their settings differ, the messages read and the bytes of the
+    state found in them."""
 
     saved: Saved = field(default_factory=Saved)
     homes: dict[str, str] = field(default_factory=dict)  # stream -> its home partition
     other_settings: int = 0
+    messages: int = 0
     bytes: int = 0
     seconds: float = 0.0
 
@@ -328,37 +335,42 @@ class Changelog:
 
     def _read(self, partitions: set[int], documents: dict[str, tuple[bytes, dict[str, bytes]]],
               slots: dict[tuple[str, str], dict[int, bytes]], restored: Restored) -> None:
+        """The newest message of each key in `partitions`, sorted into `documents` and
+        `slots`. Most of what is read is older versions and tombstones not compacted yet:
+        the loop over messages only keeps the newest per key, what is kept is parsed."""
         deadline = time.monotonic() + READ_TIMEOUT
         pending = set(partitions)
+        newest: dict[bytes, Any] = {}
         while pending:
             if time.monotonic() > deadline:
                 raise ChangelogError(f"restore from {self.topic} timed out; partitions "
                                      f"{sorted(pending)} not read to their end")
-            for message in self._restorer.consume(100_000, timeout=0.02):
-                error = message.error()
-                if error is not None:
-                    if error.code() == KafkaError._PARTITION_EOF:
-                        pending.discard(message.partition())
-                        continue
+            messages = self._restorer.consume(100_000, timeout=0.02)
+            restored.messages += len(messages)
+            for message in messages:
+                key = message.key()
+                if key is not None:
+                    newest[key] = message
+                    continue
+                error = message.error()  # an event: the end of a partition, or an error
+                if error is None:
+                    continue  # a message without a key: not ours
+                if error.code() != KafkaError._PARTITION_EOF:
                     raise ChangelogError(f"cannot read {self.topic}: {error}")
-                key, value = message.key() or b"", message.value()
-                restored.bytes += len(key) + len(value or b"")
-                if key[:1] == b"s":
-                    stream = key[1:].decode()
-                    if value is None:
-                        documents.pop(stream, None)
-                    else:
-                        documents[stream] = (value, dict(message.headers() or ()))
-                elif key[:1] == b"p":
-                    try:
-                        stream, part, slot = parse_slot_key(key)
-                    except ValueError:
-                        continue  # not ours: a corrupt entry costs nothing more
-                    found = slots.setdefault((stream, part), {})
-                    if value is None:
-                        found.pop(slot, None)
-                    else:
-                        found[slot] = value
+                pending.discard(message.partition())
+        for key, message in newest.items():
+            value = message.value()
+            if value is None:
+                continue  # deleted
+            restored.bytes += len(key) + len(value)
+            if key[:1] == b"s":
+                documents[key[1:].decode()] = (value, dict(message.headers() or ()))
+            elif key[:1] == b"p":
+                try:
+                    stream, part, slot = parse_slot_key(key)
+                except ValueError:
+                    continue  # not ours: a corrupt entry costs nothing more
+                slots.setdefault((stream, part), {})[slot] = value
 
     def close(self) -> None:
         self.producer.flush(TIMEOUT)

@@ -234,10 +234,10 @@ class Handoff:
         for partition in now:
             del self.waiting[partition]
         self.problem = None
-        log.info("restored %d stream(s) of %d partition(s) in %.2f s (%.1f MB of changelog "
-                 "read in %.2f s, restored in %.2f s)", done, len(now),
-                 time.perf_counter() - reading.started, restored.bytes / 1e6,
-                 restored.seconds, time.perf_counter() - started)
+        log.info("restored %d stream(s) of %d partition(s) in %.2f s (%d changelog messages "
+                 "holding %.1f MB of state read in %.2f s, restored in %.2f s)", done,
+                 len(now), time.perf_counter() - reading.started, restored.messages,
+                 restored.bytes / 1e6, restored.seconds, time.perf_counter() - started)
         self.on_restored(now, offsets)
 
     def _finish(self, timeout: float) -> bool:
