@@ -1,17 +1,20 @@
 """Scale-out on Kafka, measured on a real broker with real exporter processes.
 
     python benchmarks/bench_kafka.py scaling [--streams 40] [--warm-up 1500] [--records 100000]
-    python benchmarks/bench_kafka.py handoff [--streams 1000] [--per-stream 1100]
+    python benchmarks/bench_kafka.py handoff [--streams 1000] [--per-stream 1100] [--settle 150]
 
 `scaling`: records/s of one consumer against two in one group, on the same records, side by
 side. Baselines are learned and thresholds simulated during a warm-up; the members are then
 stopped (their state checkpointed), the measured records produced, and each group started
 again: the clock runs from the first measured record counted to the last, so start-up,
 restores and the producer are outside it. `handoff`: one member holds every partition and
-1,000 learned streams, and is stopped (SIGTERM: it revokes them, checkpointing first); a few
-new records are produced and a second member takes every partition: the handoff is the
-revocation's checkpoint plus the assignment, from its start (committed offsets, changelog
-read, streams restored) to its first record processed, as each member measures and logs it.
+1,000 learned streams; live traffic goes on for `--settle` seconds (the broker's log cleaner
+compacts the changelog meanwhile, as in the hours after a learning); then it is stopped
+(SIGTERM: it revokes them, checkpointing first); a few new records are produced and a
+second member takes every partition: the handoff is the revocation's checkpoint plus the
+assignment, from its start (committed offsets, changelog read, streams restored) to its
+first record processed, as each member measures and logs it. Nothing scrapes the new
+member until then (a scrape of 1,000 streams holds its event loop).
 
 Both start their own broker (tests/kafka_broker.py) and exporter processes
 (tests/kafka_members.py), and print a Markdown table.

@@ -26,7 +26,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
 from benchmarks.kafka_traffic import records, stream_labels
-from exporter.streams.changelog import parse_slot_key
+from exporter.streams.changelog_topic import parse_slot_key
 from tests.kafka_broker import RDKAFKA_LOG, KafkaBroker, produce_keyed
 from tests.kafka_members import get_json, member_config, start_member, wait_caught_up
 from tests.process import ExporterProcess, wait_for

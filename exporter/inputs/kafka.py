@@ -131,7 +131,7 @@ class KafkaInput:
                 if self.repartitioner is not None:
                     self.repartitioner.start(partitions)
                 break
-            except (ChangelogError, Exception) as exc:  # the brokers are not there yet
+            except Exception as exc:  # the brokers are not there yet (or a ChangelogError)
                 if isinstance(exc, ChangelogError) and exc.fatal:
                     self.on_fatal(str(exc))
                     raise

@@ -24,7 +24,13 @@ from confluent_kafka.admin import AdminClient
 
 from exporter.config import KafkaInputConfig
 from exporter.records import normalize
-from exporter.streams.changelog import TIMEOUT, ChangelogError, ensure_topic, produce
+from exporter.streams.changelog_topic import (
+    TIMEOUT,
+    ChangelogError,
+    ensure_topic,
+    produce,
+    transactional,
+)
 from exporter.streams.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
@@ -52,14 +58,8 @@ class Repartitioner:
             "session.timeout.ms": int(config.session_timeout * 1000),
         })
         self.producer = Producer({
-            **common,
-            "transactional.id": f"{config.group_id}-repartition-{member}",
-            "enable.idempotence": True,
+            **transactional(config, common, f"{config.group_id}-repartition-{member}"),
             "partitioner": "murmur2_random",  # where Java producers would put the same key
-            "linger.ms": 5,
-            "compression.type": "lz4",
-            "message.max.bytes": max(1_000_000, 2 * config.max_message_bytes),
-            "transaction.timeout.ms": int(max(10.0, config.session_timeout) * 1000),
         })
         self.forwarded = 0
         self.failures = 0

@@ -23,7 +23,6 @@ restored: the stream re-learns, counted) and the stream's home (`topic/partition
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
@@ -31,94 +30,38 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
 
 from exporter.config import KafkaInputConfig
+from exporter.streams.changelog_topic import (
+    CHANGELOG_TOPIC_CONFIG,
+    HOME_HEADER,
+    SETTINGS_HEADER,
+    TIMEOUT,
+    ChangelogError,
+    ConsumerGroupMetadata,
+    document_key,
+    ensure_topic,
+    fingerprint,
+    parse_slot_key,
+    produce,
+    slot_key,
+    transactional,
+)
 from exporter.streams.store import Changes, Saved
 
 log = logging.getLogger(__name__)
-SETTINGS_HEADER = "llm-drift-settings"
-HOME_HEADER = "llm-drift-home"
-TIMEOUT = 10.0  # seconds for a transaction step (then it fails, and is tried again)
 READ_TIMEOUT = 30.0  # seconds for a restore's read of the changelog
-# Compaction only cleans closed segments: small, short-lived ones keep what a restore reads
-# close to one version per stream and slot (the newest segments are read whole: at 1,000
-# streams changing every second, about 5 MB a second of checkpoints until cleaned).
-CHANGELOG_TOPIC_CONFIG = {
-    "cleanup.policy": "compact",
-    "segment.bytes": str(8 << 20),
-    "segment.ms": "10000",
-    "min.cleanable.dirty.ratio": "0.01",
-    "min.compaction.lag.ms": "0",
-    # A stream's slots end as tombstones when a part goes (a reservoir once learned: 256 a
-    # stream); kept a day by default, they are most of what a restore would read. A
-    # restore reading past this would at worst see a stale slot, which no document
-    # refers to (restores time out at READ_TIMEOUT).
-    "delete.retention.ms": "60000",
-}
-ConsumerGroupMetadata = Any
 
 
-class ChangelogError(Exception):
-    """A checkpoint or restore failed. `fatal`: this producer was fenced off (another
-    process took over its transactional id) or hit an unrecoverable error; the process
-    must stop, and its supervisor restarts it."""
+@dataclass
+class _Written:
+    """What one checkpoint writes, kept by this process once the checkpoint commits: the
+    slots of each part it writes, the streams it deletes."""
 
-    def __init__(self, message: str, fatal: bool = False) -> None:
-        super().__init__(message)
-        self.fatal = fatal
-
-
-def fingerprint(settings: dict[str, Any]) -> bytes:
-    return hashlib.sha256(orjson.dumps(settings, option=orjson.OPT_SORT_KEYS)).digest()[:16]
-
-
-def document_key(stream: str) -> bytes:
-    return b"s" + stream.encode()
-
-
-def slot_key(stream: str, part: str, slot: int) -> bytes:
-    """`p<stream>\0<part>\0<slot>`: split, not parsed, by a restore (a learned stream has a
-    few hundred slots). A stream key is JSON, whose strings never hold a raw NUL."""
-    return b"p%s\0%s\0%d" % (stream.encode(), part.encode(), slot)
-
-
-def parse_slot_key(key: bytes) -> tuple[str, str, int]:
-    """(stream, part, slot) of a `slot_key`; ValueError if it is not one."""
-    stream, part, slot = key[1:].split(b"\0")
-    return stream.decode(), part.decode(), int(slot)
-
-
-def ensure_topic(admin: AdminClient, topic: str, partitions: int,
-                 config: dict[str, str]) -> int | None:
-    """Create `topic` with `partitions` and `config` unless it exists; the partitions of
-    the one that exists (None: created now, or by another member meanwhile)."""
-    found = admin.list_topics(timeout=TIMEOUT).topics.get(topic)
-    if found is not None:
-        return len(found.partitions)
-    created = admin.create_topics([NewTopic(topic, num_partitions=partitions,
-                                            replication_factor=-1, config=config)])
-    try:
-        created[topic].result(TIMEOUT)
-        log.info("created topic %s (%d partitions)", topic, partitions)
-    except KafkaException as exc:
-        if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-            raise ChangelogError(f"cannot create {topic}: {exc}") from exc
-    return None
-
-
-def produce(producer: Producer, topic: str, value: bytes | None, key: bytes | None,
-            **where: Any) -> None:
-    """`producer.produce`, waiting while its local queue is full (`where`: partition,
-    headers)."""
-    while True:
-        try:
-            producer.produce(topic, value, key, **where)
-            return
-        except BufferError:  # let it drain
-            producer.poll(0.05)
+    lengths: dict[tuple[str, str], int] = field(default_factory=dict)
+    deleted: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -144,15 +87,10 @@ class Changelog:
         common = {"bootstrap.servers": config.bootstrap_servers, **config.properties,
                   "logger": log}
         self._producer_config = {
-            **common,
-            "transactional.id": transactional_id,
-            "enable.idempotence": True,
-            "transaction.timeout.ms": int(max(10.0, config.session_timeout) * 1000),
-            "linger.ms": 5,
-            "compression.type": "lz4",
+            **transactional(config, common, transactional_id),
+            # a checkpoint of every stream (after a failure) is queued whole
             "queue.buffering.max.messages": 2_000_000,
             "queue.buffering.max.kbytes": 2_000_000,
-            "message.max.bytes": max(1_000_000, 2 * config.max_message_bytes),
         }
         self.producer = Producer(self._producer_config)
         self._needs_init = False  # a renewed producer: init_transactions at its first commit
@@ -196,8 +134,20 @@ class Changelog:
         """One checkpoint, one transaction: the changed streams (each to its home's
         partition) and the input `offsets` they include. Raises ChangelogError; after one,
         no transaction is left open (aborted), or the error is fatal."""
+        written = _Written()
         with self._lock:  # what was written, as this process knows it
-            messages = list(self._messages(changes, homes))
+            messages = list(self._messages(changes, homes, written))
+        try:
+            self._commit(messages, offsets, group)
+        except ChangelogError:
+            with self._lock:
+                self._settle(written, committed=False)
+            raise
+        with self._lock:
+            self._settle(written, committed=True)
+
+    def _commit(self, messages: list[tuple[int, bytes, bytes | None, Any]],
+                offsets: list[TopicPartition], group: ConsumerGroupMetadata) -> None:
         producer = self.producer
         try:
             if self._needs_init:
@@ -229,22 +179,47 @@ class Changelog:
         producer under the same transactional id takes over; its `init_transactions`
         fences the stuck one and aborts its transaction."""
         self.failures += 1
+        self._replace()
+
+    def _replace(self) -> None:
         self.producer = Producer(self._producer_config)
         self._open, self._needs_init = False, True
 
     def _abort(self) -> None:
         """Leave a failed transaction: its writes are never read (read_committed). If the
-        brokers cannot be reached to abort it now, the next commit aborts it first."""
+        brokers cannot be reached to abort it now, the next commit aborts it first. If the
+        producer refuses (a commit that timed out is still in progress in librdkafka, and
+        would have to be called again until it settles), a new producer takes over its
+        transactional id, which aborts the transaction on the brokers."""
         try:
             self.producer.abort_transaction(TIMEOUT)
             self._open = False
         except KafkaException as exc:
-            log.warning("cannot abort a failed checkpoint yet: %s", exc.args[0])
+            if exc.args[0].code() == KafkaError._TIMED_OUT:
+                log.warning("cannot abort a failed checkpoint yet: %s", exc.args[0])
+            else:
+                log.warning("cannot abort a failed checkpoint (%s); a new producer takes "
+                            "over", exc.args[0])
+                self._replace()
 
-    def _messages(self, changes: Changes, homes: dict[str, str]
+    def _settle(self, written: _Written, committed: bool) -> None:
+        """What a transaction wrote, once it is known whether it counts. An aborted one
+        deleted nothing: a part keeps the most slots either may have left (deleting one
+        that is not there is harmless; leaving one behind is not: a later document with
+        fewer would read it), and the streams it deleted are still there."""
+        for (stream, part), length in written.lengths.items():
+            if stream not in self._partition:
+                continue  # it moved to another process meanwhile
+            known = self._lengths.get((stream, part), 0)
+            self._lengths[(stream, part)] = length if committed else max(known, length)
+        if committed:
+            self._forget(written.deleted)
+
+    def _messages(self, changes: Changes, homes: dict[str, str], written: _Written
                   ) -> Iterable[tuple[int, bytes, bytes | None, list[tuple[str, bytes]] | None]]:
         """Parts before documents: a restore never sees a document whose parts are older
-        (within a transaction too, so a reader of uncommitted data would not either)."""
+        (within a transaction too, so a reader of uncommitted data would not either). The
+        slots each part holds after it, and the streams deleted, go into `written`."""
         for change in changes.parts:
             partition = self._home(change.stream, homes)
             if partition is None:
@@ -256,8 +231,8 @@ class Changelog:
             known = self._lengths.get((change.stream, change.part), 0)
             for slot in range(change.length, known):  # a part that shrank
                 yield partition, slot_key(change.stream, change.part, slot), None, None
-            self._lengths[(change.stream, change.part)] = max(
-                change.length, max(change.slots, default=-1) + 1)
+            length = max(change.length, max(change.slots, default=-1) + 1)
+            written.lengths[(change.stream, change.part)] = length
         for stream, state in changes.streams.items():
             partition = self._home(stream, homes)
             if partition is not None:
@@ -269,10 +244,10 @@ class Changelog:
             if partition is None:
                 continue
             yield partition, document_key(stream), None, None
-            for part in self._parts_of.pop(stream, ()):
-                for slot in range(self._lengths.pop((stream, part), 0)):
+            for part in self._parts_of.get(stream, ()):
+                for slot in range(self._lengths.get((stream, part), 0)):
                     yield partition, slot_key(stream, part, slot), None, None
-            self._forget([stream])
+            written.deleted.append(stream)
 
     def _home(self, stream: str, homes: dict[str, str]) -> int | None:
         home = homes.get(stream)
@@ -340,7 +315,8 @@ class Changelog:
         the loop over messages only keeps the newest per key, what is kept is parsed."""
         deadline = time.monotonic() + READ_TIMEOUT
         pending = set(partitions)
-        newest: dict[bytes, Any] = {}
+        newest: dict[bytes, bytes | None] = {}  # slot key -> its newest value
+        newest_documents: dict[bytes, Any] = {}  # document key -> its newest message
         while pending:
             if time.monotonic() > deadline:
                 raise ChangelogError(f"restore from {self.topic} timed out; partitions "
@@ -350,7 +326,10 @@ class Changelog:
             for message in messages:
                 key = message.key()
                 if key is not None:
-                    newest[key] = message
+                    if key[:1] == b"s":
+                        newest_documents[key] = message
+                    else:  # only the bytes: half a million messages are not kept alive
+                        newest[key] = message.value()
                     continue
                 error = message.error()  # an event: the end of a partition, or an error
                 if error is None:
@@ -358,14 +337,16 @@ class Changelog:
                 if error.code() != KafkaError._PARTITION_EOF:
                     raise ChangelogError(f"cannot read {self.topic}: {error}")
                 pending.discard(message.partition())
-        for key, message in newest.items():
+        for key, message in newest_documents.items():
             value = message.value()
-            if value is None:
-                continue  # deleted
-            restored.bytes += len(key) + len(value)
-            if key[:1] == b"s":
+            if value is not None:  # (None: deleted)
+                restored.bytes += len(key) + len(value)
                 documents[key[1:].decode()] = (value, dict(message.headers() or ()))
-            elif key[:1] == b"p":
+        for key, value in newest.items():
+            if value is None:
+                continue
+            restored.bytes += len(key) + len(value)
+            if key[:1] == b"p":
                 try:
                     stream, part, slot = parse_slot_key(key)
                 except ValueError:

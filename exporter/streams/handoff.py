@@ -165,13 +165,11 @@ class Handoff:
         homes = {stream_key(s.labels): home(s) or "" for s in streams}
         group = self.consumer.consumer_group_metadata()
         if wait:
-            done: Future[None] = Future()
             try:
                 self.changelog.commit(changes, homes, moved, group)
-                done.set_result(None)
+                self._committed(moved)
             except ChangelogError as exc:
-                done.set_exception(exc)
-            self._saved(_Saving(done, moved))
+                self._failed(exc)
         else:
             future = _on_a_thread(self.changelog.commit, changes, homes, moved, group)
             self._saving = _Saving(future, moved)
@@ -181,12 +179,19 @@ class Handoff:
         try:
             saving.future.result()
         except ChangelogError as exc:
-            self.checkpointer.forget()  # the next one saves every stream whole
-            log.error("%s", exc)
-            if exc.fatal:
-                self.on_fatal(f"kafka: {exc}")
+            self._failed(exc)
             return
-        self.committed.update(((tp.topic, tp.partition), tp.offset) for tp in saving.offsets)
+        self._committed(saving.offsets)
+
+    def _failed(self, exc: ChangelogError) -> None:
+        """A checkpoint not committed: the next one saves every stream whole."""
+        self.checkpointer.forget()
+        log.error("%s", exc)
+        if exc.fatal:
+            self.on_fatal(f"kafka: {exc}")
+
+    def _committed(self, offsets: list[TopicPartition]) -> None:
+        self.committed.update(((tp.topic, tp.partition), tp.offset) for tp in offsets)
 
     # --- restores -------------------------------------------------------------------------
     def _read(self) -> None:
