@@ -51,6 +51,20 @@ class HttpInputConfig:
 
 
 @dataclass(frozen=True)
+class OtlpInputConfig:
+    """OTLP/HTTP on the main listener (inputs/otlp.py): `POST /v1/traces`, `POST /v1/logs`.
+    The body limits and bearer token work as the push input's."""
+
+    name: str
+    bearer_token_file: str | None = None
+    max_body_bytes: int = 10 * 1024 * 1024
+    max_decompressed_bytes: int = 64 * 1024 * 1024
+    max_pending_requests: int = 32
+    join_wait: float = 5.0  # seconds a span waits for the log records carrying its text
+    join_capacity: int = 10_000  # spans and log records waiting at most (oldest go first)
+
+
+@dataclass(frozen=True)
 class KafkaInputConfig:
     """A member of a Kafka consumer group (inputs/kafka.py): it owns the streams of the
     partitions it is assigned; their state goes to `changelog_topic`."""
@@ -79,7 +93,7 @@ class KafkaInputConfig:
         return f"{self.group_id}-repartition"
 
 
-InputConfig = FileInputConfig | HttpInputConfig | KafkaInputConfig
+InputConfig = FileInputConfig | HttpInputConfig | OtlpInputConfig | KafkaInputConfig
 
 
 @dataclass(frozen=True)
@@ -111,6 +125,10 @@ class Config:
     @property
     def file_inputs(self) -> tuple[FileInputConfig, ...]:
         return tuple(i for i in self.inputs if isinstance(i, FileInputConfig))
+
+    @property
+    def otlp_input(self) -> OtlpInputConfig | None:
+        return next((i for i in self.inputs if isinstance(i, OtlpInputConfig)), None)
 
     @property
     def kafka_input(self) -> KafkaInputConfig | None:
@@ -185,6 +203,12 @@ def _semantic_errors(raw: dict[str, Any], require_inputs: bool) -> list[str]:
         errors.append(
             f"inputs.{index}: only one http input is allowed (it serves POST /v1/records)"
         )
+    otlp = [
+        i for i, spec in enumerate(inputs) if isinstance(spec, dict) and spec.get("type") == "otlp"
+    ]
+    for index in otlp[1:]:
+        errors.append(f"inputs.{index}: only one otlp input is allowed (it serves POST "
+                      f"/v1/traces and /v1/logs)")
     errors.extend(_ownership_errors(raw, inputs))
     names: set[str] = set()
     for index, spec in enumerate(raw.get("inputs") or ()):
@@ -278,8 +302,9 @@ def _ownership_errors(raw: dict[str, Any], inputs: Any) -> list[str]:
         errors.append(f"inputs.{index}: only one kafka input is allowed (a process is one "
                       f"member of one consumer group; list several topics in it)")
     if kafka and len(kafka) < len(kinds):
-        errors.append(f"inputs.{kafka[0]}: a kafka input cannot be combined with file or "
-                      f"http inputs: its process owns only the streams of its partitions")
+        errors.append(f"inputs.{kafka[0]}: a kafka input cannot be combined with file, "
+                      f"http or otlp inputs: its process owns only the streams of its "
+                      f"partitions")
     if kafka and raw.get("state_dir"):
         errors.append("state_dir: not used with a kafka input (its streams' state is kept "
                       "in the changelog topic); remove it")
@@ -320,6 +345,8 @@ def _build(raw: dict[str, Any]) -> Config:
             options["properties"] = {k: str(v) if not isinstance(v, bool) else str(v).lower()
                                      for k, v in (options.get("properties") or {}).items()}
             inputs.append(KafkaInputConfig(name=name, **options))
+        elif kind == "otlp":
+            inputs.append(OtlpInputConfig(name=name, **options))
         else:
             inputs.append(HttpInputConfig(name=name, **options))
     return Config(

@@ -80,7 +80,7 @@ SCHEMA: dict[str, Any] = {
             "items": {
                 "type": "object",
                 "required": ["type"],
-                "properties": {"type": {"enum": ["file", "http", "kafka"]}},
+                "properties": {"type": {"enum": ["file", "http", "otlp", "kafka"]}},
                 "allOf": [
                     {
                         "if": {"properties": {"type": {"const": "file"}}},
@@ -114,6 +114,22 @@ SCHEMA: dict[str, Any] = {
                                 "max_body_bytes": _POSITIVE_INT,
                                 "max_decompressed_bytes": _POSITIVE_INT,
                                 "max_pending_requests": _POSITIVE_INT,
+                            },
+                        },
+                    },
+                    {
+                        "if": {"properties": {"type": {"const": "otlp"}}},
+                        "then": {
+                            "additionalProperties": False,
+                            "properties": {
+                                "type": {},
+                                "name": {"type": "string", "minLength": 1},
+                                "bearer_token_file": {"type": ["string", "null"]},
+                                "max_body_bytes": _POSITIVE_INT,
+                                "max_decompressed_bytes": _POSITIVE_INT,
+                                "max_pending_requests": _POSITIVE_INT,
+                                "join_wait": {"type": "number", "minimum": 0},
+                                "join_capacity": _POSITIVE_INT,
                             },
                         },
                     },

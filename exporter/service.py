@@ -19,6 +19,7 @@ from exporter.config import Config
 from exporter.inputs.file import FileInput
 from exporter.inputs.http import HttpPushInput
 from exporter.inputs.kafka import KafkaInput
+from exporter.inputs.otlp import OtlpReceiver
 from exporter.inputs.stats import InputStats
 from exporter.metrics.collector import ExporterCollector
 from exporter.records import RejectedRecord
@@ -63,6 +64,10 @@ class Exporter:
             )
         for spec in config.http_inputs:
             self.http_input = HttpPushInput(spec, self.pipeline, self._stats(spec.name, "http"))
+        self.otlp: OtlpReceiver | None = None
+        if config.otlp_input is not None:
+            spec = config.otlp_input
+            self.otlp = OtlpReceiver(spec, self.pipeline, self._stats(spec.name, "otlp"))
         self.kafka: KafkaInput | None = None
         if config.kafka_input is not None:  # this process owns its partitions' streams
             spec = config.kafka_input
@@ -71,9 +76,11 @@ class Exporter:
         self.state = StateStore(config.state_dir) if config.state_dir else None
         self.collector = ExporterCollector(
             self.pipeline, self.input_stats, state=self.state, file_inputs=self.file_inputs,
-            kafka=self.kafka,
+            kafka=self.kafka, otlp=self.otlp,
         )
         self.background: list[BackgroundTask] = [f.run for f in self.file_inputs]
+        if self.otlp is not None:
+            self.background.append(self.otlp.run)
         if self.kafka is not None:
             self.background.append(self.kafka.run)
         # Checkpoints are made on the loop (between two batches: consistent) and committed
@@ -134,8 +141,9 @@ class Exporter:
 
     async def stop(self) -> None:
         self.ready = False
-        if self.http_input is not None:
-            self.http_input.accepting = False
+        for push in (self.http_input, self.otlp):
+            if push is not None:
+                push.accepting = False
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

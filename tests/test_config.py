@@ -87,7 +87,8 @@ def test_every_error_is_reported_with_its_path():
         }
     )
     assert "inputs.0.paths: required key is missing" in errors
-    assert any(e.startswith("inputs.1.type: must be one of file | http | kafka") for e in errors)
+    assert any(e.startswith("inputs.1.type: must be one of file | http | otlp | kafka")
+               for e in errors)
     assert "inputs.2.max_body_bytes: 0 is less than the minimum of 1" in errors
     assert any(e.startswith("format: must be one of auto |") for e in errors)
     assert "max_streams: 'many' is not of type 'integer'" in errors

@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 
 from exporter.records import Record, RejectedRecord, ToolCall, normalize
-from exporter.records.labels import StreamLabeler
 
 END_NANOS = "1727000000500000000"
 END_SECONDS = 1_727_000_000.5
@@ -236,6 +235,34 @@ def test_openllmetry_indexed_attributes_with_tool_calls() -> None:
     assert record.choice_count == 1
 
 
+def test_refusal_part_of_output_messages() -> None:
+    # OpenLLMetry writes OpenAI's `refusal` field as a part of its own (content null)
+    refusal = "I'm sorry, but I can't assist with that request."
+    messages = [{"role": "assistant", "parts": [{"type": "refusal", "content": refusal}]}]
+    record = one(span(current_attributes(**{"gen_ai.output.messages": json.dumps(messages)})))
+    assert (record.output_text, record.refusal_text) == ("", refusal)
+    assert record.structured_refusal is True
+    assert (record.finish_reason, record.raw_finish_reason) == ("refusal", "stop")
+
+
+def test_anthropic_stop_reason_when_no_finish_reasons() -> None:
+    # the anthropic SDK's own spans record the stop reason only as anthropic.message.stop_reason
+    messages = [{"role": "assistant", "parts": [{"type": "text", "content": "Cut sh"}]}]
+
+    def attributes(stop_reason: str, **extra: Any) -> dict[str, Any]:
+        found = current_attributes(
+            **{"gen_ai.output.messages": messages, "anthropic.message.stop_reason": stop_reason}
+        )
+        del found["gen_ai.response.finish_reasons"]
+        return {**found, **extra}
+
+    record = one(span(attributes("max_tokens")))
+    assert (record.finish_reason, record.raw_finish_reason) == ("length", "max_tokens")
+    assert one(span(attributes("refusal"))).structured_refusal is True
+    both = attributes("max_tokens", **{"gen_ai.response.finish_reasons": ["stop"]})
+    assert one(span(both)).raw_finish_reason == "stop"  # finish_reasons first
+
+
 def test_openllmetry_text_and_several_choices() -> None:
     attributes = {
         "gen_ai.system": "openai",
@@ -300,202 +327,6 @@ def test_openllmetry_anthropic_thinking_is_not_the_answer() -> None:
     assert record.choice_count == 1
     assert record.input_tokens == 40
     assert record.output_tokens == 310
-
-
-def test_legacy_gen_ai_choice_span_event() -> None:
-    event_attributes = {
-        "gen_ai.system": "openai",
-        "index": 0,
-        "finish_reason": "stop",
-        "message": json.dumps({"role": "assistant", "content": "From an event."}),
-    }
-    body = span(
-        otlp_attributes({"gen_ai.system": "openai", "gen_ai.request.model": "gpt-4"}),
-        events=[
-            {
-                "timeUnixNano": END_NANOS,
-                "name": "gen_ai.user.message",
-                "attributes": otlp_attributes({"content": "hi"}),
-            },
-            {
-                "timeUnixNano": END_NANOS,
-                "name": "gen_ai.choice",
-                "attributes": otlp_attributes(event_attributes),
-            },
-        ],
-    )
-    record = one(body)
-    assert record.output_text == "From an event."
-    assert record.finish_reason == "stop"
-    assert record.requested_model == "gpt-4"
-
-
-def test_legacy_gen_ai_content_completion_event() -> None:
-    completion = json.dumps([{"role": "assistant", "content": "Old style."}])
-    body = span(
-        {"gen_ai.system": "openai", "gen_ai.response.finish_reasons": ["stop"]},
-        events=[
-            {
-                "name": "gen_ai.content.completion",
-                "attributes": {"gen_ai.completion": completion},
-            }
-        ],
-    )
-    record = one(body)
-    assert record.output_text == "Old style."
-    assert record.finish_reason == "stop"
-
-
-def test_legacy_choice_log_record_otlp_json() -> None:
-    log_record = {
-        "timeUnixNano": END_NANOS,
-        "observedTimeUnixNano": END_NANOS,
-        "severityNumber": 9,
-        "traceId": "5b8efff798038103d269b633813fc60c",
-        "spanId": "eee19b7ec3c1b174",
-        "eventName": "gen_ai.choice",
-        "attributes": otlp_attributes({"gen_ai.system": "openai", "event.name": "gen_ai.choice"}),
-        "body": otlp_value(
-            {
-                "index": 0,
-                "finish_reason": "tool_calls",
-                "message": {
-                    "role": "assistant",
-                    "tool_calls": [
-                        {
-                            "id": "call_1",
-                            "type": "function",
-                            "function": {"name": "get_time", "arguments": "{}"},
-                        }
-                    ],
-                },
-            }
-        ),
-    }
-    record = one(log_record)
-    assert record.output_text == ""
-    assert record.finish_reason == "tool_call"
-    assert record.raw_finish_reason == "tool_calls"
-    assert record.tool_calls == (ToolCall(name="get_time", arguments="{}"),)
-    assert record.timestamp == END_SECONDS
-
-
-def test_legacy_choice_log_record_plain_body() -> None:
-    log_record = {
-        "timestamp": "2024-09-22T10:15:30Z",
-        "attributes": {"event.name": "gen_ai.choice", "gen_ai.system": "openai"},
-        "body": {"index": 0, "finish_reason": "length", "message": {"content": "Truncat"}},
-    }
-    record = one(log_record)
-    assert record.output_text == "Truncat"
-    assert record.finish_reason == "length"
-    assert record.timestamp == 1_727_000_130.0
-
-
-def test_choice_log_record_detected_by_event_name_alone() -> None:
-    log_record = {
-        "eventName": "gen_ai.choice",
-        "body": {"finish_reason": "stop", "message": {"content": "ok"}},
-    }
-    assert one(log_record).output_text == "ok"
-
-
-def export(*spans: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "resourceSpans": [
-            {
-                "resource": {
-                    "attributes": otlp_attributes(
-                        {"service.name": "support-bot", "deployment.environment": "prod"}
-                    )
-                },
-                "scopeSpans": [
-                    {
-                        "scope": {"name": "opentelemetry.instrumentation.openai_v2"},
-                        "spans": list(spans),
-                    }
-                ],
-            }
-        ]
-    }
-
-
-def http_span() -> dict[str, Any]:
-    return span(
-        otlp_attributes({"http.request.method": "POST", "url.path": "/v1/answer"}),
-        name="POST /v1/answer",
-        spanId="aaaaaaaaaaaaaaaa",
-        kind=2,
-    )
-
-
-def test_resource_spans_export_skips_non_genai_span() -> None:
-    genai = span(otlp_attributes(current_attributes()))
-    records = normalize(export(http_span(), genai))
-    assert len(records) == 1
-    record = records[0]
-    assert record.output_text == "Hello! How can I help?"
-    assert record.requested_model == "gpt-4o"
-    assert record.timestamp == END_SECONDS
-    # Each record's source is its own span, with the resource beside it.
-    assert record.source["spanId"] == "eee19b7ec3c1b174"
-    labels = StreamLabeler(
-        {
-            "model": "attributes.gen_ai.request.model",
-            "service": "resource.attributes.service.name",
-            "operation": "attributes.gen_ai.operation.name",
-        }
-    )
-    assert labels.key(record) == ("gpt-4o", "support-bot", "chat")
-
-
-def test_resource_spans_export_with_two_genai_spans() -> None:
-    first = span(otlp_attributes(current_attributes()))
-    second = span(
-        otlp_attributes(current_attributes(**{"gen_ai.request.model": "gpt-4o-mini"})),
-        spanId="bbbbbbbbbbbbbbbb",
-    )
-    records = normalize(export(first, second))
-    assert [r.requested_model for r in records] == ["gpt-4o", "gpt-4o-mini"]
-
-
-def test_export_without_genai_output_is_missing_output() -> None:
-    with pytest.raises(RejectedRecord) as caught:
-        normalize(export(http_span()))
-    assert caught.value.reason == "missing_output"
-
-
-def test_single_resource_spans_object_per_line() -> None:
-    line = export(span(otlp_attributes(current_attributes())))["resourceSpans"][0]
-    record = one(line)
-    assert record.output_text == "Hello! How can I help?"
-    assert record.source["resource"]["attributes"][0]["key"] == "service.name"
-
-
-def test_resource_logs_export() -> None:
-    log_record = {
-        "timeUnixNano": END_NANOS,
-        "eventName": "gen_ai.choice",
-        "attributes": otlp_attributes({"gen_ai.system": "openai"}),
-        "body": otlp_value({"index": 0, "finish_reason": "stop", "message": {"content": "Hi"}}),
-    }
-    user_message = {
-        "timeUnixNano": END_NANOS,
-        "eventName": "gen_ai.user.message",
-        "attributes": otlp_attributes({"gen_ai.system": "openai"}),
-        "body": otlp_value({"content": "Hello"}),
-    }
-    payload = {
-        "resourceLogs": [
-            {
-                "resource": {"attributes": otlp_attributes({"service.name": "bot"})},
-                "scopeLogs": [{"scope": {}, "logRecords": [user_message, log_record]}],
-            }
-        ]
-    }
-    record = one(payload)
-    assert record.output_text == "Hi"
-    assert record.finish_reason == "stop"
 
 
 def test_flat_attribute_record() -> None:

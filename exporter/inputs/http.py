@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from exporter.config import HttpInputConfig
+from exporter.config import HttpInputConfig, OtlpInputConfig
 from exporter.inputs.stats import InputStats
 from exporter.records import RejectedRecord
 from exporter.streams.pipeline import MAX_REPORTED_ERRORS, IngestResult, Pipeline
@@ -38,7 +38,7 @@ class BodyTooLarge(Exception):
 class HttpPushInput:
     def __init__(
         self,
-        config: HttpInputConfig,
+        config: HttpInputConfig | OtlpInputConfig,
         pipeline: Pipeline,
         stats: InputStats,
     ) -> None:
@@ -159,7 +159,9 @@ class HttpPushInput:
         finally:
             self.stats.pending -= 1
 
-    async def _accept(self, request: web.Request) -> web.Response:
+    async def _body(self, request: web.Request) -> bytes | web.Response:
+        """The request's body, uncompressed; or the answer when it cannot be taken (no
+        token, too large)."""
         if not self.authorized(request):
             return json_response(
                 {"error": "missing or invalid bearer token"},
@@ -172,6 +174,12 @@ class HttpPushInput:
             self.pipeline.reject(self.stats, RejectedRecord("too_large", str(exc)))
             return json_response({"error": str(exc)}, status=413)
         self.stats.bytes_read += len(body)
+        return body
+
+    async def _accept(self, request: web.Request) -> web.Response:
+        body = await self._body(request)
+        if isinstance(body, web.Response):
+            return body
         if not body.strip():
             self.pipeline.reject(self.stats, RejectedRecord("empty_body", "empty body"))
             return json_response(

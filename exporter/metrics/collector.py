@@ -24,10 +24,12 @@ from prometheus_client.registry import CollectorRegistry
 from exporter import __version__
 from exporter.inputs.file import FileInput
 from exporter.inputs.kafka import KafkaInput
+from exporter.inputs.otlp import OtlpReceiver
 from exporter.inputs.stats import InputStats
 from exporter.metrics.exposition import Dialect, StreamChunks
 from exporter.metrics.families import StreamRenderer
 from exporter.metrics.kafka import kafka_families
+from exporter.metrics.otlp import otlp_families
 from exporter.streams.pipeline import Pipeline
 from exporter.streams.state import StateStore
 
@@ -43,9 +45,11 @@ class ExporterCollector:
         state: StateStore | None = None,
         file_inputs: Sequence[FileInput] = (),
         kafka: KafkaInput | None = None,
+        otlp: OtlpReceiver | None = None,
     ) -> None:
         self.file_inputs = file_inputs
         self.kafka = kafka
+        self.otlp = otlp
         self.pipeline = pipeline
         self.inputs = inputs
         self.state = state
@@ -67,6 +71,8 @@ class ExporterCollector:
         yield from self._self_metrics()
         if self.kafka is not None:
             yield from kafka_families(self.kafka)
+        if self.otlp is not None:
+            yield from otlp_families(self.otlp)
 
     def _rejections(self) -> Iterator[Metric]:
         rejected = CounterMetricFamily(

@@ -75,6 +75,17 @@ def kafka_families() -> list[Metric]:
     return list(kafka_families(kafka))
 
 
+def otlp_families() -> list[Metric]:
+    """The OTLP receiver's families (an exporter with one)."""
+    from exporter.config import parse_config
+    from exporter.metrics.otlp import otlp_families
+    from exporter.service import Exporter
+
+    otlp = Exporter(parse_config({"inputs": [{"type": "otlp"}]})).otlp
+    assert otlp is not None
+    return list(otlp_families(otlp))
+
+
 def _labels(metric: Metric) -> list[str]:
     """Label names of a family, whether or not it has samples yet."""
     names = list(getattr(metric, "_labelnames", ()))  # MetricFamily(labels=...) keeps them
@@ -115,6 +126,12 @@ def render() -> str:
         "With an input of type `kafka` (docs/scaling.md): this member of the consumer group.",
         "",
         *_table([_row(m.name, m.type, _labels(m), m.documentation) for m in kafka_families()]),
+        "",
+        "## The OTLP receiver",
+        "",
+        "With an input of type `otlp` (`POST /v1/traces`, `POST /v1/logs`).",
+        "",
+        *_table([_row(m.name, m.type, _labels(m), m.documentation) for m in otlp_families()]),
         "",
         "## Reserved label names",
         "",

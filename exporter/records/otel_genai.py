@@ -14,7 +14,10 @@
   (`resourceSpans[].scopeSpans[].spans[]`, `resourceLogs[].scopeLogs[].
   logRecords[]`) yields one record per span or log record with GenAI output,
   and each record's `source` is its own span (plus its `resource`) so stream
-  labels are read per span rather than from the export as a whole.
+  labels are read per span rather than from the export as a whole. There, agent,
+  tool and workflow spans (a `gen_ai.operation.name` that is not a model call)
+  and util-genai's operation-details log records are skipped: each repeats the
+  output of a call that its own span already counts.
 """
 
 from __future__ import annotations
@@ -40,6 +43,12 @@ from exporter.records.otlp import any_value, flatten_attributes, is_any_value
 from exporter.records.record import Record, ToolCall, normalize_finish_reason
 
 NAME = "otel_genai"
+# `gen_ai.operation.name` values of one model call with output text (an agent, tool or
+# workflow span repeats some call's output; an embeddings call has none)
+CHAT_OPERATIONS = frozenset(("chat", "text_completion", "generate_content", "completion"))
+EMBEDDINGS_OPERATIONS = frozenset(("embeddings", "embedding"))
+# util-genai's log record of a call its span already carries
+DETAILS_EVENT = "gen_ai.client.inference.operation.details"
 _PREFIX = "gen_ai."
 _COMPLETION = "gen_ai.completion."
 _EXPORTS = (("resourceSpans", "scopeSpans", "spans"), ("resourceLogs", "scopeLogs", "logRecords"))
@@ -105,21 +114,23 @@ def _call(name: Any, arguments: Any) -> ToolCall:
     return ToolCall(name=as_str(name) or "", arguments=arguments)
 
 
-def _parts_output(parts: list[Any]) -> tuple[str, list[ToolCall]]:
-    """Text and tool calls of a current semantic-conventions message (`parts[]`)."""
+def _parts_output(parts: list[Any]) -> tuple[str, list[ToolCall], str | None]:
+    """Text, tool calls and refusal of a current semantic-conventions message (`parts[]`);
+    OpenLLMetry writes OpenAI's `refusal` field as a part `{"type": "refusal", "content"}`."""
     texts: list[str] = []
     calls: list[ToolCall] = []
+    refusals: list[str] = []
     for part in parts:
         if not isinstance(part, dict):
             continue
         kind = part.get("type")
-        if kind == "text":
+        if kind == "text" or kind == "refusal":
             content = part.get("content")
             if isinstance(content, str):
-                texts.append(content)
+                (texts if kind == "text" else refusals).append(content)
         elif kind == "tool_call":
             calls.append(_call(part.get("name"), part.get("arguments")))
-    return "".join(texts), calls
+    return "".join(texts), calls, "".join(refusals) if refusals else None
 
 
 def _message_output(message: dict[str, Any]) -> tuple[str, list[ToolCall]]:
@@ -136,12 +147,13 @@ def _choice(message: Any, finish: Any = None) -> _Choice:
     if not isinstance(message, dict):
         message = as_dict(load_json(message))
     parts = message.get("parts")
+    refusal = None
     if isinstance(parts, list):
-        text, calls = _parts_output(parts)
+        text, calls, refusal = _parts_output(parts)
     else:
         text, calls = _message_output(message)
     finish = as_str(finish) or as_str(message.get("finish_reason"))
-    return _Choice(text, calls, finish, as_str(message.get("refusal")))
+    return _Choice(text, calls, finish, refusal or as_str(message.get("refusal")))
 
 
 def _event_choice(event: dict[str, Any]) -> _Choice:
@@ -226,13 +238,25 @@ def _choices(attrs: dict[str, Any], span: dict[str, Any]) -> list[_Choice]:
 
 
 def _finish_reasons(attrs: dict[str, Any]) -> str | None:
+    """The first of `gen_ai.response.finish_reasons`, else the anthropic SDK's own spans' only
+    record of it, `anthropic.message.stop_reason`."""
     reasons = attrs.get("gen_ai.response.finish_reasons")
     if reasons is None:
-        return None
+        return as_str(attrs.get("anthropic.message.stop_reason"))
     reasons = load_json(reasons)
     if isinstance(reasons, list) and reasons:
         return as_str(reasons[0])
     return as_str(reasons)
+
+
+def _exported_call(attrs: dict[str, Any], span: dict[str, Any]) -> bool:
+    """Whether a span or log record of a whole export stands for a call of its own: not an
+    agent, tool or workflow span (their output is some call's output), nor util-genai's
+    operation-details log record (a copy of its span, in the same or another export)."""
+    operation = attrs.get("gen_ai.operation.name")
+    if isinstance(operation, str) and operation and operation not in CHAT_OPERATIONS:
+        return False
+    return (span.get("eventName") or attrs.get("event.name")) != DETAILS_EVENT
 
 
 def _span_timestamp(span: dict[str, Any]) -> float | None:
@@ -249,6 +273,8 @@ def _span_record(
     span: dict[str, Any], resource: dict[str, Any] | None, envelope: Envelope
 ) -> Record | None:
     attrs = {**span, **flatten_attributes(span.get("attributes"))}
+    if resource is not None and not _exported_call(attrs, span):
+        return None
     choices = _choices(attrs, span)
     if not choices:
         return None

@@ -29,9 +29,10 @@ def make_app(
     # routes that check the push bearer token themselves (one Authorization header cannot
     # carry basic auth and a bearer token at once)
     own_auth = frozenset(
-        {"/v1/records", "/api/v1/baseline/reset"}
-        if exporter.http_input is not None and exporter.http_input.has_token
-        else ()
+        ({"/v1/records", "/api/v1/baseline/reset"}
+         if exporter.http_input is not None and exporter.http_input.has_token else set())
+        | ({"/v1/traces", "/v1/logs"}
+           if exporter.otlp is not None and exporter.otlp.has_token else set())
     )
     middlewares = [web_config.middleware(own_auth)] if web_config is not None else []
     app = web.Application(middlewares=middlewares)
@@ -45,6 +46,9 @@ def make_app(
     app.router.add_post("/api/v1/baseline/reset", api.reset_baseline)
     if exporter.http_input is not None:
         app.router.add_post("/v1/records", exporter.http_input.handle)
+    if exporter.otlp is not None:  # OTLP/HTTP: OTEL_EXPORTER_OTLP_ENDPOINT=http://<here>
+        for signal in ("traces", "logs"):
+            app.router.add_post(f"/v1/{signal}", exporter.otlp.handler(signal))
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await exporter.start()

@@ -1,0 +1,128 @@
+"""`POST /v1/traces` and `POST /v1/logs`: OTLP/HTTP from OpenTelemetry-instrumented apps.
+
+Point an app's SDK at the exporter (`OTEL_EXPORTER_OTLP_ENDPOINT=http://exporter:9847`) and
+each LLM call it traces becomes one record. Bodies are protobuf (the SDKs' default) or OTLP
+JSON, gzip or not, decoded with the official messages (`otlp_decode`). Only chat and
+completion spans make records; other spans (HTTP, database, agent steps) and embeddings calls
+are counted by kind and skipped without reading their attributes. Instrumentations that send
+a reply's text in a log record instead of on the span (OpenTelemetry's own openai-v2 with
+`gen_ai.choice` events) are joined by trace and span id (`otlp_join`), for `join_wait`
+seconds at most: a span whose text never comes is recorded without it, and counted.
+
+Body limits, the bearer token, 413/429/503 and `Retry-After` are the push input's
+(`inputs/http.py`). The answer is the export's response message in the request's encoding,
+with `partial_success` saying how many spans or log records were rejected and why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+from google.protobuf import json_format
+from google.protobuf.message import Message
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceResponse,
+)
+
+from exporter.config import OtlpInputConfig
+from exporter.inputs.http import HttpPushInput, _add_slice
+from exporter.inputs.otlp_decode import PROTOBUF_TYPES, OtlpDecodeError, decode
+from exporter.inputs.otlp_join import SpanJoin
+from exporter.inputs.stats import InputStats
+from exporter.records import RejectedRecord
+from exporter.streams.pipeline import IngestResult, Pipeline
+from exporter.web.responses import json_response
+
+log = logging.getLogger(__name__)
+FORMAT = "otel_genai"  # the adapter of every span passed on (OpenInference mapped onto it)
+SLICE = 256  # spans ingested between two returns to the event loop
+EXPIRE_EVERY = 0.5  # seconds between two looks for spans whose text did not come
+SIGNALS = ("traces", "logs")
+
+
+class OtlpReceiver(HttpPushInput):
+    def __init__(self, config: OtlpInputConfig, pipeline: Pipeline, stats: InputStats,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(config, pipeline, stats)
+        self.join = SpanJoin(config.join_wait, config.join_capacity)
+        self.clock = clock
+        self.received: Counter[tuple[str, str]] = Counter()  # (signal, kind) -> items
+        self.invalid_bodies = 0
+
+    def handler(self, signal: str) -> Callable[[web.Request], Any]:
+        """The route's handler for `signal` (traces or logs)."""
+
+        async def handle(request: web.Request) -> web.Response:
+            request["otlp_signal"] = signal
+            return await self.handle(request)
+
+        return handle
+
+    async def _accept(self, request: web.Request) -> web.Response:
+        signal = request["otlp_signal"]
+        try:
+            body = await self._body(request)
+        except (web.HTTPBadRequest, web.HTTPUnsupportedMediaType) as exc:  # its encoding
+            return self._invalid(exc.text or exc.reason, exc.status)
+        if isinstance(body, web.Response):
+            return body
+        content_type = request.headers.get("Content-Type", "")
+        try:  # off the loop: a large export must not hold up scrapes
+            decoded = await asyncio.get_running_loop().run_in_executor(
+                None, decode, body, content_type, signal)
+        except OtlpDecodeError as exc:
+            return self._invalid(str(exc), exc.status)
+        for kind, count in decoded.counts.items():
+            if count:
+                self.received[(signal, str(kind))] += count
+        spans = self.join.add(decoded.items, self.clock())
+        result = await self._ingest(spans)
+        return _response(signal, result, protobuf=content_type.lower().startswith(
+            PROTOBUF_TYPES))
+
+    def _invalid(self, error: str, status: int) -> web.Response:
+        self.invalid_bodies += 1
+        self.pipeline.reject(self.stats, RejectedRecord("invalid_otlp", error.strip()))
+        return json_response({"error": error.strip()}, status=status)
+
+    async def _ingest(self, spans: list[dict[str, Any]]) -> IngestResult:
+        result = IngestResult()
+        for start in range(0, len(spans), SLICE):
+            done = self.pipeline.ingest_values(spans[start:start + SLICE], self.stats, FORMAT)
+            _add_slice(result, done, start)
+            await asyncio.sleep(0)
+        return result
+
+    async def run(self) -> None:
+        """Spans whose text did not come within `join_wait`: recorded without it."""
+        while True:
+            await asyncio.sleep(EXPIRE_EVERY)
+            spans = self.join.expire(self.clock())
+            if spans:
+                await self._ingest(spans)
+
+
+def _response(signal: str, result: IngestResult, protobuf: bool) -> web.Response:
+    """The export's response: empty when everything was taken, else `partial_success` with
+    the number rejected and the first reasons."""
+    message: Message = ExportTraceServiceResponse() if signal == "traces" \
+        else ExportLogsServiceResponse()
+    if result.rejected:
+        partial = message.partial_success
+        if signal == "traces":
+            partial.rejected_spans = result.rejected
+        else:
+            partial.rejected_log_records = result.rejected
+        partial.error_message = "; ".join(str(error) for error in result.errors[:5])
+    if protobuf:
+        return web.Response(body=message.SerializeToString(),
+                            content_type="application/x-protobuf")
+    return web.Response(body=json_format.MessageToJson(message, indent=None).encode(),
+                        content_type="application/json")
