@@ -24,6 +24,15 @@ _JSON_TYPES = {bool: "boolean", int: "integer", float: "number", str: "string",
 
 _POSITIVE_INT = {"type": "integer", "minimum": 1}
 _FORMAT = {"enum": list(FORMATS)}
+# inputs served on the main listener (http, otlp): a token and the push limits
+_PUSHED = {
+    "type": {},
+    "name": {"type": "string", "minLength": 1},
+    "bearer_token_file": {"type": ["string", "null"]},
+    "max_body_bytes": _POSITIVE_INT,
+    "max_decompressed_bytes": _POSITIVE_INT,
+    "max_pending_requests": _POSITIVE_INT,
+}
 # Method parameters are checked against their registry declarations (factory.check), not
 # here: the allowed keys depend on the chosen method.
 _DURATION = {"type": ["string", "number"]}  # `24h`, `30m`, `7d`, or seconds
@@ -106,15 +115,7 @@ SCHEMA: dict[str, Any] = {
                         "if": {"properties": {"type": {"const": "http"}}},
                         "then": {
                             "additionalProperties": False,
-                            "properties": {
-                                "type": {},
-                                "name": {"type": "string", "minLength": 1},
-                                "bearer_token_file": {"type": ["string", "null"]},
-                                "format": _FORMAT,
-                                "max_body_bytes": _POSITIVE_INT,
-                                "max_decompressed_bytes": _POSITIVE_INT,
-                                "max_pending_requests": _POSITIVE_INT,
-                            },
+                            "properties": {**_PUSHED, "format": _FORMAT},
                         },
                     },
                     {
@@ -122,12 +123,7 @@ SCHEMA: dict[str, Any] = {
                         "then": {
                             "additionalProperties": False,
                             "properties": {
-                                "type": {},
-                                "name": {"type": "string", "minLength": 1},
-                                "bearer_token_file": {"type": ["string", "null"]},
-                                "max_body_bytes": _POSITIVE_INT,
-                                "max_decompressed_bytes": _POSITIVE_INT,
-                                "max_pending_requests": _POSITIVE_INT,
+                                **_PUSHED,
                                 "join_wait": {"type": "number", "minimum": 0},
                                 "join_capacity": _POSITIVE_INT,
                             },
