@@ -62,6 +62,7 @@ class OtlpInputConfig:
     max_pending_requests: int = 32
     join_wait: float = 5.0  # seconds a span waits for the log records carrying its text
     join_capacity: int = 10_000  # spans and log records waiting at most (oldest go first)
+    grpc_address: str | None = ":4317"  # OTLP/gRPC, for collectors (None: not served)
 
 
 @dataclass(frozen=True)

@@ -126,6 +126,8 @@ SCHEMA: dict[str, Any] = {
                                 **_PUSHED,
                                 "join_wait": {"type": "number", "minimum": 0},
                                 "join_capacity": _POSITIVE_INT,
+                                "grpc_address": {"type": ["string", "null"],
+                                                 "pattern": "^[^:]*:[0-9]+$"},
                             },
                         },
                     },

@@ -12,6 +12,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import grpc
 import pytest
 from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -19,12 +20,14 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from tests.process import ExporterProcess, wait_for
+from tests.process import ExporterProcess, free_port, wait_for
 from tests.test_otlp_decode import REFUSALS, RUNS, stub_output_tokens
 
 pytestmark = pytest.mark.e2e
 FIXTURES = Path(__file__).parent / "fixtures" / "otlp"
 HTTP_RUNS = sorted(run for run in RUNS if not run.startswith("grpc"))
+GRPC_PORT = free_port()
+TRACE_EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 
 
 def post(exporter: ExporterProcess, path: str, body: bytes, headers: dict[str, str]
@@ -60,6 +63,7 @@ def receiver(tmp_path_factory: pytest.TempPathFactory) -> ExporterProcess:
         "inputs:\n"
         "  - type: otlp\n"
         "    join_wait: 0.5\n"
+        f"    grpc_address: '127.0.0.1:{GRPC_PORT}'\n"
         "stream_labels:\n"
         "  model: request.model|response.model\n"
         "  service: resource.attributes.service.name\n"
@@ -87,8 +91,12 @@ def _per_service(samples: dict, name: str) -> dict[str, float]:
 
 def test_one_record_per_call_with_the_usage_served(receiver: ExporterProcess) -> None:
     expected = {f"otlp-fixture-{run}": RUNS[run][1] for run in HTTP_RUNS}
-    assert wait_for(lambda: _per_service(receiver.samples(), "llm_records_total") == expected,
-                    15), _per_service(receiver.samples(), "llm_records_total")
+
+    def counted() -> dict[str, float]:
+        found = _per_service(receiver.samples(), "llm_records_total")
+        return {service: n for service, n in found.items() if service in expected}
+
+    assert wait_for(lambda: counted() == expected, 15), counted()
     samples = receiver.samples()
     tokens = _per_service(samples, "llm_output_tokens_sum")
     refusals = _per_service(samples, "llm_refusals_total")
@@ -147,3 +155,18 @@ def test_bad_exports_get_the_spec_status(receiver: ExporterProcess, body: bytes,
         sum(v for (n, _), v in before.items() if n == "llm_records_rejected_total")
     assert rejected == 1
     assert wait_for(lambda: receiver.samples() is not None, 1)  # and it still serves
+
+
+def test_grpc_exports_from_a_collector(receiver: ExporterProcess) -> None:
+    """The body the SDK's gRPC exporter sent, sent again over gRPC: one call, one record."""
+    body = next((FIXTURES / "grpc-openai-v2").glob("*-traces.pb")).read_bytes()
+    with grpc.insecure_channel(f"127.0.0.1:{GRPC_PORT}") as channel:
+        export = channel.unary_unary(TRACE_EXPORT,
+                                     response_deserializer=ExportTraceServiceResponse.FromString)
+        assert export(body, timeout=10) == ExportTraceServiceResponse()
+        with pytest.raises(grpc.RpcError) as refused:
+            export(b"\x0a\xff\xff\xff", timeout=10)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    service = "otlp-fixture-grpc-openai-v2"
+    assert wait_for(lambda: _per_service(receiver.samples(), "llm_records_total").get(service)
+                    == RUNS["grpc-openai-v2"][1], 10)

@@ -54,9 +54,12 @@ class HttpPushInput:
 
     def authorized(self, request: web.Request) -> bool:
         """Bearer token check, also used by the baseline-reset API when a token is set."""
+        return self.token_matches(request.headers.get("Authorization", ""))
+
+    def token_matches(self, header: str) -> bool:
+        """An `Authorization` header's (or gRPC metadata's) bearer token is the one set."""
         if self._token is None:
             return True
-        header = request.headers.get("Authorization", "")
         scheme, _, supplied = header.partition(" ")
         if scheme.lower() != "bearer":
             return False

@@ -34,6 +34,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from exporter.config import OtlpInputConfig
 from exporter.inputs.http import HttpPushInput, _add_slice
 from exporter.inputs.otlp_decode import PROTOBUF_TYPES, OtlpDecodeError, decode
+from exporter.inputs.otlp_grpc import start_grpc
 from exporter.inputs.otlp_join import SpanJoin
 from exporter.inputs.stats import InputStats
 from exporter.records import RejectedRecord
@@ -74,23 +75,38 @@ class OtlpReceiver(HttpPushInput):
         if isinstance(body, web.Response):
             return body
         content_type = request.headers.get("Content-Type", "")
+        try:
+            message = await self.export(body, content_type, signal)
+        except OtlpDecodeError as exc:  # (counted)
+            return json_response({"error": str(exc)}, status=exc.status)
+        if content_type.lower().startswith(PROTOBUF_TYPES):
+            return web.Response(body=message.SerializeToString(),
+                                content_type="application/x-protobuf")
+        return web.Response(body=json_format.MessageToJson(message, indent=None).encode(),
+                            content_type="application/json")
+
+    async def export(self, body: bytes, content_type: str, signal: str) -> Message:
+        """Take one export (HTTP or gRPC): its response message. Raises OtlpDecodeError,
+        counted, for a body that is not one."""
         try:  # off the loop: a large export must not hold up scrapes
             decoded = await asyncio.get_running_loop().run_in_executor(
                 None, decode, body, content_type, signal)
         except OtlpDecodeError as exc:
-            return self._invalid(str(exc), exc.status)
+            self._count_invalid(str(exc))
+            raise
         for kind, count in decoded.counts.items():
             if count:
                 self.received[(signal, str(kind))] += count
         spans = self.join.add(decoded.items, self.clock())
-        result = await self._ingest(spans)
-        return _response(signal, result, protobuf=content_type.lower().startswith(
-            PROTOBUF_TYPES))
+        return _response(signal, await self._ingest(spans))
 
     def _invalid(self, error: str, status: int) -> web.Response:
+        self._count_invalid(error)
+        return json_response({"error": error.strip()}, status=status)
+
+    def _count_invalid(self, error: str) -> None:
         self.invalid_bodies += 1
         self.pipeline.reject(self.stats, RejectedRecord("invalid_otlp", error.strip()))
-        return json_response({"error": error.strip()}, status=status)
 
     async def _ingest(self, spans: list[dict[str, Any]]) -> IngestResult:
         result = IngestResult()
@@ -101,15 +117,26 @@ class OtlpReceiver(HttpPushInput):
         return result
 
     async def run(self) -> None:
-        """Spans whose text did not come within `join_wait`: recorded without it."""
-        while True:
-            await asyncio.sleep(EXPIRE_EVERY)
-            spans = self.join.expire(self.clock())
-            if spans:
-                await self._ingest(spans)
+        """The gRPC server, if any; and spans whose text did not come within `join_wait`,
+        recorded without it."""
+        server = None
+        if self.config.grpc_address:
+            try:
+                server = await start_grpc(self, self.config)
+            except RuntimeError as exc:  # the address is taken: OTLP/HTTP goes on
+                log.error("cannot serve OTLP/gRPC on %s: %s", self.config.grpc_address, exc)
+        try:
+            while True:
+                await asyncio.sleep(EXPIRE_EVERY)
+                spans = self.join.expire(self.clock())
+                if spans:
+                    await self._ingest(spans)
+        finally:
+            if server is not None:
+                await server.stop(grace=2.0)
 
 
-def _response(signal: str, result: IngestResult, protobuf: bool) -> web.Response:
+def _response(signal: str, result: IngestResult) -> Message:
     """The export's response: empty when everything was taken, else `partial_success` with
     the number rejected and the first reasons."""
     message: Message = ExportTraceServiceResponse() if signal == "traces" \
@@ -121,8 +148,4 @@ def _response(signal: str, result: IngestResult, protobuf: bool) -> web.Response
         else:
             partial.rejected_log_records = result.rejected
         partial.error_message = "; ".join(str(error) for error in result.errors[:5])
-    if protobuf:
-        return web.Response(body=message.SerializeToString(),
-                            content_type="application/x-protobuf")
-    return web.Response(body=json_format.MessageToJson(message, indent=None).encode(),
-                        content_type="application/json")
+    return message
