@@ -15,6 +15,7 @@ from pathlib import Path
 import grpc
 import pytest
 from google.protobuf import json_format
+from google.rpc.status_pb2 import Status
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -27,6 +28,7 @@ pytestmark = pytest.mark.e2e
 FIXTURES = Path(__file__).parent / "fixtures" / "otlp"
 HTTP_RUNS = sorted(run for run in RUNS if not run.startswith("grpc"))
 GRPC_PORT = free_port()
+PROTOBUF = "application/x-protobuf"
 TRACE_EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 
 
@@ -148,8 +150,12 @@ def test_json_exports_are_taken_like_protobuf(receiver: ExporterProcess) -> None
 def test_bad_exports_get_the_spec_status(receiver: ExporterProcess, body: bytes,
                                          headers: dict[str, str], status: int) -> None:
     before = receiver.samples()
-    got, _ = post(receiver, "/v1/traces", body, headers)
+    got, answer = post(receiver, "/v1/traces", body, headers)
     assert got == status
+    # the body is the google.rpc.Status the spec asks for, in the request's encoding
+    said = Status.FromString(answer) if headers["Content-Type"] == PROTOBUF \
+        else json_format.Parse(answer, Status())
+    assert said.message and said.code in (3, 16)
     after = receiver.samples()
     rejected = sum(v for (n, _), v in after.items() if n == "llm_records_rejected_total") - \
         sum(v for (n, _), v in before.items() if n == "llm_records_rejected_total")

@@ -23,9 +23,11 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 from aiohttp import web
 from google.protobuf import json_format
 from google.protobuf.message import Message
+from google.rpc.status_pb2 import Status
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
@@ -46,6 +48,8 @@ FORMAT = "otel_genai"  # the adapter of every span passed on (OpenInference mapp
 SLICE = 256  # spans ingested between two returns to the event loop
 EXPIRE_EVERY = 0.5  # seconds between two looks for spans whose text did not come
 SIGNALS = ("traces", "logs")
+# an HTTP error status as the gRPC code of its google.rpc.Status body
+GRPC_CODES = {400: 3, 413: 3, 415: 3, 401: 16, 429: 8, 503: 14}
 
 
 class OtlpReceiver(HttpPushInput):
@@ -62,7 +66,10 @@ class OtlpReceiver(HttpPushInput):
 
         async def handle(request: web.Request) -> web.Response:
             request["otlp_signal"] = signal
-            return await self.handle(request)
+            response = await self.handle(request)
+            if response.status >= 400:  # the spec's error body: a google.rpc.Status
+                return _status(response, request.headers.get("Content-Type", ""))
+            return response
 
         return handle
 
@@ -149,3 +156,21 @@ def _response(signal: str, result: IngestResult) -> Message:
             partial.rejected_log_records = result.rejected
         partial.error_message = "; ".join(str(error) for error in result.errors[:5])
     return message
+
+
+def _status(response: web.Response, content_type: str) -> web.Response:
+    """An error answer (the push input's JSON `{"error": ...}`, its status and headers kept)
+    as the `google.rpc.Status` OTLP/HTTP clients read, in the request's encoding."""
+    try:
+        error = str(orjson.loads(response.body or b"{}").get("error", ""))
+    except (orjson.JSONDecodeError, AttributeError, TypeError):
+        error = response.reason or ""
+    status = Status(code=GRPC_CODES.get(response.status, 2), message=error)  # 2: UNKNOWN
+    headers = {k: v for k, v in response.headers.items() if k in ("Retry-After",
+                                                                  "WWW-Authenticate")}
+    if content_type.lower().startswith(PROTOBUF_TYPES):
+        return web.Response(status=response.status, body=status.SerializeToString(),
+                            content_type="application/x-protobuf", headers=headers)
+    return web.Response(status=response.status, content_type="application/json",
+                        body=json_format.MessageToJson(status, indent=None).encode(),
+                        headers=headers)
