@@ -26,6 +26,10 @@ What it does:
     client globally), with the SDK exporting to the capture servers.
 
 Nothing here is hand-made OTLP: every .pb file is what the exporter sent.
+
+tests/test_otlp_instrumented.py reuses the stub (`start_http(LLMStubHandler)`) and the
+instrumented children (`child_command`, `child_env`, `run_child`), exporting to the real
+exporter process instead of the capture servers (`--no-metrics`: it takes no /v1/metrics).
 """
 
 from __future__ import annotations
@@ -612,7 +616,7 @@ WEATHER_TOOL = {
 }
 
 
-def _setup_sdk(run: str, transport: str, endpoint: str):
+def _setup_sdk(run: str, transport: str, endpoint: str, metrics_too: bool = True):
     from opentelemetry import _logs, metrics, trace
     from opentelemetry.sdk._logs import LoggerProvider
     from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
@@ -636,7 +640,7 @@ def _setup_sdk(run: str, transport: str, endpoint: str):
 
         span_exp = OTLPSpanExporter(endpoint=f"{endpoint}/v1/traces")
         log_exp = OTLPLogExporter(endpoint=f"{endpoint}/v1/logs")
-        metric_exp = OTLPMetricExporter(endpoint=f"{endpoint}/v1/metrics")
+        metric_exp = OTLPMetricExporter(endpoint=f"{endpoint}/v1/metrics") if metrics_too else None
 
     resource = Resource.create(
         {"service.name": f"otlp-fixture-{run}", "deployment.environment.name": "fixture"}
@@ -791,9 +795,9 @@ def _anthropic_calls(client) -> None:
         span.set_attribute("app.job", "reindex")
 
 
-def child(run: str, llm: str, endpoint: str) -> None:
+def child(run: str, llm: str, endpoint: str, metrics_too: bool = True) -> None:
     instrumentation, transport, _ = RUNS[run]
-    tp, lp, mp = _setup_sdk(run, transport, endpoint)
+    tp, lp, mp = _setup_sdk(run, transport, endpoint, metrics_too)
     if instrumentation == "openai-v2":
         from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
 
@@ -831,6 +835,62 @@ def child(run: str, llm: str, endpoint: str) -> None:
 # --------------------------------------------------------------------------
 # Driver
 # --------------------------------------------------------------------------
+
+# what must not leak from the caller's environment into an instrumented child: it would
+# change what the SDK, the instrumentations or the clients do (a proxy would take the child's
+# calls to 127.0.0.1 elsewhere)
+FOREIGN_ENV = ("OTEL_", "TRACELOOP_", "OPENAI_", "ANTHROPIC_", "OPENINFERENCE_")
+PROXY_ENV = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
+
+
+def child_env(run: str, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of `run`'s child: `base` (os.environ) without any OpenTelemetry,
+    instrumentation or client setting, plus the run's own."""
+    env = {
+        k: v
+        for k, v in (os.environ if base is None else base).items()
+        if not k.startswith(FOREIGN_ENV) and k.lower() not in PROXY_ENV
+    }
+    env.update(RUNS[run][2])
+    env["OTEL_SERVICE_NAME"] = f"otlp-fixture-{run}"
+    return env
+
+
+def child_command(
+    run: str, llm: str, endpoint: str, python: str = sys.executable, metrics_too: bool = True
+) -> list[str]:
+    """The command line of `run`'s child: it makes the run's calls to the LLM stub at `llm`
+    and exports over OTLP to `endpoint` (http://host:port, either transport)."""
+    command = [
+        python,
+        os.path.abspath(__file__),
+        "--child",
+        run,
+        "--llm",
+        llm,
+        "--endpoint",
+        endpoint,
+    ]
+    return command if metrics_too else [*command, "--no-metrics"]
+
+
+def run_child(
+    run: str,
+    llm: str,
+    endpoint: str,
+    python: str = sys.executable,
+    metrics_too: bool = True,
+    timeout: float = 300,
+) -> subprocess.CompletedProcess:
+    """Run `run`'s child to its end (it flushes and shuts its providers down before exiting)."""
+    return subprocess.run(
+        child_command(run, llm, endpoint, python, metrics_too),
+        env=child_env(run),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
 
 VERSION_PACKAGES = (
     "opentelemetry-",
@@ -885,10 +945,11 @@ def main() -> int:
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--llm", help=argparse.SUPPRESS)
     ap.add_argument("--endpoint", help=argparse.SUPPRESS)
+    ap.add_argument("--no-metrics", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
 
     if args.child:
-        child(args.child, args.llm, args.endpoint)
+        child(args.child, args.llm, args.endpoint, metrics_too=not args.no_metrics)
         return 0
     if args.dump:
         print(dump(Path(args.dump)))
@@ -910,7 +971,7 @@ def main() -> int:
     failed = []
     used: dict[str, list[str]] = {}
     for run in runs:
-        _, transport, extra = RUNS[run]
+        transport = RUNS[run][1]
         rundir = outdir / run
         for old in [*rundir.glob("[0-9][0-9][0-9]-*"), rundir / "stderr.txt"]:
             old.unlink(missing_ok=True)
@@ -921,32 +982,10 @@ def main() -> int:
             if transport == "grpc"
             else f"http://127.0.0.1:{otlp_port}"
         )
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("OTEL_", "TRACELOOP_", "OPENAI_", "ANTHROPIC_"))
-        }
-        env.update(extra)
-        env["OTEL_SERVICE_NAME"] = f"otlp-fixture-{run}"
         t0 = time.time()
         python = pythons.get(run, args.python)
         used.setdefault(python, []).append(run)
-        proc = subprocess.run(
-            [
-                python,
-                os.path.abspath(__file__),
-                "--child",
-                run,
-                "--llm",
-                llm,
-                "--endpoint",
-                endpoint,
-            ],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        proc = run_child(run, llm, endpoint, python)
         files = sorted(p.name for p in rundir.glob("*.pb*"))
         print(f"{run}: rc={proc.returncode} {time.time() - t0:.1f}s captured {files}")
         if proc.returncode != 0 or not files:
