@@ -83,3 +83,14 @@ def wait_for(predicate, timeout: float = 15.0, interval: float = 0.1):
         if value or time.monotonic() > deadline:
             return value
         time.sleep(interval)
+
+
+def summed_by(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str,
+              label: str) -> dict[str, float]:
+    """The samples of `name` summed by the value of `label` ("" where it is missing)."""
+    found: dict[str, float] = {}
+    for (sample, labels), value in samples.items():
+        if sample == name:
+            key = dict(labels).get(label, "")
+            found[key] = found.get(key, 0.0) + value
+    return found

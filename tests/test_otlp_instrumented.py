@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests import otlp_capture
-from tests.process import ExporterProcess, free_port, wait_for
+from tests.process import ExporterProcess, free_port, summed_by, wait_for
 from tests.test_otlp_decode import REFUSALS, RUNS, stub_output_tokens
 
 pytestmark = pytest.mark.e2e
@@ -75,6 +75,10 @@ class Stub(otlp_capture.LLMStubHandler):
     counter = otlp_capture._Counter()  # this module's own count of the requests served
 
 
+def by_service(samples: dict, name: str) -> dict[str, float]:
+    return summed_by(samples, name, "service")
+
+
 def run_children(llm: str, endpoints: dict[str, str], timeout: float = 120.0
                  ) -> dict[str, Child]:
     """Every live run at once, each in its clean environment, to its end; `endpoints` by
@@ -106,15 +110,6 @@ def run_children(llm: str, endpoints: dict[str, str], timeout: float = 120.0
     return children
 
 
-def per_service(samples: dict, name: str) -> dict[str, float]:
-    found: dict[str, float] = {}
-    for (sample, labels), value in samples.items():
-        if sample == name:
-            service = dict(labels).get("service", "")
-            found[service] = found.get(service, 0.0) + value
-    return found
-
-
 def service(run: str) -> str:
     return f"otlp-fixture-{run}"  # the child's resource service.name
 
@@ -142,7 +137,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         # every child has flushed and shut its SDK down: what is missing now is only what the
         # exporter still holds for the join (join_wait at most)
         expected = {service(run): RUNS[run][1] for run in LIVE_RUNS}
-        wait_for(lambda: per_service(exporter.samples(), "llm_records_total") == expected, 15)
+        wait_for(lambda: by_service(exporter.samples(), "llm_records_total") == expected, 15)
         time.sleep(3 * JOIN_WAIT)  # long enough for a late second record of a call to show
         yield Live(exporter, children, Stub.counter.n, exporter.samples())
     finally:
@@ -163,13 +158,13 @@ def test_each_call_is_one_record_with_the_usage_served(live: Live, run: str) -> 
     assert not EXPORT_TROUBLE.search(child.stderr), child.report()
     (requested, _), calls, _, excess = RUNS[run]
     samples, name = live.samples, service(run)
-    records = per_service(samples, "llm_records_total").get(name)
+    records = by_service(samples, "llm_records_total").get(name)
     assert records == calls, (
         f"{run}: {records} records of {calls} calls\n{child.report()}\n"
         f"--- exporter log ---\n{live.exporter_log()}"
     )
-    assert per_service(samples, "llm_output_tokens_sum")[name] == stub_output_tokens(calls) + excess
-    assert per_service(samples, "llm_refusals_total").get(name, 0.0) == REFUSALS[run]
+    assert by_service(samples, "llm_output_tokens_sum")[name] == stub_output_tokens(calls) + excess
+    assert by_service(samples, "llm_refusals_total").get(name, 0.0) == REFUSALS[run]
     models = {dict(labels)["model"] for (sample, labels), _ in samples.items()
               if sample == "llm_records_total" and dict(labels).get("service") == name}
     assert models == {requested}
@@ -180,7 +175,7 @@ def test_nothing_else_was_recorded_or_rejected(live: Live) -> None:
     # the stub answered each chat call and each embeddings call of every run once
     served, calls = live.served, sum(RUNS[run][1] + RUNS[run][2] for run in LIVE_RUNS)
     assert served == calls, {run: child.returncode for run, child in live.children.items()}
-    assert set(per_service(samples, "llm_records_total")) == {service(run) for run in LIVE_RUNS}
+    assert set(by_service(samples, "llm_records_total")) == {service(run) for run in LIVE_RUNS}
     rejected = sum(v for (n, _), v in samples.items() if n == "llm_records_rejected_total")
     assert rejected == 0, live.exporter_log()
     items = {dict(labels)["kind"] + "." + dict(labels)["signal"]: value

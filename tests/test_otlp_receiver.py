@@ -21,7 +21,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from tests.process import ExporterProcess, free_port, wait_for
+from tests.process import ExporterProcess, free_port, summed_by, wait_for
 from tests.test_otlp_decode import REFUSALS, RUNS, stub_output_tokens
 
 pytestmark = pytest.mark.e2e
@@ -30,6 +30,10 @@ HTTP_RUNS = sorted(run for run in RUNS if not run.startswith("grpc"))
 GRPC_PORT = free_port()
 PROTOBUF = "application/x-protobuf"
 TRACE_EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+
+
+def by_service(samples: dict, name: str) -> dict[str, float]:
+    return summed_by(samples, name, "service")
 
 
 def post(exporter: ExporterProcess, path: str, body: bytes, headers: dict[str, str]
@@ -82,26 +86,17 @@ def receiver(tmp_path_factory: pytest.TempPathFactory) -> ExporterProcess:
         exporter.stop()
 
 
-def _per_service(samples: dict, name: str) -> dict[str, float]:
-    found: dict[str, float] = {}
-    for (sample, labels), value in samples.items():
-        if sample == name:
-            service = dict(labels).get("service", "")
-            found[service] = found.get(service, 0.0) + value
-    return found
-
-
 def test_one_record_per_call_with_the_usage_served(receiver: ExporterProcess) -> None:
     expected = {f"otlp-fixture-{run}": RUNS[run][1] for run in HTTP_RUNS}
 
     def counted() -> dict[str, float]:
-        found = _per_service(receiver.samples(), "llm_records_total")
+        found = by_service(receiver.samples(), "llm_records_total")
         return {service: n for service, n in found.items() if service in expected}
 
     assert wait_for(lambda: counted() == expected, 15), counted()
     samples = receiver.samples()
-    tokens = _per_service(samples, "llm_output_tokens_sum")
-    refusals = _per_service(samples, "llm_refusals_total")
+    tokens = by_service(samples, "llm_output_tokens_sum")
+    refusals = by_service(samples, "llm_refusals_total")
     for run in HTTP_RUNS:
         _, calls, _, excess = RUNS[run]
         service = f"otlp-fixture-{run}"
@@ -128,14 +123,14 @@ def test_json_exports_are_taken_like_protobuf(receiver: ExporterProcess) -> None
                 for key in ("traceId", "spanId", "parentSpanId"):
                     if key in span:
                         span[key] = __import__("base64").b64decode(span[key]).hex()
-    before = sum(_per_service(receiver.samples(), "llm_records_total").values())
+    before = sum(by_service(receiver.samples(), "llm_records_total").values())
     status, answer = post(receiver, path, json.dumps(as_json).encode(),
                           {"Content-Type": "application/json"})
     assert status == 200
     assert json_format.Parse(answer, ExportTraceServiceResponse()) == ExportTraceServiceResponse()
     calls = len([s for r in message.resource_spans for sc in r.scope_spans for s in sc.spans
                  if any(a.key == "gen_ai.output.messages" for a in s.attributes)])
-    assert wait_for(lambda: sum(_per_service(receiver.samples(), "llm_records_total").values())
+    assert wait_for(lambda: sum(by_service(receiver.samples(), "llm_records_total").values())
                     == before + calls, 10)
 
 
@@ -174,5 +169,5 @@ def test_grpc_exports_from_a_collector(receiver: ExporterProcess) -> None:
             export(b"\x0a\xff\xff\xff", timeout=10)
         assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     service = "otlp-fixture-grpc-openai-v2"
-    assert wait_for(lambda: _per_service(receiver.samples(), "llm_records_total").get(service)
+    assert wait_for(lambda: by_service(receiver.samples(), "llm_records_total").get(service)
                     == RUNS["grpc-openai-v2"][1], 10)
