@@ -8,10 +8,8 @@ from dataclasses import fields
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from exporter.inputs.otlp import OtlpReceiver
+from exporter.inputs.otlp import SIGNALS, OtlpReceiver
 from exporter.inputs.otlp_decode import Kind
-
-SIGNALS = ("traces", "logs")
 
 
 def otlp_families(otlp: OtlpReceiver) -> Iterable[Metric]:

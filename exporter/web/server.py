@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from exporter.inputs.otlp import SIGNALS
 from exporter.service import Exporter
 from exporter.web.api import Api
 from exporter.web.metrics_handler import make_metrics_handler
@@ -47,7 +48,7 @@ def make_app(
     if exporter.http_input is not None:
         app.router.add_post("/v1/records", exporter.http_input.handle)
     if exporter.otlp is not None:  # OTLP/HTTP: OTEL_EXPORTER_OTLP_ENDPOINT=http://<here>
-        for signal in ("traces", "logs"):
+        for signal in SIGNALS:
             app.router.add_post(f"/v1/{signal}", exporter.otlp.handler(signal))
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
