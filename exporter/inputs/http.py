@@ -150,32 +150,32 @@ class HttpPushInput:
         client is told to come back (429 + Retry-After) instead of the exporter buffering
         without limit. While shutting down the answer is 503."""
         if not self.accepting:
-            return json_response(
-                {"error": "shutting down"}, status=503, headers={"Retry-After": "5"}
-            )
+            return self._error(request, 503, "shutting down", {"Retry-After": "5"})
         if self.stats.pending >= self.config.max_pending_requests:
-            return json_response({"error": "too many requests in flight; retry later"},
-                                 status=429, headers={"Retry-After": "1"})
+            return self._error(request, 429, "too many requests in flight; retry later",
+                               {"Retry-After": "1"})
         self.stats.pending += 1
         try:
             return await self._accept(request)
         finally:
             self.stats.pending -= 1
 
+    def _error(self, request: web.Request, status: int, message: str,
+               headers: dict[str, str] | None = None) -> web.Response:
+        """A request refused: `{"error": message}` (the OTLP receiver answers otherwise)."""
+        return json_response({"error": message}, status=status, headers=headers)
+
     async def _body(self, request: web.Request) -> bytes | web.Response:
         """The request's body, uncompressed; or the answer when it cannot be taken (no
         token, too large)."""
         if not self.authorized(request):
-            return json_response(
-                {"error": "missing or invalid bearer token"},
-                status=401,
-                headers={"WWW-Authenticate": 'Bearer realm="llm-drift-exporter"'},
-            )
+            return self._error(request, 401, "missing or invalid bearer token",
+                               {"WWW-Authenticate": 'Bearer realm="llm-drift-exporter"'})
         try:
             body = await self._read_body(request)
         except BodyTooLarge as exc:
             self.pipeline.reject(self.stats, RejectedRecord("too_large", str(exc)))
-            return json_response({"error": str(exc)}, status=413)
+            return self._error(request, 413, str(exc))
         self.stats.bytes_read += len(body)
         return body
 

@@ -23,7 +23,6 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-import orjson
 from aiohttp import web
 from google.protobuf import json_format
 from google.protobuf.message import Message
@@ -41,7 +40,6 @@ from exporter.inputs.otlp_join import SpanJoin
 from exporter.inputs.stats import InputStats
 from exporter.records import RejectedRecord
 from exporter.streams.pipeline import IngestResult, Pipeline
-from exporter.web.responses import json_response
 
 log = logging.getLogger(__name__)
 FORMAT = "otel_genai"  # the adapter of every span passed on (OpenInference mapped onto it)
@@ -66,10 +64,7 @@ class OtlpReceiver(HttpPushInput):
 
         async def handle(request: web.Request) -> web.Response:
             request["otlp_signal"] = signal
-            response = await self.handle(request)
-            if response.status >= 400:  # the spec's error body: a google.rpc.Status
-                return _status(response, request.headers.get("Content-Type", ""))
-            return response
+            return await self.handle(request)
 
         return handle
 
@@ -78,19 +73,16 @@ class OtlpReceiver(HttpPushInput):
         try:
             body = await self._body(request)
         except (web.HTTPBadRequest, web.HTTPUnsupportedMediaType) as exc:  # its encoding
-            return self._invalid(exc.text or exc.reason, exc.status)
+            self._count_invalid(exc.text or exc.reason)
+            return self._error(request, exc.status, (exc.text or exc.reason).strip())
         if isinstance(body, web.Response):
             return body
         content_type = request.headers.get("Content-Type", "")
         try:
             message = await self.export(body, content_type, signal)
         except OtlpDecodeError as exc:  # (counted)
-            return json_response({"error": str(exc)}, status=exc.status)
-        if content_type.lower().startswith(PROTOBUF_TYPES):
-            return web.Response(body=message.SerializeToString(),
-                                content_type="application/x-protobuf")
-        return web.Response(body=json_format.MessageToJson(message, indent=None).encode(),
-                            content_type="application/json")
+            return self._error(request, exc.status, str(exc))
+        return _encoded(message, request)
 
     async def export(self, body: bytes, content_type: str, signal: str) -> Message:
         """Take one export (HTTP or gRPC): its response message. Raises OtlpDecodeError,
@@ -107,9 +99,11 @@ class OtlpReceiver(HttpPushInput):
         spans = self.join.add(decoded.items, self.clock())
         return _response(signal, await self._ingest(spans))
 
-    def _invalid(self, error: str, status: int) -> web.Response:
-        self._count_invalid(error)
-        return json_response({"error": error.strip()}, status=status)
+    def _error(self, request: web.Request, status: int, message: str,
+               headers: dict[str, str] | None = None) -> web.Response:
+        """The spec's error body: a google.rpc.Status, in the request's encoding."""
+        answer = Status(code=GRPC_CODES.get(status, 2), message=message)  # 2: UNKNOWN
+        return _encoded(answer, request, status, headers)
 
     def _count_invalid(self, error: str) -> None:
         self.invalid_bodies += 1
@@ -158,19 +152,11 @@ def _response(signal: str, result: IngestResult) -> Message:
     return message
 
 
-def _status(response: web.Response, content_type: str) -> web.Response:
-    """An error answer (the push input's JSON `{"error": ...}`, its status and headers kept)
-    as the `google.rpc.Status` OTLP/HTTP clients read, in the request's encoding."""
-    try:
-        error = str(orjson.loads(response.body or b"{}").get("error", ""))
-    except (orjson.JSONDecodeError, AttributeError, TypeError):
-        error = response.reason or ""
-    status = Status(code=GRPC_CODES.get(response.status, 2), message=error)  # 2: UNKNOWN
-    headers = {k: v for k, v in response.headers.items() if k in ("Retry-After",
-                                                                  "WWW-Authenticate")}
-    if content_type.lower().startswith(PROTOBUF_TYPES):
-        return web.Response(status=response.status, body=status.SerializeToString(),
+def _encoded(message: Message, request: web.Request, status: int = 200,
+             headers: dict[str, str] | None = None) -> web.Response:
+    """`message` as the answer, in the request's encoding (protobuf or JSON)."""
+    if request.headers.get("Content-Type", "").lower().startswith(PROTOBUF_TYPES):
+        return web.Response(status=status, body=message.SerializeToString(),
                             content_type="application/x-protobuf", headers=headers)
-    return web.Response(status=response.status, content_type="application/json",
-                        body=json_format.MessageToJson(status, indent=None).encode(),
-                        headers=headers)
+    return web.Response(status=status, body=json_format.MessageToJson(message, indent=None)
+                        .encode(), content_type="application/json", headers=headers)
